@@ -1,0 +1,55 @@
+# Segmenter reproduction harness. `make smoke` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+# pip resolves torch's requirements again at each step and would lift setuptools past 82,
+# which lacks pkg_resources (mmcv's setup.py and mmengine's `mmseg::` lookup need it)
+SETUPTOOLS := 'setuptools>=77.0.3,<82'
+
+export WANDB_MODE ?= offline
+ADE20K_ROOT ?= data/ade/ADEChallengeData2016
+SEEDS ?= 1
+GPUS ?= 1
+ROWS ?=
+ROWS_ARG := $(if $(ROWS),--rows $(ROWS),)
+
+.PHONY: install smoke test reproduce-table3 reproduce-table6 report clean sync-help
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-post.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -r requirements.txt
+	@# mmcv 2.1.0 has no wheel: build it against the installed torch. No build isolation, or
+	@# its compiled ops can be silently skipped; pip's wheel cache keeps the result.
+	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation $(SETUPTOOLS) mmcv==2.1.0
+	$(PIP) install -r requirements-post.txt
+	$(PY) -c "import mmcv.ops, mmseg, wandb; print('mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
+	@touch $@
+
+smoke: install
+	$(PY) -m harness run --table table3 --table table6 --profile smoke --seeds $(SEEDS) $(ROWS_ARG)
+	@$(MAKE) --no-print-directory sync-help PROFILE=smoke
+
+test: install
+	$(PY) -m pytest -q tests
+
+reproduce-table3 reproduce-table6: reproduce-%: install
+	$(PY) -m harness run --table $* --profile full --seeds $(SEEDS) --gpus $(GPUS) \
+		--data-root $(ADE20K_ROOT) $(ROWS_ARG)
+	@$(MAKE) --no-print-directory sync-help PROFILE=full
+
+report: install
+	$(PY) -m harness report --table table3 --table table6 --profile smoke
+	$(PY) -m harness report --table table3 --table table6 --profile full
+
+sync-help:
+	@echo "W&B runs are offline ($$WANDB_MODE). To upload them: $(VENV)/bin/wandb login, then"
+	@echo "  $(VENV)/bin/wandb sync work_dirs/$(PROFILE)/*/*/seed*/vis_data/wandb/offline-run-*"
+
+clean:
+	rm -rf work_dirs reports/smoke .cache/synthetic_ade20k .pytest_cache

@@ -1,0 +1,5 @@
+_base_ = ['../_base_/segmenter_recipe.py']
+
+model = dict(
+    backbone=dict(embed_dims=384, num_layers=12, num_heads=6, patch_size=16),
+    decode_head=dict(in_channels=384, channels=384, embed_dims=384, num_heads=6))

@@ -1,0 +1,133 @@
+"""Command line: ``python -m harness {run,report,status} --help``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .spec import REPO_ROOT, SpecError, available_tables, load_table
+
+DEFAULT_WORK_ROOT = REPO_ROOT / 'work_dirs'
+DEFAULT_REPORTS = REPO_ROOT / 'reports'
+
+
+def _rows_arg(value: str) -> list[str]:
+    return [v for v in value.split(',') if v]
+
+
+def _common(p: argparse.ArgumentParser, seeds_default: int | None = 1) -> None:
+    p.add_argument('--table', action='append', required=True,
+                   help=f"table spec to use, repeatable ({', '.join(available_tables())})")
+    p.add_argument('--rows', type=_rows_arg, help='comma-separated row ids (default: all rows)')
+    p.add_argument('--profile', choices=('smoke', 'full'), default='smoke',
+                   help='smoke: tiny models on synthetic data, CPU; full: the paper run')
+    p.add_argument('--work-root', type=Path, default=DEFAULT_WORK_ROOT,
+                   help='jobs live in <work-root>/<profile>/<table>/<row>/seed<k>/')
+    if seeds_default is not None:
+        p.add_argument('--seeds', type=int, default=seeds_default,
+                       help='number of seeds per row (seeds 0..N-1)')
+
+
+def _data_root(args) -> Path:
+    if args.data_root:
+        return args.data_root
+    if args.profile == 'smoke':
+        from .synthetic import DEFAULT_ROOT
+        return DEFAULT_ROOT
+    from .profiles import DEFAULT_ADE20K_ROOT
+    return Path(os.environ.get('ADE20K_ROOT', DEFAULT_ADE20K_ROOT))
+
+
+def cmd_run(args) -> int:
+    from .launch import PreflightError, preflight_full, run_jobs
+    if args.seeds < 1:
+        raise SpecError('--seeds must be at least 1')
+    tables = [load_table(t) for t in args.table]
+    selected = [(t, t.select(args.rows if len(tables) == 1 else None)) for t in tables]
+    data_root = _data_root(args)
+    if args.profile == 'smoke':
+        from .synthetic import ensure_dataset
+        ensure_dataset(data_root)
+    else:
+        try:
+            preflight_full([r for _, rows in selected for r in rows], data_root, args.gpus)
+        except PreflightError as err:
+            raise SpecError(str(err)) from None
+    failed = 0
+    for table, rows in selected:
+        failed += run_jobs(rows, args.profile, args.seeds, args.work_root, data_root,
+                           gpus=args.gpus, wandb_project=args.wandb_project,
+                           verbose=args.verbose, cpu=args.profile == 'smoke')
+        if args.report:
+            from .report import build_report
+            out = build_report(table, args.profile, args.work_root, args.reports)
+            print(f'report: {out / "report.md"}')
+    if failed:
+        print(f'{failed} job(s) did not finish; re-run the same command to retry/resume them.')
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+    for name in args.table:
+        out = build_report(load_table(name), args.profile, args.work_root, args.reports,
+                           args.paper_version, args.tolerance)
+        print(f'report: {out / "report.md"}')
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .collect import collect_jobs
+    for name in args.table:
+        table = load_table(name)
+        jobs, _ = collect_jobs(table.select(args.rows), args.profile, args.work_root, args.seeds)
+        print(f'{table.name} ({args.profile}):')
+        for j in jobs.itertuples():
+            extra = (f'mIoU {j.mIoU_final:.2f}' if j.status == 'finished' and j.mIoU_final
+                     is not None else j.error or (f'at iteration {j.iters}' if j.iters else ''))
+            print(f'  {j.row:<16} seed{j.seed}  {j.status:<12} {extra}')
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m harness',
+        description='Reproduce the Segmenter ADE20K tables (arXiv 2105.05633) with mmseg.')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    run = sub.add_parser('run', help='train and evaluate rows x seeds (skips finished jobs, '
+                                     'resumes interrupted ones)')
+    _common(run)
+    run.add_argument('--data-root', type=Path, help='ADEChallengeData2016 folder (smoke: the '
+                     'synthetic copy; full: $ADE20K_ROOT or data/ade/ADEChallengeData2016)')
+    run.add_argument('--gpus', type=int, default=1, help='GPUs per job (per-GPU batch = 8/gpus)')
+    run.add_argument('--wandb-project', default=os.environ.get('WANDB_PROJECT', 'segmenter-repro'))
+    run.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
+    run.add_argument('--no-report', dest='report', action='store_false',
+                     help='do not rebuild the report afterwards')
+    run.add_argument('-v', '--verbose', action='store_true', help='stream job logs')
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser('report', help='rebuild the report from the job folders on disk')
+    _common(report, seeds_default=None)
+    report.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
+    report.add_argument('--paper-version', choices=('v1', 'v3'), default='v1',
+                        help='paper version the delta is computed against')
+    report.add_argument('--tolerance', type=float, default=1.0,
+                        help='|delta| in mIoU points that counts as reproduced')
+    report.set_defaults(func=cmd_report)
+
+    status = sub.add_parser('status', help='state of every row x seed of a table')
+    _common(status)
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpecError, FileExistsError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2

@@ -1,0 +1,84 @@
+"""Collect: what the job folders on disk say, as tables (no job is contacted, nothing recomputed).
+
+A job's curves are ``vis_data/scalars.json`` (one JSON object a line, written by mmengine's
+LocalVisBackend and appended to across restarts). A restart re-logs the iterations between its
+checkpoint and the interruption, so for each (kind, step) the last line wins.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pandas as pd
+
+from .job import CURVES_FILE, job_dir, read_state
+from .spec import Row
+
+VAL_METRICS = ('mIoU', 'mAcc', 'aAcc')
+JOB_COLUMNS = ['row', 'seed', 'status', 'error', 'iters', 'mIoU_final', 'mAcc_final',
+               'aAcc_final', 'miou_first', 'wandb_run_id', 'work_dir']
+
+
+def read_curves(work_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, val) curves of one job, indexed by iteration; empty frames when none yet."""
+    path = Path(work_dir) / CURVES_FILE
+    train, val = {}, {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            step = record.get('step')
+            if step is None:
+                continue
+            (val if 'mIoU' in record else train)[step] = record
+    return (pd.DataFrame.from_dict(train, orient='index').sort_index(),
+            pd.DataFrame.from_dict(val, orient='index').sort_index())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def job_status(state: dict) -> str:
+    """finished / failed / interrupted / running / stale (running on record, process gone)."""
+    status = state.get('status', 'not run')
+    if status == 'running' and state.get('host') == socket.gethostname() \
+            and not _pid_alive(int(state.get('pid', 0))):
+        return 'stale'
+    return status
+
+
+def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | None = None):
+    """One record per row x seed found on disk (seeds 0..n-1 when ``seeds`` is given)."""
+    records, curves = [], {}
+    for row in rows:
+        base = Path(work_root) / profile / row.table / row.id
+        found = sorted(int(p.name[4:]) for p in base.glob('seed*') if p.name[4:].isdigit())
+        for seed in (range(seeds) if seeds else found):
+            work_dir = job_dir(work_root, profile, row.table, row.id, seed)
+            state = read_state(work_dir)
+            train, val = read_curves(work_dir)
+            curves[(row.id, seed)] = (train, val)
+            last_val = val.iloc[-1] if len(val) else None
+            status = job_status(state)
+            records.append({
+                'row': row.id, 'seed': seed, 'status': status,
+                'error': state.get('error') if status == 'failed' else None,
+                'iters': int(train.index.max()) if len(train) else 0,
+                **{f'{m}_final': (float(last_val[m]) if last_val is not None else None)
+                   for m in VAL_METRICS},
+                'miou_first': float(val['mIoU'].iloc[0]) if len(val) else None,
+                'wandb_run_id': state.get('wandb_run_id'),
+                'work_dir': str(work_dir),
+            })
+    return pd.DataFrame.from_records(records, columns=JOB_COLUMNS), curves

@@ -1,0 +1,104 @@
+"""One job = one row x profile x seed, trained by mmengine's Runner in its own process.
+
+``python -m harness.job --table T --row R --profile P --seed K --work-dir D [--data-root ...]``
+is what the launcher runs. The job folder holds ``job.json`` (state), the curves
+(``vis_data/scalars.json``), the W&B run (``vis_data/wandb``), checkpoints and logs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+STATE_FILE = 'job.json'
+CURVES_FILE = Path('vis_data') / 'scalars.json'
+
+
+def job_dir(work_root: Path, profile: str, table: str, row: str, seed: int) -> Path:
+    return Path(work_root) / profile / table / row / f'seed{seed}'
+
+
+def read_state(work_dir: Path) -> dict:
+    try:
+        return json.loads((Path(work_dir) / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def write_state(work_dir: Path, **fields) -> dict:
+    """Merge ``fields`` into job.json, atomically (a reader never sees half a file)."""
+    path = Path(work_dir) / STATE_FILE
+    state = {**read_state(work_dir), **fields, 'updated': time.time()}
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}')
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+    return state
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ''
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog='python -m harness.job', description=__doc__.splitlines()[0])
+    p.add_argument('--table', required=True)
+    p.add_argument('--row', required=True)
+    p.add_argument('--profile', required=True)
+    p.add_argument('--seed', type=int, required=True)
+    p.add_argument('--work-dir', type=Path, required=True)
+    p.add_argument('--data-root', type=Path, required=True)
+    p.add_argument('--gpus', type=int, default=1)
+    p.add_argument('--wandb-project', default='segmenter-repro')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault('WANDB_MODE', 'offline')
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    state = read_state(args.work_dir)
+    run_id = state.get('wandb_run_id') or f'{args.table}-{args.row}-s{args.seed}-{secrets.token_hex(3)}'
+    state = write_state(args.work_dir, table=args.table, row=args.row, profile=args.profile,
+                        seed=args.seed, status='running', host=socket.gethostname(),
+                        pid=os.getpid(), started=time.time(), wandb_run_id=run_id,
+                        starts=state.get('starts', 0) + 1, error=None)
+    try:
+        from mmengine.runner import Runner
+
+        from .profiles import JobSpec, build_config
+        from .spec import load_table
+        from .tracking import allow_checkpoint_types, git_state, package_versions
+
+        row = load_table(args.table).row(args.row)
+        job = JobSpec(row=row, profile=args.profile, seed=args.seed, work_dir=args.work_dir,
+                      data_root=args.data_root, gpus=args.gpus,
+                      wandb_project=args.wandb_project, wandb_run_id=run_id)
+        meta = {'table': row.table, 'row': row.id, 'model': row.model, 'profile': args.profile,
+                'seed': args.seed, 'git': git_state(), 'versions': package_versions()}
+        cfg = build_config(job, meta)
+        cfg.dump(args.work_dir / 'job_config.py')
+        allow_checkpoint_types()
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
+        error = last_line(traceback.format_exception_only(err)[-1]) or type(err).__name__
+        failed = isinstance(err, Exception)  # not Ctrl-C / SystemExit: those resume next time
+        write_state(args.work_dir, status='failed' if failed else 'interrupted', error=error,
+                    finished=time.time())
+        if failed:
+            traceback.print_exc()
+            return 1
+        raise
+    write_state(args.work_dir, status='finished', finished=time.time())
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

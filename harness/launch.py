@@ -1,0 +1,110 @@
+"""Launch: run every selected row x seed of a table as its own job process, one after another.
+
+Finished jobs are skipped; interrupted or failed ones are started again and resume from their
+last checkpoint. A crashing job is recorded and the next one starts.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .collect import read_curves
+from .job import job_dir, last_line, read_state, write_state
+from .profiles import TOTAL_BATCH
+from .spec import REPO_ROOT, Row
+
+ADE20K_COUNTS = {'training': 20210, 'validation': 2000}
+
+
+class PreflightError(RuntimeError):
+    """Something a full run needs is missing; the message is one line."""
+
+
+def preflight_full(rows: list[Row], data_root: Path, gpus: int) -> None:
+    """Check data, weights and GPU count before any full job starts training."""
+    if TOTAL_BATCH % gpus:
+        raise PreflightError(f'--gpus {gpus} does not divide the total batch {TOTAL_BATCH}')
+    for split in ADE20K_COUNTS:
+        for kind in ('images', 'annotations'):
+            folder = Path(data_root) / kind / split
+            if not folder.is_dir():
+                raise PreflightError(
+                    f'ADE20K not found: no {folder} (download ADEChallengeData2016.zip from '
+                    'http://data.csail.mit.edu/places/ADEchallenge/ and unzip it there, or set '
+                    'ADE20K_ROOT=/path/to/ADEChallengeData2016)')
+    for row in rows:
+        weights = REPO_ROOT / row.pretrained_file
+        if not weights.is_file():
+            origin = (f'convert the {row.pretrained_id} release' if row.pretrained_id
+                      else 'no public release matches the paper\'s; supply your own file')
+            raise PreflightError(f'{row.table}/{row.id}: pretrained weights missing: '
+                                 f'{row.pretrained_file} ({origin} to that path in mmseg layout)')
+
+
+def _job_command(row: Row, profile: str, seed: int, work_dir: Path, data_root: Path,
+                 gpus: int, wandb_project: str) -> list[str]:
+    return [sys.executable, '-m', 'harness.job', '--table', row.table, '--row', row.id,
+            '--profile', profile, '--seed', str(seed), '--work-dir', str(work_dir),
+            '--data-root', str(data_root), '--gpus', str(gpus),
+            '--wandb-project', wandb_project]
+
+
+def _run_one(cmd: list[str], work_dir: Path, env: dict, verbose: bool) -> int:
+    """Run one job process, its output teed to ``job.log`` (and the terminal when verbose)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with open(work_dir / 'job.log', 'ab') as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            for chunk in iter(proc.stdout.readline, b''):
+                log.write(chunk)
+                if verbose:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+        finally:
+            rc = proc.wait()
+    return rc
+
+
+def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_root: Path,
+             gpus: int = 1, wandb_project: str = 'segmenter-repro', verbose: bool = False,
+             cpu: bool = False) -> int:
+    """Run rows x seeds; return the number of jobs that did not finish."""
+    env = dict(os.environ)
+    env.setdefault('WANDB_MODE', 'offline')
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get('PYTHONPATH')]))
+    if cpu:
+        env['CUDA_VISIBLE_DEVICES'] = ''
+    jobs = [(row, seed) for row in rows for seed in range(seeds)]
+    failed = 0
+    for n, (row, seed) in enumerate(jobs, 1):
+        work_dir = job_dir(work_root, profile, row.table, row.id, seed)
+        tag = f'[{n}/{len(jobs)}] {row.table}/{row.id} seed{seed}'
+        state = read_state(work_dir)
+        if state.get('status') == 'finished':
+            print(f'{tag}: finished before, skipped', flush=True)
+            continue
+        train, _ = read_curves(work_dir)
+        resume = f' (resuming after iteration {int(train.index.max())})' if len(train) else ''
+        print(f'{tag}: training{resume} -> {work_dir}', flush=True)
+        start = time.monotonic()
+        rc = _run_one(_job_command(row, profile, seed, work_dir, data_root, gpus, wandb_project),
+                      work_dir, env, verbose)
+        took = time.monotonic() - start
+        state = read_state(work_dir)
+        if rc == 0 and state.get('status') == 'finished':
+            _, val = read_curves(work_dir)
+            miou = f"mIoU {val['mIoU'].iloc[-1]:.2f}" if len(val) else 'no evaluation'
+            print(f'{tag}: finished in {took:.0f}s, {miou}', flush=True)
+            continue
+        failed += 1
+        if state.get('status') == 'running':  # killed before it could record anything
+            log_tail = (work_dir / 'job.log').read_text(errors='replace')[-4000:]
+            state = write_state(work_dir, status='failed',
+                                error=last_line(log_tail) or f'exit code {rc}')
+        print(f"{tag}: {state.get('status')} after {took:.0f}s (exit {rc}): {state.get('error')}"
+              f" -- log: {work_dir / 'job.log'}", flush=True)
+    return failed

@@ -1,0 +1,164 @@
+"""Report: reproduced single-scale mIoU against the paper, row by row, built only from disk.
+
+``reports/<table>/`` for full runs, ``reports/smoke/<table>/`` for smoke runs, each with
+``report.md``, ``results.csv`` and ``curves.png``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .collect import collect_jobs  # noqa: E402
+from .profiles import SMOKE  # noqa: E402
+from .spec import REPO_ROOT, Table  # noqa: E402
+
+DEFAULT_TOLERANCE = 1.0
+RESULT_COLUMNS = ['row', 'model', 'paper_miou_v1', 'paper_miou_v3', 'miou_ss', 'miou_ss_std',
+                  'n_seeds', 'delta', 'status', 'verdict', 'miou_first']
+
+
+def report_dir(out_root: Path, profile: str, table: str) -> Path:
+    return Path(out_root) / table if profile == 'full' else Path(out_root) / profile / table
+
+
+def _row_status(jobs: pd.DataFrame) -> str:
+    statuses = list(jobs['status'])
+    if not statuses or all(s == 'not run' for s in statuses):
+        return 'not run'
+    if 'failed' in statuses:
+        return f"failed: {jobs.loc[jobs['status'] == 'failed', 'error'].iloc[0]}"
+    if 'running' in statuses:
+        return 'running'
+    done = statuses.count('finished')
+    return 'finished' if done == len(statuses) else f'{done}/{len(statuses)} finished'
+
+
+def _verdict(delta: float | None, paper: float | None, profile: str, tolerance: float) -> str:
+    if profile != 'full':
+        return 'smoke: not comparable'
+    if paper is None:
+        return 'no paper value'
+    if delta is None:
+        return 'no result'
+    return 'reproduced' if abs(delta) <= tolerance else 'not reproduced'
+
+
+def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str = 'v1',
+              tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+    """One line per table row: paper values, ours (mean/std over finished seeds), delta, verdict."""
+    lines = []
+    for row in table.rows:
+        mine = jobs[jobs['row'] == row.id]
+        done = mine[mine['status'] == 'finished']
+        finals = list(done['mIoU_final'].dropna())
+        miou = sum(finals) / len(finals) if finals else None
+        std = pd.Series(finals).std(ddof=1) if len(finals) > 1 else None
+        paper = row.paper[paper_version].miou
+        delta = miou - paper if (profile == 'full' and miou is not None and paper is not None) \
+            else None
+        firsts = list(done['miou_first'].dropna())
+        lines.append({
+            'row': row.id, 'model': row.model,
+            'paper_miou_v1': row.paper['v1'].miou, 'paper_miou_v3': row.paper['v3'].miou,
+            'miou_ss': miou, 'miou_ss_std': std, 'n_seeds': len(finals), 'delta': delta,
+            'status': _row_status(mine),
+            'verdict': _verdict(delta, paper, profile, tolerance),
+            'miou_first': sum(firsts) / len(firsts) if firsts else None,
+        })
+    return pd.DataFrame(lines, columns=RESULT_COLUMNS)
+
+
+def _fmt(value, digits=2, signed=False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '—'
+    return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
+
+
+def _plot(table: Table, curves: dict, path: Path) -> None:
+    fig, (ax_miou, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, row in enumerate(table.rows):
+        colour = f'C{i % 10}'
+        for seed_index, ((row_id, _), (train, val)) in enumerate(
+                (k, v) for k, v in curves.items() if k[0] == row.id):
+            label = row.model if seed_index == 0 else None
+            if len(val):
+                ax_miou.plot(val.index, val['mIoU'], 'o-', color=colour, label=label, ms=3)
+            if len(train) and 'loss' in train:
+                ax_loss.plot(train.index, train['loss'], color=colour, label=label, lw=1)
+    ax_miou.set(title='single-scale mIoU (val)', xlabel='iteration', ylabel='mIoU (%)')
+    ax_loss.set(title='training loss', xlabel='iteration', ylabel='loss')
+    for ax in (ax_miou, ax_loss):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(table.title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: str,
+              paper_version: str, tolerance: float) -> str:
+    lines = []
+    if profile == 'smoke':
+        lines += [f'> **Smoke run on synthetic data** (tiny {SMOKE.num_layers}-layer models, '
+                  f'{SMOKE.max_iters} iterations, {SMOKE.crop}px crops, random init): it checks '
+                  'the pipeline, its mIoU is not comparable with the paper.', '']
+    lines += [f'# {table.title}', '',
+              f'Profile `{profile}` · Δ against paper {paper_version} · reproduced when '
+              f'|Δ| ≤ {tolerance} mIoU · built {dt.datetime.now():%Y-%m-%d %H:%M} from '
+              'the job folders on disk.', '']
+    first_col = '| first eval ' if profile == 'smoke' else ''
+    lines += [f'| row | model | paper v1 | paper v3 {first_col}| ours (single-scale) | n | Δ | '
+              'status | verdict |',
+              '|---|---|---|---|' + ('---|' if first_col else '') + '---|---|---|---|---|']
+    for r in summary.itertuples():
+        ours = _fmt(r.miou_ss)
+        if r.miou_ss_std is not None and not math.isnan(r.miou_ss_std):
+            ours += f' ± {r.miou_ss_std:.2f}'
+        first = f'| {_fmt(r.miou_first)} ' if first_col else ''
+        lines.append(f'| {r.row} | {r.model} | {_fmt(r.paper_miou_v1)} | {_fmt(r.paper_miou_v3)} '
+                     f'{first}| {ours} | {r.n_seeds} | {_fmt(r.delta, signed=True)} | '
+                     f'{r.status} | {r.verdict} |')
+    lines += ['', '![mIoU and loss against iteration](curves.png)', '', '## Paper values', '']
+    for row in table.rows:
+        for version, value in row.paper.items():
+            if value.miou is not None:
+                lines.append(f'- {row.model} {version}: {value.miou:.2f} — {value.source} '
+                             f'[{value.confidence}]')
+    lines += ['', 'Unknown paper values are shown as —: they are not guessed.', '', '## Jobs', '',
+              '| row | seed | status | last iteration | mIoU | W&B run | work dir |',
+              '|---|---|---|---|---|---|---|']
+    for j in jobs.itertuples():
+        status = j.status + (f' ({j.error})' if j.error else '')
+        lines.append(f'| {j.row} | {j.seed} | {status} | {j.iters} | {_fmt(j.mIoU_final)} | '
+                     f'{j.wandb_run_id or "—"} | {_relative(j.work_dir)} |')
+    return '\n'.join(lines) + '\n'
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path
+
+
+def build_report(table: Table, profile: str, work_root: Path, out_root: Path,
+                 paper_version: str = 'v1', tolerance: float = DEFAULT_TOLERANCE) -> Path:
+    """Write report.md, results.csv and curves.png for ``table``; return their folder."""
+    jobs, curves = collect_jobs(list(table.rows), profile, work_root)
+    summary = summarise(table, jobs, profile, paper_version, tolerance)
+    out = report_dir(out_root, profile, table.name)
+    out.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out / 'results.csv', index=False)
+    _plot(table, curves, out / 'curves.png')
+    (out / 'report.md').write_text(
+        _markdown(table, summary, jobs, profile, paper_version, tolerance))
+    return out

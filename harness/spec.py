@@ -1,0 +1,187 @@
+"""Row specs: the paper's tables as data (``experiments/<table>.yaml``), validated on load.
+
+A malformed spec raises :class:`SpecError` with one line naming the file, the row and the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO_ROOT / 'experiments'
+PAPER_VERSIONS = ('v1', 'v3')
+CONFIDENCES = ('read', 'summary', 'inferred')
+DECODERS = ('linear', 'mask')
+REFERENCE_KINDS = ('seed_repo', 'official_zoo', 'mmseg_zoo')
+
+
+class SpecError(ValueError):
+    """A table spec that cannot be used; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperValue:
+    miou: float | None
+    source: str | None
+    confidence: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    miou: float
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    table: str
+    id: str
+    paper_row: int | None
+    model: str
+    backbone: str
+    pretrained_id: str | None  # None: no public release matches; the user supplies the file
+    pretrained_file: str
+    patch_size: int
+    decoder: str
+    crop_size: int
+    config: str  # path relative to the repository root
+    paper: dict[str, PaperValue]
+    references: dict[str, Reference]
+
+    @property
+    def config_path(self) -> Path:
+        return REPO_ROOT / self.config
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    rows: tuple[Row, ...]
+    path: Path
+
+    def row(self, row_id: str) -> Row:
+        for row in self.rows:
+            if row.id == row_id:
+                return row
+        raise SpecError(f"table '{self.name}' has no row '{row_id}' "
+                        f"(rows: {', '.join(r.id for r in self.rows)})")
+
+    def select(self, row_ids: list[str] | None) -> list[Row]:
+        return list(self.rows) if not row_ids else [self.row(r) for r in row_ids]
+
+
+def available_tables() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS.glob('table*.yaml'))
+
+
+class _Fields:
+    """Typed access to one mapping of a spec; every failure names file, row and field."""
+
+    def __init__(self, data: Any, where: str, prefix: str = ''):
+        self.where, self.prefix = where, prefix
+        if not isinstance(data, dict):
+            self.fail('', f'expected a mapping, got {type(data).__name__}')
+        self.data = data
+
+    def fail(self, field: str, why: str):
+        name = f'{self.prefix}{field}' or self.prefix.rstrip('.') or '<row>'
+        raise SpecError(f"{self.where}: field '{name}': {why}")
+
+    def get(self, field: str, types, *, optional=False, choices=None):
+        if field not in self.data:
+            self.fail(field, 'missing')
+        value = self.data[field]
+        if value is None and optional:
+            return None
+        # bool is an int in Python; a spec value of true/false is never a number here
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = ' or '.join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            self.fail(field, f"expected {want}{' or null' if optional else ''}, got {value!r}")
+        if choices is not None and value not in choices:
+            self.fail(field, f"expected one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+
+    def sub(self, field: str) -> '_Fields':
+        if field not in self.data:
+            self.fail(field, 'missing')
+        return _Fields(self.data[field], self.where, f'{self.prefix}{field}.')
+
+
+def _miou(fields: _Fields, optional: bool) -> float | None:
+    value = fields.get('miou', (int, float), optional=optional)
+    if value is not None and not 0 < value <= 100:
+        fields.fail('miou', f'expected an mIoU in (0, 100], got {value!r}')
+    return None if value is None else float(value)
+
+
+def _parse_row(data: Any, table: str, where: str) -> Row:
+    f = _Fields(data, where)
+    paper = {}
+    for version in PAPER_VERSIONS:
+        pf = f.sub('paper').sub(version)
+        miou = _miou(pf, optional=True)
+        source = pf.get('source', str, optional=True)
+        confidence = pf.get('confidence', str, optional=True, choices=CONFIDENCES)
+        if (miou is None) != (source is None) or (miou is None) != (confidence is None):
+            pf.fail('miou', 'a value needs a source and a confidence; an unknown value has neither')
+        paper[version] = PaperValue(miou, source, confidence)
+    references = {}
+    rf = f.sub('references')
+    for kind in rf.data:
+        if kind not in REFERENCE_KINDS:
+            rf.fail(kind, f"unknown reference, expected one of {', '.join(REFERENCE_KINDS)}")
+        kf = rf.sub(kind)
+        references[kind] = Reference(_miou(kf, optional=False), kf.get('source', str))
+    pretrained = f.sub('pretrained')
+    config = f.get('config', str)
+    if not (REPO_ROOT / config).is_file():
+        f.fail('config', f'no such file: {config}')
+    return Row(
+        table=table,
+        id=f.get('id', str),
+        paper_row=f.get('paper_row', int, optional=True),
+        model=f.get('model', str),
+        backbone=f.get('backbone', str),
+        pretrained_id=pretrained.get('id', str, optional=True),
+        pretrained_file=pretrained.get('file', str),
+        patch_size=f.get('patch_size', int, choices=(8, 16, 32)),
+        decoder=f.get('decoder', str, choices=DECODERS),
+        crop_size=f.get('crop_size', int),
+        config=config,
+        paper=paper,
+        references=references,
+    )
+
+
+def load_table(name_or_path: str | Path) -> Table:
+    """Load ``experiments/<name>.yaml`` (or a spec file by path) and validate every row."""
+    path = Path(name_or_path)
+    if path.suffix not in ('.yaml', '.yml'):
+        path = EXPERIMENTS / f'{name_or_path}.yaml'
+        if not path.is_file():
+            raise SpecError(f"unknown table '{name_or_path}' "
+                            f"(tables: {', '.join(available_tables())})")
+    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SpecError(f'{shown}: cannot read spec: {str(err).splitlines()[0]}') from None
+    top = _Fields(data, str(shown))
+    name = top.get('table', str)
+    rows_data = top.get('rows', list)
+    rows, seen = [], set()
+    for i, row_data in enumerate(rows_data):
+        label = row_data.get('id') if isinstance(row_data, dict) else None
+        where = f"{shown}: row {label!r}" if label else f'{shown}: row #{i + 1}'
+        row = _parse_row(row_data, name, where)
+        if row.id in seen:
+            raise SpecError(f"{where}: field 'id': duplicate row id")
+        seen.add(row.id)
+        rows.append(row)
+    if not rows:
+        top.fail('rows', 'no rows')
+    return Table(name=name, title=top.get('title', str), rows=tuple(rows), path=path)
