@@ -51,14 +51,16 @@ def cmd_run(args) -> int:
         ensure_dataset(data_root)
     else:
         try:
-            preflight_full([r for _, rows in selected for r in rows], data_root, args.gpus)
+            preflight_full([r for _, rows in selected for r in rows], data_root, args.gpus,
+                           args.weights_root)
         except PreflightError as err:
             raise SpecError(str(err)) from None
     failed = 0
     for table, rows in selected:
         failed += run_jobs(rows, args.profile, args.seeds, args.work_root, data_root,
                            gpus=args.gpus, wandb_project=args.wandb_project,
-                           verbose=args.verbose, cpu=args.profile == 'smoke')
+                           verbose=args.verbose, cpu=args.profile == 'smoke',
+                           weights_root=args.weights_root)
         if args.report:
             from .report import build_report
             out = build_report(table, args.profile, args.work_root, args.reports)
@@ -101,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument('--data-root', type=Path, help='ADEChallengeData2016 folder (smoke: the '
                      'synthetic copy; full: $ADE20K_ROOT or data/ade/ADEChallengeData2016)')
+    run.add_argument('--weights-root', type=Path, default=REPO_ROOT,
+                     help="folder the spec's weight paths (weights/...) are relative to")
     run.add_argument('--gpus', type=int, default=1, help='GPUs per job (per-GPU batch = 8/gpus)')
     run.add_argument('--wandb-project', default=os.environ.get('WANDB_PROJECT', 'segmenter-repro'))
     run.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)

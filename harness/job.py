@@ -16,6 +16,8 @@ import time
 import traceback
 from pathlib import Path
 
+from .spec import REPO_ROOT
+
 STATE_FILE = 'job.json'
 CURVES_FILE = Path('vis_data') / 'scalars.json'
 
@@ -56,6 +58,7 @@ def parse_args(argv=None):
     p.add_argument('--data-root', type=Path, required=True)
     p.add_argument('--gpus', type=int, default=1)
     p.add_argument('--wandb-project', default='segmenter-repro')
+    p.add_argument('--weights-root', type=Path, default=REPO_ROOT)
     return p.parse_args(argv)
 
 
@@ -79,6 +82,7 @@ def main(argv=None) -> int:
         row = load_table(args.table).row(args.row)
         job = JobSpec(row=row, profile=args.profile, seed=args.seed, work_dir=args.work_dir,
                       data_root=args.data_root, gpus=args.gpus,
+                      weights_root=args.weights_root,
                       wandb_project=args.wandb_project, wandb_run_id=run_id)
         meta = {'table': row.table, 'row': row.id, 'model': row.model, 'profile': args.profile,
                 'seed': args.seed, 'git': git_state(), 'versions': package_versions()}

@@ -23,7 +23,8 @@ class PreflightError(RuntimeError):
     """Something a full run needs is missing; the message is one line."""
 
 
-def preflight_full(rows: list[Row], data_root: Path, gpus: int) -> None:
+def preflight_full(rows: list[Row], data_root: Path, gpus: int,
+                   weights_root: Path = REPO_ROOT) -> None:
     """Check data, weights and GPU count before any full job starts training."""
     if TOTAL_BATCH % gpus:
         raise PreflightError(f'--gpus {gpus} does not divide the total batch {TOTAL_BATCH}')
@@ -36,7 +37,7 @@ def preflight_full(rows: list[Row], data_root: Path, gpus: int) -> None:
                     'http://data.csail.mit.edu/places/ADEchallenge/ and unzip it there, or set '
                     'ADE20K_ROOT=/path/to/ADEChallengeData2016)')
     for row in rows:
-        weights = REPO_ROOT / row.pretrained_file
+        weights = Path(weights_root) / row.pretrained_file
         if not weights.is_file():
             origin = (f'convert the {row.pretrained_id} release' if row.pretrained_id
                       else 'no public release matches the paper\'s; supply your own file')
@@ -45,11 +46,11 @@ def preflight_full(rows: list[Row], data_root: Path, gpus: int) -> None:
 
 
 def _job_command(row: Row, profile: str, seed: int, work_dir: Path, data_root: Path,
-                 gpus: int, wandb_project: str) -> list[str]:
+                 gpus: int, wandb_project: str, weights_root: Path) -> list[str]:
     return [sys.executable, '-m', 'harness.job', '--table', row.table, '--row', row.id,
             '--profile', profile, '--seed', str(seed), '--work-dir', str(work_dir),
             '--data-root', str(data_root), '--gpus', str(gpus),
-            '--wandb-project', wandb_project]
+            '--wandb-project', wandb_project, '--weights-root', str(weights_root)]
 
 
 def _run_one(cmd: list[str], work_dir: Path, env: dict, verbose: bool) -> int:
@@ -71,7 +72,7 @@ def _run_one(cmd: list[str], work_dir: Path, env: dict, verbose: bool) -> int:
 
 def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_root: Path,
              gpus: int = 1, wandb_project: str = 'segmenter-repro', verbose: bool = False,
-             cpu: bool = False) -> int:
+             cpu: bool = False, weights_root: Path = REPO_ROOT) -> int:
     """Run rows x seeds; return the number of jobs that did not finish."""
     env = dict(os.environ)
     env.setdefault('WANDB_MODE', 'offline')
@@ -91,7 +92,8 @@ def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_ro
         resume = f' (resuming after iteration {int(train.index.max())})' if len(train) else ''
         print(f'{tag}: training{resume} -> {work_dir}', flush=True)
         start = time.monotonic()
-        rc = _run_one(_job_command(row, profile, seed, work_dir, data_root, gpus, wandb_project),
+        rc = _run_one(_job_command(row, profile, seed, work_dir, data_root, gpus, wandb_project,
+                                   weights_root),
                       work_dir, env, verbose)
         took = time.monotonic() - start
         state = read_state(work_dir)

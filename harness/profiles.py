@@ -22,18 +22,17 @@ DEFAULT_ADE20K_ROOT = REPO_ROOT / 'data' / 'ade' / 'ADEChallengeData2016'
 
 @dataclasses.dataclass(frozen=True)
 class SmokeSize:
-    embed_dims: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
+    width_divisor: int = 8  # ViT-Ti/S/B/L widths 192/384/768/1024 -> 24/48/96/128
+    depth_divisor: int = 6  # 12 layers -> 2, ViT-L's 24 -> 4; heads keep their count
     crop: int = 64
     batch: int = 4
-    max_iters: int = 40
-    val_interval: int = 20
-    checkpoint_interval: int = 10
-    log_interval: int = 5
-    # Random init and tens of iterations: the paper's lr (1e-3) barely moves a fresh model, so
+    max_iters: int = 100
+    first_val: int = 10  # two evaluations: early (iteration 10) and at the end
+    checkpoint_interval: int = 20
+    log_interval: int = 10
+    # Random init and a hundred iterations: the paper's lr (1e-3) barely moves a fresh model, so
     # the smoke schedule starts higher. Same optimiser and poly decay as the row.
-    lr: float = 0.05
+    lr: float = 0.02
 
 
 SMOKE = SmokeSize()
@@ -48,6 +47,7 @@ class JobSpec:
     work_dir: Path
     data_root: Path
     gpus: int = 1
+    weights_root: Path = REPO_ROOT  # the spec's weight paths (weights/...) are relative to it
     wandb_project: str = 'segmenter-repro'
     wandb_run_id: str | None = None
 
@@ -66,12 +66,13 @@ def _apply_smoke(cfg: Config, size: SmokeSize) -> None:
     model = cfg.model
     model.pretrained = None
     model.backbone.init_cfg = None
-    model.backbone.update(img_size=crop, embed_dims=size.embed_dims,
-                          num_layers=size.num_layers, num_heads=size.num_heads)
+    width = model.backbone.embed_dims // size.width_divisor
+    model.backbone.update(img_size=crop, embed_dims=width,
+                          num_layers=model.backbone.num_layers // size.depth_divisor)
     head = model.decode_head
-    head.update(in_channels=size.embed_dims, channels=size.embed_dims)
+    head.update(in_channels=width, channels=width)
     if 'embed_dims' in head:  # mask transformer
-        head.update(embed_dims=size.embed_dims, num_heads=size.num_heads)
+        head.update(embed_dims=width)
     model.data_preprocessor.size = crop
     model.test_cfg.update(crop_size=crop, stride=(size.crop * 3 // 4,) * 2)
 
@@ -83,7 +84,10 @@ def _apply_smoke(cfg: Config, size: SmokeSize) -> None:
 
     cfg.optim_wrapper.optimizer.lr = size.lr
     cfg.param_scheduler[0].update(end=size.max_iters)
-    cfg.train_cfg.update(max_iters=size.max_iters, val_interval=size.val_interval)
+    # evaluate at first_val, then only at the end (mmengine always validates at max_iters)
+    cfg.train_cfg.update(max_iters=size.max_iters, val_interval=size.first_val,
+                         # mmengine switches interval when iter + 1 reaches the milestone
+                         dynamic_intervals=[(size.first_val + 2, size.max_iters + 1)])
     cfg.default_hooks.checkpoint.update(interval=size.checkpoint_interval)
     cfg.default_hooks.logger.interval = size.log_interval
     cfg.env_cfg.update(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
@@ -93,7 +97,7 @@ def _apply_full(cfg: Config, job: JobSpec) -> None:
     if TOTAL_BATCH % job.gpus:
         raise ValueError(f'--gpus {job.gpus} does not divide the total batch {TOTAL_BATCH}')
     cfg.train_dataloader.batch_size = TOTAL_BATCH // job.gpus
-    cfg.model.pretrained = str(REPO_ROOT / job.row.pretrained_file)
+    cfg.model.pretrained = str(Path(job.weights_root) / job.row.pretrained_file)
 
 
 def build_config(job: JobSpec, wandb_meta: dict | None = None) -> Config:

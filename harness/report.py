@@ -72,7 +72,10 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
             'verdict': _verdict(delta, paper, profile, tolerance),
             'miou_first': sum(firsts) / len(firsts) if firsts else None,
         })
-    return pd.DataFrame(lines, columns=RESULT_COLUMNS)
+    summary = pd.DataFrame(lines, columns=RESULT_COLUMNS)
+    numeric = ['paper_miou_v1', 'paper_miou_v3', 'miou_ss', 'miou_ss_std', 'delta', 'miou_first']
+    summary[numeric] = summary[numeric].astype(float)  # unknown = NaN, whatever the rows hold
+    return summary
 
 
 def _fmt(value, digits=2, signed=False) -> str:
@@ -108,9 +111,10 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
               paper_version: str, tolerance: float) -> str:
     lines = []
     if profile == 'smoke':
-        lines += [f'> **Smoke run on synthetic data** (tiny {SMOKE.num_layers}-layer models, '
-                  f'{SMOKE.max_iters} iterations, {SMOKE.crop}px crops, random init): it checks '
-                  'the pipeline, its mIoU is not comparable with the paper.', '']
+        lines += [f'> **Smoke run on synthetic data** (each row at 1/{SMOKE.width_divisor} width '
+                  f'and 1/{SMOKE.depth_divisor} depth, {SMOKE.max_iters} iterations, '
+                  f'{SMOKE.crop}px crops, random init): it checks the pipeline, its mIoU is not '
+                  'comparable with the paper.', '']
     lines += [f'# {table.title}', '',
               f'Profile `{profile}` · Δ against paper {paper_version} · reproduced when '
               f'|Δ| ≤ {tolerance} mIoU · built {dt.datetime.now():%Y-%m-%d %H:%M} from '
@@ -121,7 +125,7 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
               '|---|---|---|---|' + ('---|' if first_col else '') + '---|---|---|---|---|']
     for r in summary.itertuples():
         ours = _fmt(r.miou_ss)
-        if r.miou_ss_std is not None and not math.isnan(r.miou_ss_std):
+        if not math.isnan(r.miou_ss_std):
             ours += f' ± {r.miou_ss_std:.2f}'
         first = f'| {_fmt(r.miou_first)} ' if first_col else ''
         lines.append(f'| {r.row} | {r.model} | {_fmt(r.paper_miou_v1)} | {_fmt(r.paper_miou_v3)} '

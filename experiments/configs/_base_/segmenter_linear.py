@@ -13,4 +13,6 @@ model = dict(
         dropout_ratio=0.0,
         num_classes=150,
         align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))
+        # mean over the non-ignored pixels, as the official torch cross-entropy
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
+                         avg_non_ignore=True)))

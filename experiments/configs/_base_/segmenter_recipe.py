@@ -8,7 +8,7 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 
-# registers the project's modules (DistilledVisionTransformer, IterationWandbVisBackend)
+# registers the project's modules (models, IterationWandbVisBackend)
 custom_imports = dict(imports=['harness.models', 'harness.tracking'], allow_failed_imports=False)
 
 crop_size = (512, 512)
@@ -27,8 +27,12 @@ model = dict(
         drop_path_rate=0.1,
         drop_rate=0.0,
     ),
-    # official mask decoder: dropout 0.1, no drop path (stock: the reverse)
-    decode_head=dict(drop_path_rate=0.0, drop_rate=0.1),
+    # official mask decoder: dropout 0.1, no drop path (stock: the reverse); official loss is
+    # torch's cross-entropy, a mean over the non-ignored pixels (stock: over all pixels)
+    decode_head=dict(type='OfficialInitSegmenterMaskHead',  # projections drawn as officially
+                     drop_path_rate=0.0, drop_rate=0.1,
+                     loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False,
+                                      loss_weight=1.0, avg_non_ignore=True)),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(480, 480)),
 )
 

@@ -1,0 +1,23 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+os.environ['WANDB_MODE'] = 'offline'  # tests never reach a W&B server
+os.environ.setdefault('WANDB_SILENT', 'true')
+
+
+@pytest.fixture(scope='session')
+def synthetic_root(tmp_path_factory):
+    from harness.synthetic import ensure_dataset
+    return ensure_dataset(tmp_path_factory.mktemp('data') / 'ADEChallengeData2016')
+
+
+def harness_cli(*args, timeout=900):
+    """Run ``python -m harness`` as a user would; returns the CompletedProcess."""
+    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
+    return subprocess.run([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)

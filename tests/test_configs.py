@@ -1,0 +1,70 @@
+"""Every row of both tables builds, in both profiles, through mmseg's own registries."""
+import pytest
+import torch
+from mmseg.registry import MODELS
+from mmseg.utils import register_all_modules
+
+from harness.profiles import SMOKE, JobSpec, build_config
+from harness.spec import load_table
+
+register_all_modules()
+ROWS = [row for name in ('table3', 'table6') for row in load_table(name).rows]
+WIDTH = {'ViT-Ti': 192, 'ViT-S': 384, 'ViT-B': 768, 'DeiT-B distilled (IN-1k)': 768,
+         'ViT-L': 1024}
+
+
+def _config(row, profile, tmp_path, gpus=1):
+    job = JobSpec(row=row, profile=profile, seed=0, work_dir=tmp_path / 'job',
+                  data_root=tmp_path / 'data', gpus=gpus)
+    return build_config(job)
+
+
+@pytest.mark.parametrize('row', ROWS, ids=lambda r: r.id)
+def test_full_profile_is_the_row(row, tmp_path):
+    cfg = _config(row, 'full', tmp_path)
+    backbone, head = cfg.model.backbone, cfg.model.decode_head
+    assert backbone.patch_size == row.patch_size
+    assert backbone.embed_dims == WIDTH[row.backbone]
+    assert backbone.img_size == (row.crop_size, row.crop_size)
+    assert (backbone.type == 'DistilledVisionTransformer') == row.backbone.startswith('DeiT')
+    assert head.type == {'linear': 'FCNHead', 'mask': 'SegmenterMaskTransformerHead'}[row.decoder]
+    assert head.in_channels == backbone.embed_dims
+    assert cfg.model.pretrained.endswith(row.pretrained_file)
+    assert head.loss_decode.avg_non_ignore  # torch CE: mean over non-ignored pixels
+    assert cfg.train_cfg.max_iters == 160000
+    assert cfg.train_dataloader.batch_size == 8
+    assert cfg.model.test_cfg.crop_size == (row.crop_size, row.crop_size)
+    crops = [s['crop_size'] for s in cfg.train_dataloader.dataset.pipeline
+             if s['type'] == 'RandomCrop']
+    assert crops == [(row.crop_size, row.crop_size)]
+    assert _config(row, 'full', tmp_path, gpus=4).train_dataloader.batch_size == 2
+    model = MODELS.build(cfg.model)  # the real-size model builds (weights are not loaded here)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params > 5e6
+
+
+@pytest.mark.parametrize('row', ROWS, ids=lambda r: r.id)
+def test_smoke_profile_overrides_size_and_schedule_only(row, tmp_path):
+    full, cfg = _config(row, 'full', tmp_path), _config(row, 'smoke', tmp_path)
+    assert cfg.model.pretrained is None
+    assert cfg.model.backbone.embed_dims == full.model.backbone.embed_dims // 8
+    assert cfg.model.backbone.num_layers == full.model.backbone.num_layers // 6
+    assert cfg.model.backbone.num_heads == full.model.backbone.num_heads
+    assert cfg.model.decode_head.in_channels == cfg.model.backbone.embed_dims
+    assert cfg.train_cfg.max_iters == SMOKE.max_iters
+    # what the row is, and the recipe around it, is untouched
+    for key in ('type', 'patch_size', 'drop_path_rate', 'patch_bias', 'interpolate_mode'):
+        assert cfg.model.backbone[key] == full.model.backbone[key]
+    assert cfg.model.decode_head.type == full.model.decode_head.type
+    assert cfg.optim_wrapper.optimizer.type == full.optim_wrapper.optimizer.type
+    assert cfg.optim_wrapper.optimizer.nesterov == full.optim_wrapper.optimizer.nesterov
+    assert [s['type'] for s in cfg.train_dataloader.dataset.pipeline] == \
+        [s['type'] for s in full.train_dataloader.dataset.pipeline]
+    assert cfg.model.data_preprocessor.mean == full.model.data_preprocessor.mean
+
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.rand(2, 3, SMOKE.crop, SMOKE.crop), mode='tensor')
+    assert logits.shape == (2, 150, SMOKE.crop // row.patch_size, SMOKE.crop // row.patch_size)

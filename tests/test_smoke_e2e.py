@@ -1,0 +1,179 @@
+"""End to end, as a user runs it: smoke jobs through the CLI, report, W&B offline run, resume.
+
+Real mmseg/mmengine training on the synthetic ADE20K copy, real W&B offline runs read back with
+wandb's own record reader.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from harness.collect import read_curves
+from harness.job import job_dir, read_state
+from harness.profiles import SMOKE
+from tests.conftest import REPO_ROOT, harness_cli
+
+JOBS = [('table3', 'seg-t-16'), ('table6', 'seg-bd-mask-16')]  # a linear row, a mask B† row
+
+
+def _run_args(table, row, work, reports, data):
+    return ('run', '--table', table, '--rows', row, '--profile', 'smoke', '--work-root', work,
+            '--reports', reports, '--data-root', data)
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory, synthetic_root):
+    root = tmp_path_factory.mktemp('smoke')
+    work, reports = root / 'work', root / 'reports'
+    results = {row: harness_cli(*_run_args(table, row, work, reports, synthetic_root))
+               for table, row in JOBS}
+    return work, reports, results
+
+
+def wandb_records(run_dir):
+    """Every record of an offline run's .wandb file, decoded by wandb's own reader."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    (path,) = run_dir.glob('run-*.wandb')
+    store = datastore.DataStore()
+    store.open_for_scan(str(path))
+    records = []
+    while (data := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        records.append(record)
+    return records
+
+
+def wandb_history(run_dir):
+    rows = []
+    for record in wandb_records(run_dir):
+        if record.WhichOneof('record_type') == 'history':
+            rows.append({item.key or '/'.join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item})
+    return rows
+
+
+@pytest.mark.parametrize('table, row', JOBS)
+def test_smoke_job_trains_and_learns(smoke, table, row):
+    work, _, results = smoke
+    result = results[row]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'finished in' in result.stdout
+    work_dir = job_dir(work, 'smoke', table, row, 0)
+    assert read_state(work_dir)['status'] == 'finished'
+    train, val = read_curves(work_dir)
+    assert list(val.index) == [SMOKE.first_val, SMOKE.max_iters]  # two evaluations
+    assert list(train.index) == list(range(SMOKE.log_interval, SMOKE.max_iters + 1,
+                                           SMOKE.log_interval))
+    first, final = val['mIoU'].iloc[0], val['mIoU'].iloc[-1]
+    assert final > first + 5, f'{row}: mIoU {first} -> {final}: the smoke model did not learn'
+    assert train['loss'].iloc[-1] < train['loss'].iloc[0]
+
+
+@pytest.mark.parametrize('table, row', JOBS)
+def test_report_is_rebuilt_from_disk(smoke, table, row):
+    work, reports, _ = smoke
+    result = harness_cli('report', '--table', table, '--profile', 'smoke', '--work-root', work,
+                         '--reports', reports)
+    assert result.returncode == 0, result.stderr
+    out = reports / 'smoke' / table
+    _, val = read_curves(job_dir(work, 'smoke', table, row, 0))
+    results = pd.read_csv(out / 'results.csv').set_index('row')
+    assert {'row', 'model', 'paper_miou_v1', 'paper_miou_v3', 'miou_ss', 'delta',
+            'status'} <= {*results.columns, 'row'}
+    assert results.loc[row, 'miou_ss'] == pytest.approx(val['mIoU'].iloc[-1])
+    assert results.loc[row, 'status'] == 'finished'
+    not_run = [r for r in results.index if r != row]
+    assert (results.loc[not_run, 'status'] == 'not run').all()
+    report = (out / 'report.md').read_text()
+    assert report.splitlines()[0].startswith('> **Smoke run on synthetic data**')
+    assert f'| {row} |' in report
+    with Image.open(out / 'curves.png') as png:
+        assert png.format == 'PNG' and png.size[0] > 600
+
+
+@pytest.mark.parametrize('table, row', JOBS)
+def test_wandb_offline_run_holds_curves_against_iteration(smoke, table, row):
+    work, _, _ = smoke
+    work_dir = job_dir(work, 'smoke', table, row, 0)
+    (run_dir,) = (work_dir / 'vis_data' / 'wandb').glob('offline-run-*')
+    assert run_dir.name.endswith(read_state(work_dir)['wandb_run_id'])
+    history = wandb_history(run_dir)
+    losses = {h['iter']: h['loss'] for h in history if 'loss' in h}
+    mious = {h['iter']: h['mIoU'] for h in history if 'mIoU' in h}
+    train, val = read_curves(work_dir)
+    assert losses == pytest.approx(train['loss'].to_dict())
+    assert mious == pytest.approx(val['mIoU'].to_dict())  # validation at its training iteration
+    records = wandb_records(run_dir)
+    run = next(r.run for r in records if r.WhichOneof('record_type') == 'run')
+    assert run.group == table and run.display_name == f'{row}-seed0'
+    assert {table, 'smoke', row} <= set(run.tags)
+    config = {}
+    for r in records:
+        if r.WhichOneof('record_type') in ('config', 'run'):
+            items = r.config.update if r.WhichOneof('record_type') == 'config' else \
+                r.run.config.update
+            config.update({i.key: json.loads(i.value_json) for i in items})
+    harness = config['harness']['value'] if 'value' in config['harness'] else config['harness']
+    assert harness['git']['commit'] and harness['versions']['mmsegmentation'] == '1.2.2'
+    model = config['model'].get('value', config['model'])
+    assert model['decode_head']['type'] in ('FCNHead', 'SegmenterMaskTransformerHead')
+
+
+def test_rerun_skips_finished_jobs(smoke, synthetic_root):
+    work, reports, _ = smoke
+    table, row = JOBS[0]
+    before = sorted((job_dir(work, 'smoke', table, row, 0) / 'vis_data' / 'wandb').iterdir())
+    result = harness_cli(*_run_args(table, row, work, reports, synthetic_root))
+    assert result.returncode == 0 and 'finished before, skipped' in result.stdout
+    after = sorted((job_dir(work, 'smoke', table, row, 0) / 'vis_data' / 'wandb').iterdir())
+    assert before == after
+
+
+def test_killed_job_resumes_from_checkpoint_in_the_same_run(tmp_path, synthetic_root):
+    table, row = 'table3', 'seg-s-32'
+    work, reports = tmp_path / 'work', tmp_path / 'reports'
+    args = _run_args(table, row, work, reports, synthetic_root)
+    work_dir = job_dir(work, 'smoke', table, row, 0)
+    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        _, val = read_curves(work_dir)
+        if len(val) and (work_dir / 'last_checkpoint').is_file():
+            break  # first evaluation logged, a checkpoint on disk: kill it mid-run
+        time.sleep(0.2)
+    assert proc.poll() is None, 'the job ended before it could be killed'
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = int(read_curves(work_dir)[0].index.max())
+    checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
+    assert killed_at < SMOKE.max_iters
+    run_id = read_state(work_dir)['wandb_run_id']
+
+    result = harness_cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'resuming after iteration' in result.stdout
+    state = read_state(work_dir)
+    assert state['status'] == 'finished' and state['starts'] == 2
+    assert state['wandb_run_id'] == run_id  # the same W&B run continues
+    log = (work_dir / 'job.log').read_text()
+    assert f'Load checkpoint from {checkpoint}' in log and 'resumed' in log.lower()
+    train, val = read_curves(work_dir)
+    assert list(val.index) == [SMOKE.first_val, SMOKE.max_iters]
+    assert list(train.index) == list(range(SMOKE.log_interval, SMOKE.max_iters + 1,
+                                           SMOKE.log_interval))
+    runs = sorted((work_dir / 'vis_data' / 'wandb').glob('offline-run-*'))
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
+    resumed = {h['iter'] for h in wandb_history(runs[1]) if 'loss' in h}
+    assert min(resumed) > int(checkpoint.rsplit('_', 1)[1].split('.')[0])

@@ -1,0 +1,92 @@
+import re
+
+import pytest
+import yaml
+
+from harness.spec import EXPERIMENTS, SpecError, load_table
+from tests.conftest import harness_cli
+
+
+def test_tables_hold_the_paper_rows():
+    table3, table6 = load_table('table3'), load_table('table6')
+    assert [r.model for r in table3.rows] == [
+        'Seg-T/16', 'Seg-S/32', 'Seg-S/16', 'Seg-B†/16', 'Seg-B/32', 'Seg-B/16', 'Seg-B/8',
+        'Seg-L/16']
+    assert {r.decoder for r in table3.rows} == {'linear'}
+    assert [r.model for r in table6.rows] == [
+        'Seg-T-Mask/16', 'Seg-S-Mask/16', 'Seg-B-Mask/16', 'Seg-B†-Mask/16', 'Seg-L-Mask/16']
+    assert {r.decoder for r in table6.rows} == {'mask'}
+    assert table6.row('seg-l-mask-16').crop_size == 640
+
+
+def test_known_values_carry_source_and_confidence_unknown_stay_null():
+    for name in ('table3', 'table6'):
+        for row in load_table(name).rows:
+            for value in row.paper.values():
+                known = value.miou is not None
+                assert known == (value.source is not None) == (value.confidence is not None)
+    # the two values read in the seed README (v1 numbering) and the author's statement
+    assert load_table('table3').row('seg-bd-16').paper['v1'].confidence == 'read'
+    assert load_table('table6').row('seg-l-mask-16').paper['v1'].miou == 48.8
+    assert load_table('table3').row('seg-t-16').paper['v1'].miou is None
+
+
+def _broken_spec(tmp_path, mutate):
+    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
+    mutate(data['rows'])
+    path = tmp_path / 'table3.yaml'
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+@pytest.mark.parametrize('mutate, field', [
+    (lambda rows: rows[2]['paper']['v3'].update(miou='high'), 'paper.v3.miou'),
+    (lambda rows: rows[2]['paper']['v3'].update(source=None), 'paper.v3.miou'),
+    (lambda rows: rows[2]['paper']['v1'].update(miou=47.0), 'paper.v1.miou'),
+    (lambda rows: rows[2].update(decoder='conv'), 'decoder'),
+    (lambda rows: rows[2].pop('patch_size'), 'patch_size'),
+    (lambda rows: rows[2].update(patch_size=True), 'patch_size'),
+    (lambda rows: rows[2].update(config='experiments/configs/nope.py'), 'config'),
+    (lambda rows: rows[2]['paper']['v3'].update(confidence='guess'), 'paper.v3.confidence'),
+    (lambda rows: rows[2]['references'].update(paperswithcode={'miou': 1, 'source': 'x'}),
+     'references.paperswithcode'),
+    (lambda rows: rows[2].update(id='seg-t-16'), 'id'),
+])
+def test_malformed_spec_names_file_row_and_field(tmp_path, mutate, field):
+    path = _broken_spec(tmp_path, mutate)
+    with pytest.raises(SpecError) as err:
+        load_table(path)
+    message = str(err.value)
+    assert '\n' not in message
+    assert str(path) in message
+    assert re.search(r"row '(seg-s-16|seg-t-16)'", message), message
+    assert f"field '{field}'" in message
+
+
+@pytest.mark.parametrize('args, needle', [
+    (('status', '--table', 'table9'), "unknown table 'table9'"),
+    (('status', '--table', 'table3', '--rows', 'seg-x-16'), "no row 'seg-x-16'"),
+    (('run', '--table', 'table3', '--seeds', '0'), '--seeds must be at least 1'),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(args, needle):
+    result = harness_cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().count('\n') == 0
+    assert needle in result.stderr
+
+
+def test_full_run_stops_before_training_without_data_or_weights(tmp_path, synthetic_root):
+    work = tmp_path / 'work'
+    no_data = harness_cli('run', '--table', 'table3', '--profile', 'full', '--work-root', work,
+                          '--data-root', tmp_path / 'missing', '--weights-root', tmp_path)
+    assert no_data.returncode == 2
+    assert no_data.stderr.startswith('error: ADE20K not found') and \
+        no_data.stderr.count('\n') == 1
+    # the synthetic copy has the ADE20K layout, so the next thing missing is the weights
+    no_weights = harness_cli('run', '--table', 'table6', '--rows', 'seg-bd-mask-16',
+                             '--profile', 'full', '--work-root', work,
+                             '--data-root', synthetic_root, '--weights-root', tmp_path)
+    assert no_weights.returncode == 2 and no_weights.stderr.count('\n') == 1
+    assert 'pretrained weights missing: weights/deit_base_distilled_p16_384.pth' in \
+        no_weights.stderr
+    assert not work.exists()  # nothing started
