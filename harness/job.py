@@ -43,6 +43,13 @@ def write_state(work_dir: Path, **fields) -> dict:
     return state
 
 
+def error_summary(err: BaseException) -> str:
+    """One line for job.json: the line of the message that names the problem."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if 'Unsupported global' in line]  # torch's safe loader
+    return f'{type(err).__name__}: {(named or lines or [""])[0]}'[:300]
+
+
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ''
@@ -77,7 +84,7 @@ def main(argv=None) -> int:
 
         from .profiles import JobSpec, build_config
         from .spec import load_table
-        from .tracking import allow_checkpoint_types, git_state, package_versions
+        from .tracking import enable_safe_resume, git_state, package_versions
 
         row = load_table(args.table).row(args.row)
         job = JobSpec(row=row, profile=args.profile, seed=args.seed, work_dir=args.work_dir,
@@ -88,11 +95,11 @@ def main(argv=None) -> int:
                 'seed': args.seed, 'git': git_state(), 'versions': package_versions()}
         cfg = build_config(job, meta)
         cfg.dump(args.work_dir / 'job_config.py')
-        allow_checkpoint_types()
+        enable_safe_resume()
         runner = Runner.from_cfg(cfg)
         runner.train()
     except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
-        error = last_line(traceback.format_exception_only(err)[-1]) or type(err).__name__
+        error = error_summary(err)
         failed = isinstance(err, Exception)  # not Ctrl-C / SystemExit: those resume next time
         write_state(args.work_dir, status='failed' if failed else 'interrupted', error=error,
                     finished=time.time())

@@ -62,7 +62,7 @@ def _set_crop(pipeline: list[dict], crop: int) -> None:
 
 
 def _apply_smoke(cfg: Config, size: SmokeSize) -> None:
-    crop = (size.crop, size.crop)
+    crop = cfg.crop_size = (size.crop, size.crop)
     model = cfg.model
     model.pretrained = None
     model.backbone.init_cfg = None

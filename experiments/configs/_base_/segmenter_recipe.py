@@ -12,6 +12,7 @@ _base_ = [
 custom_imports = dict(imports=['harness.models', 'harness.tracking'], allow_failed_imports=False)
 
 crop_size = (512, 512)
+checkpoint = None  # stock bases name a pretrained URL here; weights come from the row spec
 total_batch_size = 8  # the paper's batch; the harness divides it by the GPU count
 
 data_preprocessor = dict(size=crop_size)
