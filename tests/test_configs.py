@@ -27,7 +27,7 @@ def test_full_profile_is_the_row(row, tmp_path):
     assert backbone.embed_dims == WIDTH[row.backbone]
     assert backbone.img_size == (row.crop_size, row.crop_size)
     assert (backbone.type == 'DistilledVisionTransformer') == row.backbone.startswith('DeiT')
-    assert head.type == {'linear': 'FCNHead', 'mask': 'SegmenterMaskTransformerHead'}[row.decoder]
+    assert head.type == {'linear': 'FCNHead', 'mask': 'OfficialInitSegmenterMaskHead'}[row.decoder]
     assert head.in_channels == backbone.embed_dims
     assert cfg.model.pretrained.endswith(row.pretrained_file)
     assert head.loss_decode.avg_non_ignore  # torch CE: mean over non-ignored pixels

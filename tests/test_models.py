@@ -1,4 +1,4 @@
-"""DeiT's distillation token in mmseg's ViT: token layout, dropped tokens, pretrained loading."""
+"""The registered models: DeiT's distillation token in mmseg's ViT, the officially initialised mask head."""
 import torch
 import torch.nn.functional as F
 from mmseg.registry import MODELS
@@ -50,3 +50,17 @@ def test_pretrained_384_checkpoint_loads_with_both_tokens_kept(tmp_path):
     grid = state['pos_embed'][:, 2:].reshape(1, 24, 24, 64).permute(0, 3, 1, 2)
     expected = F.interpolate(grid, size=(32, 32), mode='bilinear', align_corners=False)
     assert torch.allclose(pos[:, 2:], expected.flatten(2).transpose(1, 2))
+
+
+def test_mask_head_projections_drawn_like_the_official_code():
+    cfg = dict(in_channels=96, channels=96, embed_dims=96, num_layers=2, num_heads=2,
+               num_classes=150)
+    ours = MODELS.build(dict(type='OfficialInitSegmenterMaskHead', **cfg))
+    stock = MODELS.build(dict(type='SegmenterMaskTransformerHead', **cfg))
+    ours.init_weights()
+    stock.init_weights()
+    assert ours.state_dict().keys() == stock.state_dict().keys()  # checkpoints stay compatible
+    for proj in ('patch_proj', 'classes_proj'):
+        std = getattr(ours, proj).weight.std().item()
+        assert abs(std - 96 ** -0.5) < 0.01, std  # official: d ** -0.5 * randn(d, d)
+        assert getattr(stock, proj).weight.std().item() < 0.03  # stock: trunc normal 0.02
