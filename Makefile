@@ -1,6 +1,6 @@
 # Segmenter reproduction harness. `make smoke` and `make test` are all a newcomer needs.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip

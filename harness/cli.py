@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +30,18 @@ def _common(p: argparse.ArgumentParser, seeds_default: int | None = 1) -> None:
                        help='number of seeds per row (seeds 0..N-1)')
 
 
+def _select(tables, row_ids):
+    """Rows of each table; with several tables, ``--rows`` may name rows of any of them."""
+    if len(tables) == 1 or not row_ids:
+        return [(t, t.select(row_ids)) for t in tables]
+    known = {row.id for t in tables for row in t.rows}
+    unknown = [r for r in row_ids if r not in known]
+    if unknown:
+        raise SpecError(f"no row {', '.join(map(repr, unknown))} in tables "
+                        f"{', '.join(t.name for t in tables)}")
+    return [(t, [row for row in t.rows if row.id in row_ids]) for t in tables]
+
+
 def _data_root(args) -> Path:
     if args.data_root:
         return args.data_root
@@ -44,7 +57,7 @@ def cmd_run(args) -> int:
     if args.seeds < 1:
         raise SpecError('--seeds must be at least 1')
     tables = [load_table(t) for t in args.table]
-    selected = [(t, t.select(args.rows if len(tables) == 1 else None)) for t in tables]
+    selected = _select(tables, args.rows)
     data_root = _data_root(args)
     if args.profile == 'smoke':
         from .synthetic import ensure_dataset
@@ -81,9 +94,8 @@ def cmd_report(args) -> int:
 
 def cmd_status(args) -> int:
     from .collect import collect_jobs
-    for name in args.table:
-        table = load_table(name)
-        jobs, _ = collect_jobs(table.select(args.rows), args.profile, args.work_root, args.seeds)
+    for table, rows in _select([load_table(name) for name in args.table], args.rows):
+        jobs, _ = collect_jobs(rows, args.profile, args.work_root, args.seeds)
         print(f'{table.name} ({args.profile}):')
         for j in jobs.itertuples():
             extra = (f'mIoU {j.mIoU_final:.2f}' if j.status == 'finished' and j.mIoU_final
@@ -130,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return args.func(args)
     except (SpecError, FileExistsError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print('interrupted: run the same command again to resume', file=sys.stderr)
+        return 130

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -69,8 +70,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the state says 'interrupted'
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     os.environ.setdefault('WANDB_MODE', 'offline')
     args.work_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(args.work_dir)

@@ -65,9 +65,17 @@ def _run_one(cmd: list[str], work_dir: Path, env: dict, verbose: bool) -> int:
                 if verbose:
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
-        finally:
-            rc = proc.wait()
-    return rc
+        except KeyboardInterrupt:  # Ctrl-C reached the job too: let it record its state
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        except BaseException:  # the launcher alone is stopped (SIGTERM): stop the job with it
+            proc.terminate()
+            proc.wait()
+            raise
+    return proc.wait()
 
 
 def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_root: Path,

@@ -52,6 +52,7 @@ def test_smoke_profile_overrides_size_and_schedule_only(row, tmp_path):
     assert cfg.model.backbone.num_heads == full.model.backbone.num_heads
     assert cfg.model.decode_head.in_channels == cfg.model.backbone.embed_dims
     assert cfg.train_cfg.max_iters == SMOKE.max_iters
+    assert cfg.train_dataloader.batch_size == 8  # the paper's batch
     # what the row is, and the recipe around it, is untouched
     for key in ('type', 'patch_size', 'drop_path_rate', 'patch_bias', 'interpolate_mode'):
         assert cfg.model.backbone[key] == full.model.backbone[key]

@@ -63,6 +63,7 @@ def test_smoke_job_trains_and_learns(smoke, table, row):
     assert set(logged) <= set(train.index) and train.index.max() == SMOKE.max_iters
     first, final = val['mIoU'].iloc[0], val['mIoU'].iloc[-1]
     assert final > first + 5, f'{row}: mIoU {first} -> {final}: the smoke model did not learn'
+    assert final > 30
     assert train['loss'].iloc[-1] < train['loss'].iloc[0]
 
 
