@@ -104,6 +104,77 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _save_new(path: Path, obj) -> None:
+    """Write ``obj`` to ``path`` atomically; an existing file is never replaced."""
+    import torch
+    if path.exists():
+        raise SpecError(f'{path} exists: remove it or pass another --out')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.partial')
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    import pickle
+
+    import torch
+    try:  # restricted unpickling: a checkpoint from elsewhere runs no code while loading
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+        raise SpecError(f'cannot read checkpoint {path}: {str(err).splitlines()[0]}') from None
+
+
+def _check_keys(what: str, missing, unexpected) -> None:
+    if missing or unexpected:
+        raise SpecError(f'{what}: {len(missing)} missing keys {list(missing)[:3]}, '
+                        f'{len(unexpected)} unexpected keys {list(unexpected)[:3]}')
+
+
+def cmd_convert_official(args) -> int:
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from .convert import ConversionError, convert_official_segmenter
+    from .profiles import JobSpec, build_config
+    row = load_table(args.table).row(args.row)
+    try:
+        state, dropped = convert_official_segmenter(_load_checkpoint(args.checkpoint),
+                                                    row.decoder)
+    except ConversionError as err:
+        raise SpecError(f'{args.checkpoint}: {err}') from None
+    register_all_modules()
+    cfg = build_config(JobSpec(row=row, profile='full', seed=0, work_dir=args.out.parent,
+                               data_root=args.out.parent))
+    cfg.model.pretrained = None
+    model = MODELS.build(cfg.model)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape that is not the row's architecture
+        raise SpecError(f'{args.checkpoint} is not a {row.model} checkpoint: '
+                        f'{str(err).splitlines()[1].strip()}') from None
+    _check_keys(f'{args.checkpoint} as {row.model}', missing, unexpected)
+    _save_new(args.out, {'state_dict': state, 'meta': {'converted_from': str(args.checkpoint),
+                                                        'row': row.id, 'dropped': dropped}})
+    print(f'{row.model}: {len(state)} tensors, 0 missing, 0 unexpected, dropped '
+          f'{len(dropped)} classifier tensors ({", ".join(dropped) or "none"}) -> {args.out}')
+    return 0
+
+
+def cmd_convert_pretrained(args) -> int:
+    from .convert import ConversionError, convert_pretrained_vit
+    row = load_table(args.table).row(args.row)
+    try:
+        state, dropped = convert_pretrained_vit(_load_checkpoint(args.checkpoint))
+    except ConversionError as err:
+        raise SpecError(f'{args.checkpoint}: {err}') from None
+    out = args.out or REPO_ROOT / row.pretrained_file
+    _save_new(out, state)
+    print(f'{row.backbone} /{row.patch_size}: {len(state)} tensors (dropped '
+          f'{", ".join(dropped) or "none"}) -> {out}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m harness',
@@ -137,11 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser('status', help='state of every row x seed of a table')
     _common(status)
     status.set_defaults(func=cmd_status)
+
+    official = sub.add_parser(
+        'convert-official', help="convert an authors' released Segmenter checkpoint.pth into "
+                                 "this project's model (checks: no missing/unexpected key)")
+    official.add_argument('checkpoint', type=Path)
+    official.add_argument('--table', required=True, choices=available_tables())
+    official.add_argument('--row', required=True)
+    official.add_argument('--out', type=Path, help='default: checkpoints/official/<row>.pth')
+    official.set_defaults(func=cmd_convert_official)
+
+    pretrained = sub.add_parser(
+        'convert-pretrained', help='convert a timm/DeiT ViT release (.pth) into the mmseg '
+                                   "layout, at the row's weights path")
+    pretrained.add_argument('checkpoint', type=Path)
+    pretrained.add_argument('--table', required=True, choices=available_tables())
+    pretrained.add_argument('--row', required=True)
+    pretrained.add_argument('--out', type=Path, help="default: the row's pretrained.file")
+    pretrained.set_defaults(func=cmd_convert_pretrained)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, 'func', None) is cmd_convert_official and args.out is None:
+        args.out = REPO_ROOT / 'checkpoints' / 'official' / f'{args.row}.pth'
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return args.func(args)

@@ -27,6 +27,8 @@ model = dict(
         interpolate_mode='bilinear',
         drop_path_rate=0.1,
         drop_rate=0.0,
+        # official ViT uses nn.LayerNorm's default eps 1e-5 (stock: 1e-6, timm's value)
+        norm_cfg=dict(type='LN', eps=1e-5, requires_grad=True),
     ),
     # official mask decoder: dropout 0.1, no drop path (stock: the reverse); official loss is
     # torch's cross-entropy, a mean over the non-ignored pixels (stock: over all pixels)

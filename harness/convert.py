@@ -1,0 +1,119 @@
+"""Checkpoint conversion into the project's mmseg key layout.
+
+Two sources, one block mapping:
+
+- timm / DeiT ViT releases (``blocks.N.attn.qkv.*``, ``patch_embed.proj.*``, ``norm.*``): the
+  pretrained encoders the rows start from -> mmseg ``VisionTransformer`` /
+  ``DistilledVisionTransformer`` keys, loaded through the backbone's ``init_cfg``.
+- the authors' released Segmenter checkpoints (``encoder.*`` as above, ``decoder.*`` of
+  ``DecoderLinear`` or ``MaskTransformer``) -> our ``EncoderDecoder`` (``backbone.*``,
+  ``decode_head.*``), for evaluating the released models through the same job path.
+
+The image classifiers (``head``, ``head_dist``) have no counterpart and are dropped by name.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+# one transformer block: official Segmenter / timm name -> mmseg TransformerEncoderLayer name
+_BLOCK = {
+    'norm1': 'ln1', 'norm2': 'ln2',
+    'attn.qkv': 'attn.attn.in_proj',  # same [q; k; v] row order, heads contiguous
+    'attn.proj': 'attn.attn.out_proj',
+    'mlp.fc1': 'ffn.layers.0.0', 'mlp.fc2': 'ffn.layers.1',
+}
+_CLASSIFIERS = ('head.', 'head_dist.', 'fc_norm.', 'pre_logits.')
+
+
+class ConversionError(ValueError):
+    """A key the mapping does not know: the source is not the expected layout."""
+
+
+def _block_key(index: str, rest: str) -> str:
+    module, _, param = rest.rpartition('.')
+    if module not in _BLOCK or param not in ('weight', 'bias'):
+        raise ConversionError(f'unknown block parameter: {rest}')
+    if module == 'attn.qkv':  # nn.MultiheadAttention keeps in_proj_weight/in_proj_bias
+        return f'layers.{index}.attn.attn.in_proj_{param}'
+    return f'layers.{index}.{_BLOCK[module]}.{param}'
+
+
+def encoder_key(key: str) -> str | None:
+    """mmseg ViT key of a timm/official encoder key; None for the dropped classifiers."""
+    if key.startswith(_CLASSIFIERS):
+        return None
+    if key in ('cls_token', 'dist_token', 'pos_embed'):
+        return key
+    if key.startswith('patch_embed.proj.'):
+        return 'patch_embed.projection.' + key.rsplit('.', 1)[1]
+    if key.startswith('norm.'):
+        return 'ln1.' + key.rsplit('.', 1)[1]
+    match = re.fullmatch(r'blocks\.(\d+)\.(.+)', key)
+    if match:
+        return _block_key(*match.groups())
+    raise ConversionError(f'unknown encoder parameter: {key}')
+
+
+def _unwrap(checkpoint: dict) -> dict:
+    for wrapper in ('model', 'state_dict'):
+        if wrapper in checkpoint and isinstance(checkpoint[wrapper], dict):
+            return checkpoint[wrapper]
+    return checkpoint
+
+
+def convert_pretrained_vit(checkpoint: dict) -> tuple[dict, list[str]]:
+    """(mmseg backbone state dict, dropped keys) of a timm/DeiT ViT checkpoint."""
+    converted, dropped = {}, []
+    for key, value in _unwrap(checkpoint).items():
+        new = encoder_key(key)
+        if new is None:
+            dropped.append(key)
+        else:
+            converted[new] = value
+    return converted, dropped
+
+
+def _mask_decoder_key(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+    if key in ('proj_patch', 'proj_classes'):
+        # official: x @ P; nn.Linear: x @ W.T, so W = P.T
+        name = {'proj_patch': 'patch_proj', 'proj_classes': 'classes_proj'}[key]
+        return f'decode_head.{name}.weight', value.t().contiguous()
+    if key == 'cls_emb':
+        return 'decode_head.cls_emb', value
+    if key.startswith(('proj_dec.', 'decoder_norm.', 'mask_norm.')):
+        module, param = key.split('.')
+        return f"decode_head.{'dec_proj' if module == 'proj_dec' else module}.{param}", value
+    match = re.fullmatch(r'blocks\.(\d+)\.(.+)', key)
+    if match:
+        return 'decode_head.' + _block_key(*match.groups()), value
+    raise ConversionError(f'unknown mask-decoder parameter: {key}')
+
+
+def _linear_decoder_key(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+    if key == 'head.weight':  # Linear(d, 150) on tokens == 1x1 conv on the token grid
+        return 'decode_head.conv_seg.weight', value[:, :, None, None]
+    if key == 'head.bias':
+        return 'decode_head.conv_seg.bias', value
+    raise ConversionError(f'unknown linear-decoder parameter: {key}')
+
+
+def convert_official_segmenter(checkpoint: dict, decoder: str) -> tuple[dict, list[str]]:
+    """(our EncoderDecoder state dict, dropped keys) of an official Segmenter checkpoint."""
+    decoder_key = {'mask': _mask_decoder_key, 'linear': _linear_decoder_key}[decoder]
+    converted, dropped = {}, []
+    for key, value in _unwrap(checkpoint).items():
+        part, _, rest = key.partition('.')
+        if part == 'encoder':
+            new = encoder_key(rest)
+            if new is None:
+                dropped.append(key)
+            else:
+                converted['backbone.' + new] = value
+        elif part == 'decoder':
+            new, value = decoder_key(rest, value)
+            converted[new] = value
+        else:
+            raise ConversionError(f'not an official Segmenter key: {key}')
+    return converted, dropped
