@@ -83,6 +83,31 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_evaluate(args) -> int:
+    from .launch import PreflightError, preflight_full, run_jobs
+    tables = [load_table(t) for t in args.table]
+    selected = _select(tables, args.rows)
+    data_root = _data_root(args)
+    if args.profile == 'full':
+        try:  # the data only: the checkpoints replace the pretrained weights
+            preflight_full([], data_root, gpus=1)
+        except PreflightError as err:
+            raise SpecError(str(err)) from None
+    if not args.checkpoints.is_dir():
+        raise SpecError(f'no checkpoint folder {args.checkpoints} (convert the released '
+                        'checkpoint.pth files into it with `python -m harness convert-official`)')
+    failed = 0
+    for table, rows in selected:
+        failed += run_jobs(rows, args.profile, 1, args.work_root, data_root,
+                           wandb_project=args.wandb_project, verbose=args.verbose,
+                           cpu=args.profile == 'smoke', checkpoints=args.checkpoints,
+                           multi_scale=args.multi_scale)
+        if args.report:
+            from .report import build_report
+            print(f'report: {build_report(table, args.profile, args.work_root, args.reports)}')
+    return 1 if failed else 0
+
+
 def cmd_report(args) -> int:
     from .report import build_report
     for name in args.table:
@@ -195,6 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help='do not rebuild the report afterwards')
     run.add_argument('-v', '--verbose', action='store_true', help='stream job logs')
     run.set_defaults(func=cmd_run)
+
+    evaluate = sub.add_parser('evaluate', help="evaluate the authors' released checkpoints "
+                                               '(converted, <checkpoints>/<row>.pth)')
+    _common(evaluate, seeds_default=None)
+    evaluate.set_defaults(profile='full')
+    evaluate.add_argument('--checkpoints', type=Path,
+                          default=REPO_ROOT / 'checkpoints' / 'official')
+    evaluate.add_argument('--multi-scale', action='store_true',
+                          help='official multi-scale evaluation (ratios 0.5-1.75, flip)')
+    evaluate.add_argument('--data-root', type=Path)
+    evaluate.add_argument('--wandb-project',
+                          default=os.environ.get('WANDB_PROJECT', 'segmenter-repro'))
+    evaluate.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
+    evaluate.add_argument('--no-report', dest='report', action='store_false')
+    evaluate.add_argument('-v', '--verbose', action='store_true')
+    evaluate.set_defaults(func=cmd_evaluate)
 
     report = sub.add_parser('report', help='rebuild the report from the job folders on disk')
     _common(report, seeds_default=None)

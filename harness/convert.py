@@ -14,6 +14,7 @@ The image classifiers (``head``, ``head_dist``) have no counterpart and are drop
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 import torch
 
@@ -65,7 +66,7 @@ def _unwrap(checkpoint: dict) -> dict:
 
 def convert_pretrained_vit(checkpoint: dict) -> tuple[dict, list[str]]:
     """(mmseg backbone state dict, dropped keys) of a timm/DeiT ViT checkpoint."""
-    converted, dropped = {}, []
+    converted, dropped = OrderedDict(), []  # mmengine's loaders expect an OrderedDict
     for key, value in _unwrap(checkpoint).items():
         new = encoder_key(key)
         if new is None:
@@ -102,7 +103,7 @@ def _linear_decoder_key(key: str, value: torch.Tensor) -> tuple[str, torch.Tenso
 def convert_official_segmenter(checkpoint: dict, decoder: str) -> tuple[dict, list[str]]:
     """(our EncoderDecoder state dict, dropped keys) of an official Segmenter checkpoint."""
     decoder_key = {'mask': _mask_decoder_key, 'linear': _linear_decoder_key}[decoder]
-    converted, dropped = {}, []
+    converted, dropped = OrderedDict(), []
     for key, value in _unwrap(checkpoint).items():
         part, _, rest = key.partition('.')
         if part == 'encoder':

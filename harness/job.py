@@ -48,6 +48,8 @@ def error_summary(err: BaseException) -> str:
     """One line for job.json: the line of the message that names the problem."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     named = [line for line in lines if 'Unsupported global' in line]  # torch's safe loader
+    if isinstance(err, KeyboardInterrupt):
+        return 'stopped by Ctrl-C'
     return f'{type(err).__name__}: {(named or lines or [""])[0]}'[:300]
 
 
@@ -67,11 +69,20 @@ def parse_args(argv=None):
     p.add_argument('--gpus', type=int, default=1)
     p.add_argument('--wandb-project', default='segmenter-repro')
     p.add_argument('--weights-root', type=Path, default=REPO_ROOT)
+    p.add_argument('--checkpoint', type=Path, help='evaluate this model (no training)')
+    p.add_argument('--multi-scale', action='store_true', help='with --checkpoint')
     return p.parse_args(argv)
 
 
+class Stopped(SystemExit):
+    """SIGTERM (a scheduler, ``kill``): unwinds like Ctrl-C, the state says 'interrupted'."""
+
+    def __str__(self):
+        return 'stopped by SIGTERM'
+
+
 def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the state says 'interrupted'
+    raise Stopped(128 + signum)
 
 
 def main(argv=None) -> int:
@@ -80,7 +91,8 @@ def main(argv=None) -> int:
     os.environ.setdefault('WANDB_MODE', 'offline')
     args.work_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(args.work_dir)
-    run_id = state.get('wandb_run_id') or f'{args.table}-{args.row}-s{args.seed}-{secrets.token_hex(3)}'
+    run_id = (state.get('wandb_run_id')  # one W&B run per job, across restarts
+              or f'{args.table}-{args.row}-s{args.seed}-{secrets.token_hex(3)}')
     state = write_state(args.work_dir, table=args.table, row=args.row, profile=args.profile,
                         seed=args.seed, status='running', host=socket.gethostname(),
                         pid=os.getpid(), started=time.time(), wandb_run_id=run_id,
@@ -96,14 +108,18 @@ def main(argv=None) -> int:
         job = JobSpec(row=row, profile=args.profile, seed=args.seed, work_dir=args.work_dir,
                       data_root=args.data_root, gpus=args.gpus,
                       weights_root=args.weights_root,
-                      wandb_project=args.wandb_project, wandb_run_id=run_id)
+                      wandb_project=args.wandb_project, wandb_run_id=run_id,
+                      checkpoint=args.checkpoint, multi_scale=args.multi_scale)
         meta = {'table': row.table, 'row': row.id, 'model': row.model, 'profile': args.profile,
                 'seed': args.seed, 'git': git_state(), 'versions': package_versions()}
         cfg = build_config(job, meta)
         cfg.dump(args.work_dir / 'job_config.py')
         enable_safe_resume()
         runner = Runner.from_cfg(cfg)
-        runner.train()
+        if args.checkpoint is None:
+            runner.train()
+        else:
+            metrics = evaluate(runner, args.checkpoint)
     except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
         error = error_summary(err)
         failed = isinstance(err, Exception)  # not Ctrl-C / SystemExit: those resume next time
@@ -113,8 +129,17 @@ def main(argv=None) -> int:
             traceback.print_exc()
             return 1
         raise
-    write_state(args.work_dir, status='finished', finished=time.time())
+    write_state(args.work_dir, status='finished', finished=time.time(),
+                **({'metrics': metrics} if args.checkpoint else {}))
     return 0
+
+
+def evaluate(runner, checkpoint: Path) -> dict:
+    """Test metrics of ``checkpoint``, loaded strictly (mmengine's load_from is lenient, so a
+    checkpoint of another model would be evaluated half-random without failing). mmengine
+    loads into the model that SegTTAModel wraps by itself."""
+    runner.load_checkpoint(str(checkpoint), strict=True, revise_keys=[])
+    return {key: float(value) for key, value in runner.test().items()}
 
 
 if __name__ == '__main__':

@@ -45,12 +45,21 @@ def preflight_full(rows: list[Row], data_root: Path, gpus: int,
                                  f'{row.pretrained_file} ({origin} to that path in mmseg layout)')
 
 
+def released_dir(work_root: Path, table: str, row: str, multi_scale: bool) -> Path:
+    """Where the evaluation of a row's released checkpoint lives."""
+    return job_dir(work_root, 'released-ms' if multi_scale else 'released-ss', table, row, 0)
+
+
 def _job_command(row: Row, profile: str, seed: int, work_dir: Path, data_root: Path,
-                 gpus: int, wandb_project: str, weights_root: Path) -> list[str]:
-    return [sys.executable, '-m', 'harness.job', '--table', row.table, '--row', row.id,
-            '--profile', profile, '--seed', str(seed), '--work-dir', str(work_dir),
-            '--data-root', str(data_root), '--gpus', str(gpus),
-            '--wandb-project', wandb_project, '--weights-root', str(weights_root)]
+                 gpus: int, wandb_project: str, weights_root: Path,
+                 checkpoint: Path | None = None, multi_scale: bool = False) -> list[str]:
+    cmd = [sys.executable, '-m', 'harness.job', '--table', row.table, '--row', row.id,
+           '--profile', profile, '--seed', str(seed), '--work-dir', str(work_dir),
+           '--data-root', str(data_root), '--gpus', str(gpus),
+           '--wandb-project', wandb_project, '--weights-root', str(weights_root)]
+    if checkpoint is not None:
+        cmd += ['--checkpoint', str(checkpoint)] + (['--multi-scale'] if multi_scale else [])
+    return cmd
 
 
 def _run_one(cmd: list[str], work_dir: Path, env: dict, verbose: bool) -> int:
@@ -80,8 +89,10 @@ def _run_one(cmd: list[str], work_dir: Path, env: dict, verbose: bool) -> int:
 
 def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_root: Path,
              gpus: int = 1, wandb_project: str = 'segmenter-repro', verbose: bool = False,
-             cpu: bool = False, weights_root: Path = REPO_ROOT) -> int:
-    """Run rows x seeds; return the number of jobs that did not finish."""
+             cpu: bool = False, weights_root: Path = REPO_ROOT,
+             checkpoints: Path | None = None, multi_scale: bool = False) -> int:
+    """Run rows x seeds (or, with ``checkpoints``, evaluate ``<checkpoints>/<row>.pth`` of
+    each row); return the number of jobs that did not finish."""
     env = dict(os.environ)
     env.setdefault('WANDB_MODE', 'offline')
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get('PYTHONPATH')]))
@@ -90,7 +101,15 @@ def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_ro
     jobs = [(row, seed) for row in rows for seed in range(seeds)]
     failed = 0
     for n, (row, seed) in enumerate(jobs, 1):
-        work_dir = job_dir(work_root, profile, row.table, row.id, seed)
+        checkpoint = None
+        if checkpoints is not None:
+            checkpoint = Path(checkpoints) / f'{row.id}.pth'
+            work_dir = released_dir(work_root, row.table, row.id, multi_scale)
+            if not checkpoint.is_file():
+                print(f'[{n}/{len(jobs)}] {row.table}/{row.id}: no {checkpoint}, skipped')
+                continue
+        else:
+            work_dir = job_dir(work_root, profile, row.table, row.id, seed)
         tag = f'[{n}/{len(jobs)}] {row.table}/{row.id} seed{seed}'
         state = read_state(work_dir)
         if state.get('status') == 'finished':
@@ -98,16 +117,20 @@ def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_ro
             continue
         train, _ = read_curves(work_dir)
         resume = f' (resuming after iteration {int(train.index.max())})' if len(train) else ''
-        print(f'{tag}: training{resume} -> {work_dir}', flush=True)
+        action = f'evaluating {checkpoint}' if checkpoint else f'training{resume}'
+        print(f'{tag}: {action} -> {work_dir}', flush=True)
         start = time.monotonic()
         rc = _run_one(_job_command(row, profile, seed, work_dir, data_root, gpus, wandb_project,
-                                   weights_root),
+                                   weights_root, checkpoint, multi_scale),
                       work_dir, env, verbose)
         took = time.monotonic() - start
         state = read_state(work_dir)
         if rc == 0 and state.get('status') == 'finished':
             _, val = read_curves(work_dir)
-            miou = f"mIoU {val['mIoU'].iloc[-1]:.2f}" if len(val) else 'no evaluation'
+            if 'metrics' in state:
+                miou = f"mIoU {state['metrics']['mIoU']:.2f}"
+            else:
+                miou = f"mIoU {val['mIoU'].iloc[-1]:.2f}" if len(val) else 'no evaluation'
             print(f'{tag}: finished in {took:.0f}s, {miou}', flush=True)
             continue
         failed += 1

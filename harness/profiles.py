@@ -49,6 +49,8 @@ class JobSpec:
     weights_root: Path = REPO_ROOT  # the spec's weight paths (weights/...) are relative to it
     wandb_project: str = 'segmenter-repro'
     wandb_run_id: str | None = None
+    checkpoint: Path | None = None  # evaluate this trained model instead of training
+    multi_scale: bool = False  # with checkpoint: the official multi-scale + flip evaluation
 
 
 def _set_crop(pipeline: list[dict], crop: int) -> None:
@@ -99,6 +101,24 @@ def _apply_full(cfg: Config, job: JobSpec) -> None:
     cfg.model.pretrained = str(Path(job.weights_root) / job.row.pretrained_file)
 
 
+MULTI_SCALE_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+def _use_multi_scale(cfg: Config, crop: int) -> None:
+    """Official multi-scale evaluation: the test image (short side = crop) at each ratio, with
+    and without flip, logits averaged. mmseg's stock ``tta_pipeline`` scales the original image
+    instead of the crop-sized one, so the pipeline is built here from the row's crop."""
+    resizes = [dict(type='Resize', scale=(int(4 * crop * r), int(crop * r)), keep_ratio=True)
+               for r in MULTI_SCALE_RATIOS]
+    flips = [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+             dict(type='RandomFlip', prob=1.0, direction='horizontal')]
+    cfg.test_dataloader.dataset.pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='TestTimeAug', transforms=[resizes, flips, [dict(type='LoadAnnotations')],
+                                             [dict(type='PackSegInputs')]])]
+    cfg.model = dict(type='SegTTAModel', module=cfg.model)
+
+
 def build_config(job: JobSpec, wandb_meta: dict | None = None) -> Config:
     """The resolved mmengine config of ``job``, ready for ``Runner.from_cfg``."""
     if job.profile not in PROFILES:
@@ -114,11 +134,17 @@ def build_config(job: JobSpec, wandb_meta: dict | None = None) -> Config:
     cfg.work_dir = str(job.work_dir)
     cfg.randomness = dict(seed=job.seed)
     cfg.resume = True  # mmengine resumes from work_dir/last_checkpoint when there is one
+    if job.checkpoint is not None:  # evaluation: the job loads the checkpoint itself, strictly
+        cfg.model.pretrained = None
+        cfg.resume = False
+        if job.multi_scale:
+            _use_multi_scale(cfg, job.row.crop_size if job.profile == 'full' else SMOKE.crop)
     wandb = dict(
         type='IterationWandbVisBackend',
         init_kwargs=dict(
             project=job.wandb_project, group=job.row.table, name=f'{job.row.id}-seed{job.seed}',
-            tags=[job.row.table, job.profile, job.row.id], job_type='train',
+            tags=[job.row.table, job.profile, job.row.id],
+            job_type='train' if job.checkpoint is None else 'eval',
             id=job.wandb_run_id, resume='allow', reinit='finish_previous',
             config={'harness': wandb_meta or {}}))
     # save_dir = the job folder, not mmengine's per-start <timestamp>/ folder: a resumed job

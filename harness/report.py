@@ -16,12 +16,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .collect import collect_jobs  # noqa: E402
+from .job import read_state  # noqa: E402
+from .launch import released_dir  # noqa: E402
 from .profiles import SMOKE  # noqa: E402
 from .spec import REPO_ROOT, Table  # noqa: E402
 
 DEFAULT_TOLERANCE = 1.0
 RESULT_COLUMNS = ['row', 'model', 'paper_miou_v1', 'paper_miou_v3', 'miou_ss', 'miou_ss_std',
-                  'n_seeds', 'delta', 'status', 'verdict', 'miou_first']
+                  'n_seeds', 'delta', 'status', 'verdict', 'miou_first', 'released_ss',
+                  'released_ms']
 
 
 def report_dir(out_root: Path, profile: str, table: str) -> Path:
@@ -50,9 +53,23 @@ def _verdict(delta: float | None, paper: float | None, profile: str, tolerance: 
     return 'reproduced' if abs(delta) <= tolerance else 'not reproduced'
 
 
+def released_mious(table: Table, work_root: Path) -> dict[tuple[str, bool], float]:
+    """mIoU of each evaluated released checkpoint, by (row, multi_scale)."""
+    found = {}
+    for row in table.rows:
+        for multi_scale in (False, True):
+            state = read_state(released_dir(work_root, table.name, row.id, multi_scale))
+            if state.get('status') == 'finished':
+                found[(row.id, multi_scale)] = state['metrics']['mIoU']
+    return found
+
+
 def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str = 'v1',
-              tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
-    """One line per table row: paper values, ours (mean/std over finished seeds), delta, verdict."""
+              tolerance: float = DEFAULT_TOLERANCE,
+              released: dict | None = None) -> pd.DataFrame:
+    """One line per table row: paper values, ours (mean/std over finished seeds), delta, verdict,
+    and the released checkpoints' mIoU where they were evaluated."""
+    released = released or {}
     lines = []
     for row in table.rows:
         mine = jobs[jobs['row'] == row.id]
@@ -71,9 +88,12 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
             'status': _row_status(mine),
             'verdict': _verdict(delta, paper, profile, tolerance),
             'miou_first': sum(firsts) / len(firsts) if firsts else None,
+            'released_ss': released.get((row.id, False)),
+            'released_ms': released.get((row.id, True)),
         })
     summary = pd.DataFrame(lines, columns=RESULT_COLUMNS)
-    numeric = ['paper_miou_v1', 'paper_miou_v3', 'miou_ss', 'miou_ss_std', 'delta', 'miou_first']
+    numeric = ['paper_miou_v1', 'paper_miou_v3', 'miou_ss', 'miou_ss_std', 'delta', 'miou_first',
+               'released_ss', 'released_ms']
     summary[numeric] = summary[numeric].astype(float)  # unknown = NaN, whatever the rows hold
     return summary
 
@@ -120,14 +140,18 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
               f'|Δ| ≤ {tolerance} mIoU · built {dt.datetime.now():%Y-%m-%d %H:%M} from '
               'the job folders on disk.', '']
     first_col = '| first eval ' if profile == 'smoke' else ''
-    lines += [f'| row | model | paper v1 | paper v3 {first_col}| ours (single-scale) | n | Δ | '
-              'status | verdict |',
-              '|---|---|---|---|' + ('---|' if first_col else '') + '---|---|---|---|---|']
+    released = summary[['released_ss', 'released_ms']].notna().any().any()
+    released_col = '| released checkpoint (ss / ms) ' if released else ''
+    lines += [f'| row | model | paper v1 | paper v3 {released_col}{first_col}| ours (single-scale) '
+              '| n | Δ | status | verdict |',
+              '|---|---|---|---|' + ('---|' if first_col else '') + ('---|' if released else '')
+              + '---|---|---|---|---|']
     for r in summary.itertuples():
         ours = _fmt(r.miou_ss)
         if not math.isnan(r.miou_ss_std):
             ours += f' ± {r.miou_ss_std:.2f}'
         first = f'| {_fmt(r.miou_first)} ' if first_col else ''
+        first = (f'| {_fmt(r.released_ss)} / {_fmt(r.released_ms)} ' if released else '') + first
         lines.append(f'| {r.row} | {r.model} | {_fmt(r.paper_miou_v1)} | {_fmt(r.paper_miou_v3)} '
                      f'{first}| {ours} | {r.n_seeds} | {_fmt(r.delta, signed=True)} | '
                      f'{r.status} | {r.verdict} |')
@@ -158,7 +182,8 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path,
                  paper_version: str = 'v1', tolerance: float = DEFAULT_TOLERANCE) -> Path:
     """Write report.md, results.csv and curves.png for ``table``; return their folder."""
     jobs, curves = collect_jobs(list(table.rows), profile, work_root)
-    summary = summarise(table, jobs, profile, paper_version, tolerance)
+    released = released_mious(table, work_root) if profile == 'full' else {}
+    summary = summarise(table, jobs, profile, paper_version, tolerance, released)
     out = report_dir(out_root, profile, table.name)
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / 'results.csv', index=False)

@@ -99,7 +99,8 @@ class _Fields:
             return None
         # bool is an int in Python; a spec value of true/false is never a number here
         if isinstance(value, bool) or not isinstance(value, types):
-            want = ' or '.join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            names = types if isinstance(types, tuple) else (types,)
+            want = ' or '.join(t.__name__ for t in names)
             self.fail(field, f"expected {want}{' or null' if optional else ''}, got {value!r}")
         if choices is not None and value not in choices:
             self.fail(field, f"expected one of {', '.join(map(str, choices))}, got {value!r}")

@@ -1,4 +1,5 @@
-"""The registered models: DeiT's distillation token in mmseg's ViT, the officially initialised mask head."""
+"""The registered models: DeiT's distillation token in mmseg's ViT, and the mask head with the
+official initialisation."""
 import torch
 import torch.nn.functional as F
 from mmseg.registry import MODELS

@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
-from torch import nn
-
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
+from torch import nn
 
 
 def resize_grid_pos_embed(pos_embed: torch.Tensor, num_extra: int, src_hw: tuple[int, int],

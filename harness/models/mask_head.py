@@ -8,10 +8,9 @@ constant and small models can fail to break symmetry. Same parameters, same stat
 """
 from __future__ import annotations
 
-from torch import nn
-
 from mmseg.models.decode_heads import SegmenterMaskTransformerHead
 from mmseg.registry import MODELS
+from torch import nn
 
 
 @MODELS.register_module()
