@@ -45,6 +45,14 @@ def preflight_full(rows: list[Row], data_root: Path, gpus: int,
                                  f'{row.pretrained_file} ({origin} to that path in mmseg layout)')
 
 
+def _resume_note(work_dir: Path) -> str:
+    """What a restarted job continues from (mmengine resumes from ``last_checkpoint``)."""
+    pointer = work_dir / 'last_checkpoint'
+    if pointer.is_file():
+        return f' (resuming from {Path(pointer.read_text().strip()).name})'
+    return ' (restarting: no checkpoint yet)' if read_state(work_dir) else ''
+
+
 def released_dir(work_root: Path, table: str, row: str, multi_scale: bool) -> Path:
     """Where the evaluation of a row's released checkpoint lives."""
     return job_dir(work_root, 'released-ms' if multi_scale else 'released-ss', table, row, 0)
@@ -115,9 +123,7 @@ def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_ro
         if state.get('status') == 'finished':
             print(f'{tag}: finished before, skipped', flush=True)
             continue
-        train, _ = read_curves(work_dir)
-        resume = f' (resuming after iteration {int(train.index.max())})' if len(train) else ''
-        action = f'evaluating {checkpoint}' if checkpoint else f'training{resume}'
+        action = f'evaluating {checkpoint}' if checkpoint else f'training{_resume_note(work_dir)}'
         print(f'{tag}: {action} -> {work_dir}', flush=True)
         start = time.monotonic()
         rc = _run_one(_job_command(row, profile, seed, work_dir, data_root, gpus, wandb_project,

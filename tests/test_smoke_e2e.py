@@ -147,7 +147,7 @@ def test_killed_job_resumes_from_checkpoint_in_the_same_run(tmp_path, synthetic_
 
     result = harness_cli(*args)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert 'resuming after iteration' in result.stdout
+    assert f'resuming from {checkpoint.rsplit("/", 1)[1]}' in result.stdout
     state = read_state(work_dir)
     assert state['status'] == 'finished' and state['starts'] == 2
     assert state['wandb_run_id'] == run_id  # the same W&B run continues
