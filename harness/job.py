@@ -102,7 +102,8 @@ def main(argv=None) -> int:
 
         from .profiles import JobSpec, build_config
         from .spec import load_table
-        from .tracking import enable_safe_resume, git_state, package_versions
+        from .tracking import (dataset_identity, enable_safe_resume, git_state, hardware,
+                               package_versions)
 
         row = load_table(args.table).row(args.row)
         job = JobSpec(row=row, profile=args.profile, seed=args.seed, work_dir=args.work_dir,
@@ -111,7 +112,8 @@ def main(argv=None) -> int:
                       wandb_project=args.wandb_project, wandb_run_id=run_id,
                       checkpoint=args.checkpoint, multi_scale=args.multi_scale)
         meta = {'table': row.table, 'row': row.id, 'model': row.model, 'profile': args.profile,
-                'seed': args.seed, 'git': git_state(), 'versions': package_versions()}
+                'seed': args.seed, 'git': git_state(), 'versions': package_versions(),
+                'hardware': hardware(), 'dataset': dataset_identity(args.data_root)}
         cfg = build_config(job, meta)
         cfg.dump(args.work_dir / 'job_config.py')
         enable_safe_resume()

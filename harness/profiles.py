@@ -17,6 +17,7 @@ from .spec import REPO_ROOT, Row
 
 PROFILES = ('smoke', 'full')
 TOTAL_BATCH = 8
+FULL_MAX_ITERS = 160000  # the recipe's schedule (experiments/configs/_base_/segmenter_recipe.py)
 DEFAULT_ADE20K_ROOT = REPO_ROOT / 'data' / 'ade' / 'ADEChallengeData2016'
 
 

@@ -1,7 +1,7 @@
 """Report: reproduced single-scale mIoU against the paper, row by row, built only from disk.
 
 ``reports/<table>/`` for full runs, ``reports/smoke/<table>/`` for smoke runs, each with
-``report.md``, ``results.csv`` and ``curves.png``.
+``report.md``, ``report.html`` (self-contained), ``results.csv`` and ``curves.png``.
 """
 from __future__ import annotations
 
@@ -18,13 +18,19 @@ import pandas as pd  # noqa: E402
 from .collect import collect_jobs  # noqa: E402
 from .job import read_state  # noqa: E402
 from .launch import released_dir  # noqa: E402
-from .profiles import SMOKE  # noqa: E402
-from .spec import REPO_ROOT, Table  # noqa: E402
+from .profiles import FULL_MAX_ITERS, SMOKE  # noqa: E402
+from .spec import REPO_ROOT, SEED_LOGS, Table  # noqa: E402
 
 DEFAULT_TOLERANCE = 1.0
-RESULT_COLUMNS = ['row', 'model', 'paper_miou_v1', 'paper_miou_v3', 'miou_ss', 'miou_ss_std',
-                  'n_seeds', 'delta', 'status', 'verdict', 'miou_first', 'released_ss',
-                  'released_ms']
+REFERENCE_COLUMNS = {'seed_repo': 'seed repo', 'official_zoo': 'official zoo',
+                     'mmseg_zoo': 'mmseg zoo'}
+HEADERS = {'paper_miou_v1': 'paper v1', 'paper_miou_v3': 'paper v3', **REFERENCE_COLUMNS,
+           'miou_ss': 'ours (single-scale)', 'miou_ss_std': 'std', 'n_seeds': 'n',
+           'delta': 'Δ', 'miou_first': 'first eval', 'released_ss': 'released (ss)',
+           'released_ms': 'released (ms)'}
+RESULT_COLUMNS = ['row', 'model', 'paper_miou_v1', 'paper_miou_v3', *REFERENCE_COLUMNS,
+                  'miou_ss', 'miou_ss_std', 'n_seeds', 'delta', 'status', 'verdict', 'miou_first',
+                  'released_ss', 'released_ms']
 
 
 def report_dir(out_root: Path, profile: str, table: str) -> Path:
@@ -84,6 +90,8 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
         lines.append({
             'row': row.id, 'model': row.model,
             'paper_miou_v1': row.paper['v1'].miou, 'paper_miou_v3': row.paper['v3'].miou,
+            **{kind: ref.miou if (ref := row.references.get(kind)) else None
+               for kind in REFERENCE_COLUMNS},
             'miou_ss': miou, 'miou_ss_std': std, 'n_seeds': len(finals), 'delta': delta,
             'status': _row_status(mine),
             'verdict': _verdict(delta, paper, profile, tolerance),
@@ -92,8 +100,8 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
             'released_ms': released.get((row.id, True)),
         })
     summary = pd.DataFrame(lines, columns=RESULT_COLUMNS)
-    numeric = ['paper_miou_v1', 'paper_miou_v3', 'miou_ss', 'miou_ss_std', 'delta', 'miou_first',
-               'released_ss', 'released_ms']
+    numeric = ['paper_miou_v1', 'paper_miou_v3', *REFERENCE_COLUMNS, 'miou_ss', 'miou_ss_std',
+               'delta', 'miou_first', 'released_ss', 'released_ms']
     summary[numeric] = summary[numeric].astype(float)  # unknown = NaN, whatever the rows hold
     return summary
 
@@ -104,23 +112,37 @@ def _fmt(value, digits=2, signed=False) -> str:
     return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
 
 
-def _plot(table: Table, curves: dict, path: Path) -> None:
-    fig, (ax_miou, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+def seed_eval_curve(prefix: str) -> pd.DataFrame:
+    """The seed repository's published evaluation curve, mIoU in % (the CSV holds fractions)."""
+    curve = pd.read_csv(SEED_LOGS / f'{prefix}_eval.csv').set_index('iter')
+    return curve[['mIoU', 'mAcc', 'aAcc']] * 100
+
+
+def _plot(table: Table, curves: dict, max_iters: int, path: Path) -> None:
+    fig, (ax_miou, ax_loss, ax_progress) = plt.subplots(1, 3, figsize=(17, 4.8))
     for i, row in enumerate(table.rows):
         colour = f'C{i % 10}'
-        for seed_index, ((row_id, _), (train, val)) in enumerate(
-                (k, v) for k, v in curves.items() if k[0] == row.id):
+        for seed_index, (train, val) in enumerate(
+                v for k, v in curves.items() if k[0] == row.id):
             label = row.model if seed_index == 0 else None
             if len(val):
                 ax_miou.plot(val.index, val['mIoU'], 'o-', color=colour, label=label, ms=3)
+                ax_progress.plot(val.index / max_iters, val['mIoU'], 'o-', color=colour,
+                                 label=label, ms=3)
             if len(train) and 'loss' in train:
                 ax_loss.plot(train.index, train['loss'], color=colour, label=label, lw=1)
+        if row.seed_curves:
+            seed = seed_eval_curve(row.seed_curves)
+            ax_progress.plot(seed.index / seed.index.max(), seed['mIoU'], '--', color=colour,
+                             label=f'{row.model}: seed repo (published)')
     ax_miou.set(title='single-scale mIoU (val)', xlabel='iteration', ylabel='mIoU (%)')
     ax_loss.set(title='training loss', xlabel='iteration', ylabel='loss')
-    for ax in (ax_miou, ax_loss):
+    ax_progress.set(title='mIoU against training progress (dashed: seed repository)',
+                    xlabel='fraction of the schedule', ylabel='mIoU (%)', xlim=(0, 1.02))
+    for ax in (ax_miou, ax_loss, ax_progress):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
     fig.suptitle(table.title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -142,18 +164,20 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
     first_col = '| first eval ' if profile == 'smoke' else ''
     released = summary[['released_ss', 'released_ms']].notna().any().any()
     released_col = '| released checkpoint (ss / ms) ' if released else ''
-    lines += [f'| row | model | paper v1 | paper v3 {released_col}{first_col}| ours (single-scale) '
-              '| n | Δ | status | verdict |',
-              '|---|---|---|---|' + ('---|' if first_col else '') + ('---|' if released else '')
-              + '---|---|---|---|---|']
+    refs = ' | '.join(REFERENCE_COLUMNS.values())
+    lines += [f'| row | model | paper v1 | paper v3 | {refs} {released_col}{first_col}'
+              '| ours (single-scale) | n | Δ | status | verdict |',
+              '|---|---|---|---|---|---|---|' + ('---|' if first_col else '')
+              + ('---|' if released else '') + '---|---|---|---|---|']
     for r in summary.itertuples():
         ours = _fmt(r.miou_ss)
         if not math.isnan(r.miou_ss_std):
             ours += f' ± {r.miou_ss_std:.2f}'
         first = f'| {_fmt(r.miou_first)} ' if first_col else ''
         first = (f'| {_fmt(r.released_ss)} / {_fmt(r.released_ms)} ' if released else '') + first
+        ref_values = ' | '.join(_fmt(getattr(r, kind)) for kind in REFERENCE_COLUMNS)
         lines.append(f'| {r.row} | {r.model} | {_fmt(r.paper_miou_v1)} | {_fmt(r.paper_miou_v3)} '
-                     f'{first}| {ours} | {r.n_seeds} | {_fmt(r.delta, signed=True)} | '
+                     f'| {ref_values} {first}| {ours} | {r.n_seeds} | {_fmt(r.delta, signed=True)} | '
                      f'{r.status} | {r.verdict} |')
     lines += ['', '![mIoU and loss against iteration](curves.png)', '', '## Paper values', '']
     for row in table.rows:
@@ -161,7 +185,12 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
             if value.miou is not None:
                 lines.append(f'- {row.model} {version}: {value.miou:.2f} — {value.source} '
                              f'[{value.confidence}]')
-    lines += ['', 'Unknown paper values are shown as —: they are not guessed.', '', '## Jobs', '',
+    lines += ['', 'Unknown paper values are shown as —: they are not guessed.', '',
+              '## Reference values', '']
+    for row in table.rows:
+        for kind, ref in row.references.items():
+            lines.append(f'- {row.model}, {REFERENCE_COLUMNS[kind]}: {ref.miou:.2f} — {ref.source}')
+    lines += ['', '## Jobs', '',
               '| row | seed | status | last iteration | mIoU | W&B run | work dir |',
               '|---|---|---|---|---|---|---|']
     for j in jobs.itertuples():
@@ -169,6 +198,36 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
         lines.append(f'| {j.row} | {j.seed} | {status} | {j.iters} | {_fmt(j.mIoU_final)} | '
                      f'{j.wandb_run_id or "—"} | {_relative(j.work_dir)} |')
     return '\n'.join(lines) + '\n'
+
+
+def _html(markdown: str, summary: pd.DataFrame, png: bytes, title: str) -> str:
+    """A self-contained page: the report's table and notes, the figure embedded as data."""
+    import base64
+    import html
+
+    shown = summary.dropna(axis=1, how='all').rename(columns=HEADERS)
+    table_html = shown.to_html(index=False, na_rep='—', float_format=lambda v: f'{v:.2f}',
+                               classes='results', border=0)
+    notes = []
+    for line in markdown.splitlines():
+        if line.startswith('> '):
+            notes.append(f'<p class="banner">{html.escape(line[2:]).replace("**", "")}</p>')
+        elif line.startswith('- '):
+            notes.append(f'<ul><li>{html.escape(line[2:])}</li></ul>')
+        elif line.startswith('## '):
+            notes.append(f'<h2>{html.escape(line[3:])}</h2>')
+    image = base64.b64encode(png).decode()
+    style = ('body{font-family:sans-serif;margin:2em;max-width:1800px}'
+             'table.results{border-collapse:collapse;font-size:14px}'
+             'table.results td,table.results th{border:1px solid #bbb;padding:3px 8px}'
+             '.banner{background:#fff3cd;padding:8px;border:1px solid #e0c36a}'
+             'img{max-width:100%}ul{margin:0}')
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
+            f'</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>'
+            f'{"".join(n for n in notes if "banner" in n)}{table_html}'
+            f'<h2>Curves</h2><img alt="mIoU and loss against iteration" '
+            f'src="data:image/png;base64,{image}">'
+            f'{"".join(n for n in notes if "banner" not in n)}</body></html>\n')
 
 
 def _relative(path: str) -> str:
@@ -187,7 +246,10 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path,
     out = report_dir(out_root, profile, table.name)
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / 'results.csv', index=False)
-    _plot(table, curves, out / 'curves.png')
-    (out / 'report.md').write_text(
-        _markdown(table, summary, jobs, profile, paper_version, tolerance))
+    _plot(table, curves, SMOKE.max_iters if profile == 'smoke' else FULL_MAX_ITERS,
+          out / 'curves.png')
+    markdown = _markdown(table, summary, jobs, profile, paper_version, tolerance)
+    (out / 'report.md').write_text(markdown)
+    (out / 'report.html').write_text(
+        _html(markdown, summary, (out / 'curves.png').read_bytes(), table.title))
     return out

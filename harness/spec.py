@@ -12,6 +12,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO_ROOT / 'experiments'
+SEED_LOGS = EXPERIMENTS / 'reference' / 'seed_logs'
 PAPER_VERSIONS = ('v1', 'v3')
 CONFIDENCES = ('read', 'summary', 'inferred')
 DECODERS = ('linear', 'mask')
@@ -50,6 +51,7 @@ class Row:
     config: str  # path relative to the repository root
     paper: dict[str, PaperValue]
     references: dict[str, Reference]
+    seed_curves: str | None = None  # file prefix in experiments/reference/seed_logs/
 
     @property
     def config_path(self) -> Path:
@@ -138,6 +140,9 @@ def _parse_row(data: Any, table: str, where: str) -> Row:
         kf = rf.sub(kind)
         references[kind] = Reference(_miou(kf, optional=False), kf.get('source', str))
     pretrained = f.sub('pretrained')
+    seed_curves = f.get('seed_curves', str, optional=True) if 'seed_curves' in f.data else None
+    if seed_curves and not (SEED_LOGS / f'{seed_curves}_eval.csv').is_file():
+        f.fail('seed_curves', f'no {seed_curves}_eval.csv in experiments/reference/seed_logs')
     config = f.get('config', str)
     if not (REPO_ROOT / config).is_file():
         f.fail('config', f'no such file: {config}')
@@ -155,6 +160,7 @@ def _parse_row(data: Any, table: str, where: str) -> Row:
         config=config,
         paper=paper,
         references=references,
+        seed_curves=seed_curves,
     )
 
 

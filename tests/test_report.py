@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from harness.collect import JOB_COLUMNS, read_curves
-from harness.report import summarise
+from harness.report import seed_eval_curve, summarise
 from harness.spec import load_table
 
 TABLE3 = load_table('table3')
@@ -69,3 +69,19 @@ def test_curves_are_stitched_across_restarts(tmp_path):
     assert list(train.index) == [5, 10, 15, 20]
     assert train.loc[15, 'loss'] == 2.2
     assert list(val['mIoU']) == [10.0, 20.0]
+
+
+def test_reference_columns_come_from_the_spec():
+    summary = summarise(TABLE3, _jobs(), 'full').set_index('row')
+    assert summary.loc['seg-bd-16', 'seed_repo'] == 46.69
+    assert summary.loc['seg-bd-16', 'official_zoo'] == 47.1
+    assert summary.loc['seg-s-16', 'mmseg_zoo'] == 45.75
+    assert math.isnan(summary.loc['seg-t-16', 'official_zoo'])
+
+
+def test_seed_curves_are_the_published_ones_in_percent():
+    row = TABLE3.row('seg-bd-16')
+    curve = seed_eval_curve(row.seed_curves)
+    assert list(curve.index[:2]) == [16000, 32000] and curve.index[-1] == 160000
+    assert curve['mIoU'].iloc[0] == pytest.approx(41.83)  # 0.4183 in the log
+    assert curve['mIoU'].iloc[-1] == pytest.approx(46.69)  # the seed repo's reported result

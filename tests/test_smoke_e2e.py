@@ -87,6 +87,9 @@ def test_report_is_rebuilt_from_disk(smoke, table, row):
     assert f'| {row} |' in report
     with Image.open(out / 'curves.png') as png:
         assert png.format == 'PNG' and png.size[0] > 600
+    page = (out / 'report.html').read_text()
+    assert page.count('data:image/png;base64,') == 1 and 'src="http' not in page
+    assert f'<td>{row}</td>' in page and 'Smoke run on synthetic data' in page
 
 
 @pytest.mark.parametrize('table, row', JOBS)
@@ -107,6 +110,9 @@ def test_wandb_offline_run_holds_curves_against_iteration(smoke, table, row):
     assert {table, 'smoke', row} <= set(run['tags'])
     harness = run['config']['update']['harness']
     assert harness['git']['commit'] and harness['versions']['mmsegmentation'] == '1.2.2'
+    assert harness['hardware']['cpu_count'] >= 1
+    assert harness['dataset']['files']['images/validation'] == 16
+    assert len(harness['dataset']['file_list_sha256']) == 64
     config = next(r['config']['update'] for r in records if r['type'] == 'config')
     assert config['model']['decode_head']['type'] in ('FCNHead', 'OfficialInitSegmenterMaskHead')
     assert config['train_cfg']['max_iters'] == SMOKE.max_iters
