@@ -200,7 +200,8 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
     return '\n'.join(lines) + '\n'
 
 
-def _html(markdown: str, summary: pd.DataFrame, png: bytes, title: str) -> str:
+def _html(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, png: bytes,
+          title: str) -> str:
     """A self-contained page: the report's table and notes, the figure embedded as data."""
     import base64
     import html
@@ -216,6 +217,8 @@ def _html(markdown: str, summary: pd.DataFrame, png: bytes, title: str) -> str:
             notes.append(f'<ul><li>{html.escape(line[2:])}</li></ul>')
         elif line.startswith('## '):
             notes.append(f'<h2>{html.escape(line[3:])}</h2>')
+    jobs_html = jobs.drop(columns=['work_dir', 'miou_first']).to_html(
+        index=False, na_rep='—', float_format=lambda v: f'{v:.2f}', classes='results', border=0)
     image = base64.b64encode(png).decode()
     style = ('body{font-family:sans-serif;margin:2em;max-width:1800px}'
              'table.results{border-collapse:collapse;font-size:14px}'
@@ -227,7 +230,7 @@ def _html(markdown: str, summary: pd.DataFrame, png: bytes, title: str) -> str:
             f'{"".join(n for n in notes if "banner" in n)}{table_html}'
             f'<h2>Curves</h2><img alt="mIoU and loss against iteration" '
             f'src="data:image/png;base64,{image}">'
-            f'{"".join(n for n in notes if "banner" not in n)}</body></html>\n')
+            f'{"".join(n for n in notes if "banner" not in n)}{jobs_html}</body></html>\n')
 
 
 def _relative(path: str) -> str:
@@ -251,5 +254,5 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path,
     markdown = _markdown(table, summary, jobs, profile, paper_version, tolerance)
     (out / 'report.md').write_text(markdown)
     (out / 'report.html').write_text(
-        _html(markdown, summary, (out / 'curves.png').read_bytes(), table.title))
+        _html(markdown, summary, jobs, (out / 'curves.png').read_bytes(), table.title))
     return out
