@@ -150,6 +150,10 @@ def build_config(job: JobSpec, wandb_meta: dict | None = None) -> Config:
             config={'harness': wandb_meta or {}}))
     # save_dir = the job folder, not mmengine's per-start <timestamp>/ folder: a resumed job
     # appends to the same vis_data/scalars.json and W&B run instead of starting new ones.
+    # keeps per-class IoU and the W&B summary (final/best mIoU) of every validation
+    cfg.val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.custom_hooks = [dict(type='RunSummaryHook')]
     cfg.visualizer = dict(type='SegLocalVisualizer', name='visualizer', save_dir=str(job.work_dir),
                           vis_backends=[dict(type='LocalVisBackend'), wandb])
     return cfg

@@ -113,6 +113,20 @@ def test_wandb_offline_run_holds_curves_against_iteration(smoke, table, row):
     assert harness['hardware']['cpu_count'] >= 1
     assert harness['dataset']['files']['images/validation'] == 16
     assert len(harness['dataset']['file_list_sha256']) == 64
+    summary = {}
+    for r in records:
+        if r['type'] == 'summary':
+            summary.update(r['summary'].get('update', {}))
+    assert summary['best_mIoU_ss'] == pytest.approx(val['mIoU'].max())
+    assert summary['final_mIoU_ss'] == pytest.approx(val['mIoU'].iloc[-1])
+    assert summary['best_iter'] == val['mIoU'].idxmax()
+    tables = {h['iter']: h['per_class_iou.path'] for h in history if 'per_class_iou.path' in h}
+    assert list(tables) == list(val.index)  # one table per evaluation, at its iteration
+    table = json.loads((run_dir / 'files' / tables[SMOKE.max_iters]).read_text())
+    per_class = json.loads((work_dir / 'per_class_iou.json').read_text())
+    assert per_class['iter'] == SMOKE.max_iters and len(per_class['IoU']) == 150
+    assert {name: iou for name, iou in table['data']} == pytest.approx(
+        {name: iou for name, iou in per_class['IoU'].items() if iou is not None})
     config = next(r['config']['update'] for r in records if r['type'] == 'config')
     assert config['model']['decode_head']['type'] in ('FCNHead', 'OfficialInitSegmenterMaskHead')
     assert config['train_cfg']['max_iters'] == SMOKE.max_iters

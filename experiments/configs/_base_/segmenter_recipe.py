@@ -9,7 +9,8 @@ _base_ = [
 ]
 
 # registers the project's modules (models, IterationWandbVisBackend)
-custom_imports = dict(imports=['harness.models', 'harness.tracking'], allow_failed_imports=False)
+custom_imports = dict(imports=['harness.models', 'harness.tracking', 'harness.metrics'],
+                      allow_failed_imports=False)
 
 crop_size = (512, 512)
 checkpoint = None  # stock bases name a pretrained URL here; weights come from the row spec

@@ -1,0 +1,64 @@
+"""Per-class IoU of the last evaluation, kept for W&B and the job folder.
+
+mmseg's ``IoUMetric`` prints the per-class table to the log only; ``PerClassIoUMetric`` also
+keeps it, and ``RunSummaryHook`` writes it (``per_class_iou.json``, a W&B table) together with
+the W&B run summary: final and best single-scale mIoU and the iteration of the best.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mmengine.hooks import Hook
+from mmseg.evaluation import IoUMetric
+from mmseg.registry import HOOKS, METRICS
+
+from .collect import read_curves
+
+PER_CLASS_FILE = 'per_class_iou.json'
+
+
+@METRICS.register_module()
+class PerClassIoUMetric(IoUMetric):
+    """``IoUMetric`` that keeps the per-class IoU (%) of its last evaluation."""
+
+    last_per_class_iou: dict[str, float | None] = {}
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        intersect = sum(r[0] for r in results)
+        union = sum(r[1] for r in results)
+        classes = self.dataset_meta['classes']
+        self.last_per_class_iou = {  # None: the class is in neither prediction nor label
+            name: (100 * float(i / u) if u > 0 else None)
+            for name, i, u in zip(classes, intersect, union)}
+        return super().compute_metrics(results)
+
+
+@HOOKS.register_module()
+class RunSummaryHook(Hook):
+    """After each validation: per-class IoU to the job folder and W&B, and the run summary."""
+
+    priority = 'BELOW_NORMAL'
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if not metrics or 'mIoU' not in metrics:
+            return
+        miou, iteration = float(metrics['mIoU']), runner.iter
+        _, earlier = read_curves(runner.work_dir)  # evaluations before a restart count too
+        earlier = earlier[earlier.index < iteration]
+        best = (miou, iteration)
+        if len(earlier) and earlier['mIoU'].max() > miou:
+            best = (float(earlier['mIoU'].max()), int(earlier['mIoU'].idxmax()))
+        per_class = next((m.last_per_class_iou for m in runner.val_evaluator.metrics
+                          if isinstance(m, PerClassIoUMetric)), {})
+        Path(runner.work_dir, PER_CLASS_FILE).write_text(
+            json.dumps({'iter': iteration, 'IoU': per_class}, indent=1))
+        backend = runner.visualizer.get_backend('IterationWandbVisBackend')
+        if backend is None:
+            return
+        wandb = backend.experiment
+        wandb.run.summary.update({'final_mIoU_ss': miou, 'final_iter': iteration,
+                                  'best_mIoU_ss': best[0], 'best_iter': best[1]})
+        rows = [[name, iou] for name, iou in per_class.items() if iou is not None]
+        wandb.log({'per_class_iou': wandb.Table(columns=['class', 'IoU'], data=rows),
+                   'iter': iteration})
