@@ -102,8 +102,13 @@ def main(argv=None) -> int:
 
         from .profiles import JobSpec, build_config
         from .spec import load_table
-        from .tracking import (dataset_identity, enable_safe_resume, git_state, hardware,
-                               package_versions)
+        from .tracking import (
+            dataset_identity,
+            enable_safe_resume,
+            git_state,
+            hardware,
+            package_versions,
+        )
 
         row = load_table(args.table).row(args.row)
         job = JobSpec(row=row, profile=args.profile, seed=args.seed, work_dir=args.work_dir,

@@ -177,8 +177,8 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
         first = (f'| {_fmt(r.released_ss)} / {_fmt(r.released_ms)} ' if released else '') + first
         ref_values = ' | '.join(_fmt(getattr(r, kind)) for kind in REFERENCE_COLUMNS)
         lines.append(f'| {r.row} | {r.model} | {_fmt(r.paper_miou_v1)} | {_fmt(r.paper_miou_v3)} '
-                     f'| {ref_values} {first}| {ours} | {r.n_seeds} | {_fmt(r.delta, signed=True)} | '
-                     f'{r.status} | {r.verdict} |')
+                     f'| {ref_values} {first}| {ours} | {r.n_seeds} | '
+                     f'{_fmt(r.delta, signed=True)} | {r.status} | {r.verdict} |')
     lines += ['', '![mIoU and loss against iteration](curves.png)', '', '## Paper values', '']
     for row in table.rows:
         for version, value in row.paper.items():
