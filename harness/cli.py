@@ -250,23 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(status)
     status.set_defaults(func=cmd_status)
 
-    official = sub.add_parser(
-        'convert-official', help="convert an authors' released Segmenter checkpoint.pth into "
-                                 "this project's model (checks: no missing/unexpected key)")
-    official.add_argument('checkpoint', type=Path)
-    official.add_argument('--table', required=True, choices=available_tables())
-    official.add_argument('--row', required=True)
-    official.add_argument('--out', type=Path, help='default: checkpoints/official/<row>.pth')
-    official.set_defaults(func=cmd_convert_official)
-
-    pretrained = sub.add_parser(
-        'convert-pretrained', help='convert a timm/DeiT ViT release (.pth) into the mmseg '
-                                   "layout, at the row's weights path")
-    pretrained.add_argument('checkpoint', type=Path)
-    pretrained.add_argument('--table', required=True, choices=available_tables())
-    pretrained.add_argument('--row', required=True)
-    pretrained.add_argument('--out', type=Path, help="default: the row's pretrained.file")
-    pretrained.set_defaults(func=cmd_convert_pretrained)
+    converters = [
+        ('convert-official', cmd_convert_official, "convert an authors' released Segmenter "
+         "checkpoint.pth into this project's model (checks: no missing/unexpected key)",
+         'default: checkpoints/official/<row>.pth'),
+        ('convert-pretrained', cmd_convert_pretrained, 'convert a timm/DeiT ViT release (.pth) '
+         "into the mmseg layout, at the row's weights path", "default: the row's pretrained.file"),
+    ]
+    for name, func, help_text, out_help in converters:
+        convert = sub.add_parser(name, help=help_text)
+        convert.add_argument('checkpoint', type=Path)
+        convert.add_argument('--table', required=True, choices=available_tables())
+        convert.add_argument('--row', required=True)
+        convert.add_argument('--out', type=Path, help=out_help)
+        convert.set_defaults(func=func)
     return parser
 
 
