@@ -17,9 +17,13 @@ import time
 import traceback
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from .spec import REPO_ROOT
 
 STATE_FILE = 'job.json'
+LOCK_FILE = '.lock'
+EXIT_LOCKED = 75  # EX_TEMPFAIL: the job is running in another process
 CURVES_FILE = Path('vis_data') / 'scalars.json'
 
 
@@ -90,6 +94,15 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     os.environ.setdefault('WANDB_MODE', 'offline')
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    # one owner per job; the OS drops the lock of a dead process, so a stale one never blocks
+    lock = FileLock(args.work_dir / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = read_state(args.work_dir)
+        print(f"error: {args.table}/{args.row} seed{args.seed} is already running "
+              f"(host {holder.get('host')}, pid {holder.get('pid')})", file=sys.stderr)
+        return EXIT_LOCKED
     state = read_state(args.work_dir)
     run_id = (state.get('wandb_run_id')  # one W&B run per job, across restarts
               or f'{args.table}-{args.row}-s{args.seed}-{secrets.token_hex(3)}')

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .collect import read_curves
-from .job import job_dir, last_line, read_state, write_state
+from .job import EXIT_LOCKED, job_dir, last_line, read_state, write_state
 from .profiles import TOTAL_BATCH
 from .spec import REPO_ROOT, Row
 
@@ -140,6 +140,10 @@ def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_ro
             print(f'{tag}: finished in {took:.0f}s, {miou}', flush=True)
             continue
         failed += 1
+        if rc == EXIT_LOCKED:  # another process owns this job: leave its state alone
+            print(f"{tag}: already running (host {state.get('host')}, pid {state.get('pid')}),"
+                  ' skipped', flush=True)
+            continue
         if state.get('status') == 'running':  # killed before it could record anything
             log_tail = (work_dir / 'job.log').read_text(errors='replace')[-4000:]
             state = write_state(work_dir, status='failed',

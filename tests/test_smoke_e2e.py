@@ -181,3 +181,26 @@ def test_killed_job_resumes_from_checkpoint_in_the_same_run(tmp_path, synthetic_
     assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
     resumed = {h['iter'] for h in wandb_history(runs[1]) if 'loss' in h}
     assert min(resumed) > int(checkpoint.rsplit('_', 1)[1].split('.')[0])
+
+
+def test_second_launch_of_a_running_job_is_refused(tmp_path, synthetic_root):
+    table, row = 'table3', 'seg-b-32'
+    work, reports = tmp_path / 'work', tmp_path / 'reports'
+    args = _run_args(table, row, work, reports, synthetic_root)
+    work_dir = job_dir(work, 'smoke', table, row, 0)
+    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
+    first = subprocess.Popen([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while read_state(work_dir).get('status') != 'running' and time.monotonic() < deadline:
+            time.sleep(0.1)
+        holder = read_state(work_dir)
+        second = harness_cli(*args)
+        assert second.returncode == 1
+        assert f"already running (host {holder['host']}, pid {holder['pid']}), skipped" in \
+            second.stdout
+        assert read_state(work_dir)['pid'] == holder['pid']  # the owner's record is untouched
+    finally:
+        first.wait(timeout=600)
+    assert first.returncode == 0 and read_state(work_dir)['status'] == 'finished'
