@@ -17,8 +17,8 @@ ROWS ?=
 ROWS_ARG := $(if $(ROWS),--rows $(ROWS),)
 CHECKPOINTS ?= checkpoints/official
 
-.PHONY: install smoke test reproduce-table3 reproduce-table6 evaluate-table3 evaluate-table6 \
-	report clean sync-help
+.PHONY: install smoke test data reproduce-table3 reproduce-table6 evaluate-table3 \
+	evaluate-table6 report clean sync-help
 
 install: $(STAMP)
 
@@ -40,8 +40,13 @@ smoke: install
 test: install
 	$(PY) -m pytest -q tests
 
+# verify ADE20K at ADE20K_ROOT (ZIP=path/ADEChallengeData2016.zip unpacks it there first)
+data: install
+	$(PY) -m harness check-data --data-root $(ADE20K_ROOT) $(if $(ZIP),--zip $(ZIP),)
+
 # the paper's runs: real ADE20K, pretrained weights, 160k iterations, total batch 8
-reproduce = $(PY) -m harness run --table $(1) --profile full --seeds $(SEEDS) --gpus $(GPUS) \
+reproduce = $(PY) -m harness check-data --layout-only --data-root $(ADE20K_ROOT) && \
+	$(PY) -m harness run --table $(1) --profile full --seeds $(SEEDS) --gpus $(GPUS) \
 	--data-root $(ADE20K_ROOT) $(ROWS_ARG) && $(MAKE) --no-print-directory sync-help PROFILE=full
 
 reproduce-table3: install

@@ -108,6 +108,22 @@ def cmd_evaluate(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_check_data(args) -> int:
+    from .data import DataError, check_files, check_layout, unpack
+    root = args.data_root or _data_root(argparse.Namespace(data_root=None, profile='full'))
+    try:
+        if args.zip:
+            root = unpack(args.zip, root.parent)
+            print(f'unpacked {args.zip} -> {root}')
+        found = (check_layout if args.layout_only else check_files)(root)
+    except DataError as err:
+        raise SpecError(str(err)) from None
+    what = 'layout' if args.layout_only else 'every file decoded, labels in range'
+    print(f'ADE20K ok: {root} ({found["training"]} training, {found["validation"]} validation '
+          f'images; {what})')
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import build_report
     for name in args.table:
@@ -245,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument('--tolerance', type=float, default=1.0,
                         help='|delta| in mIoU points that counts as reproduced')
     report.set_defaults(func=cmd_report)
+
+    data = sub.add_parser('check-data', help='verify an ADE20K folder (or unpack the official '
+                                             'zip first): counts, pairs, readable files, labels')
+    data.add_argument('--data-root', type=Path, help='ADEChallengeData2016 folder (default: '
+                      '$ADE20K_ROOT or data/ade/ADEChallengeData2016)')
+    data.add_argument('--zip', type=Path, help='ADEChallengeData2016.zip to unpack beside it')
+    data.add_argument('--layout-only', action='store_true',
+                      help='folders, pairs and counts only (no file is decoded)')
+    data.set_defaults(func=cmd_check_data)
 
     status = sub.add_parser('status', help='state of every row x seed of a table')
     _common(status)
