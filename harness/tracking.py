@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import platform
 import subprocess
 
+from mmengine.logging import print_log
 from mmengine.registry import VISBACKENDS
 from mmengine.visualization import WandbVisBackend
 
@@ -28,6 +30,19 @@ class IterationWandbVisBackend(WandbVisBackend):
         kwargs.setdefault('define_metric_cfg', [dict(name=STEP_KEY, hidden=True),
                                                 dict(name='*', step_metric=STEP_KEY)])
         super().__init__(*args, **kwargs)
+
+    def _init_env(self):
+        try:
+            super()._init_env()
+        except Exception as err:  # noqa: BLE001 - unreachable server, bad key: never stop training
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            print_log(f'W&B unavailable ({type(err).__name__}: {reason}); this run is logged '
+                      'offline instead: `wandb sync` it later', logger='current',
+                      level=logging.WARNING)
+            import wandb
+            wandb.teardown()  # the failed attempt still holds the run id in W&B's service
+            self._init_kwargs['mode'] = 'offline'
+            super()._init_env()
 
     def add_scalars(self, scalar_dict, step=0, file_path=None, **kwargs):
         super().add_scalars({**scalar_dict, STEP_KEY: step}, step, file_path, **kwargs)

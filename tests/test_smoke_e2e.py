@@ -6,6 +6,7 @@ wandb's own record reader.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -204,3 +205,25 @@ def test_second_launch_of_a_running_job_is_refused(tmp_path, synthetic_root):
     finally:
         first.wait(timeout=600)
     assert first.returncode == 0 and read_state(work_dir)['status'] == 'finished'
+
+
+def test_unreachable_wandb_server_falls_back_to_offline(tmp_path, synthetic_root):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    table, row = 'table3', 'seg-s-32'
+    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'WANDB_MODE': 'online',
+           'WANDB_BASE_URL': f'http://127.0.0.1:{port}', 'WANDB_API_KEY': 'x' * 40,
+           'WANDB_INIT_TIMEOUT': '5'}
+    args = _run_args(table, row, tmp_path / 'work', tmp_path / 'reports', synthetic_root)
+    result = subprocess.run([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    work_dir = job_dir(tmp_path / 'work', 'smoke', table, row, 0)
+    log = (work_dir / 'job.log').read_text()
+    assert log.count('W&B unavailable') == 1 and 'logged offline instead' in log
+    train, val = read_curves(work_dir)  # the local curves are complete
+    assert list(val.index) == [SMOKE.first_val, SMOKE.max_iters]
+    assert train.index.max() == SMOKE.max_iters
+    (run_dir,) = (work_dir / 'vis_data' / 'wandb').glob('offline-run-*')
+    assert {h['iter'] for h in wandb_history(run_dir) if 'mIoU' in h} == set(val.index)
