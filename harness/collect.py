@@ -18,7 +18,8 @@ from .spec import Row
 
 VAL_METRICS = ('mIoU', 'mAcc', 'aAcc')
 JOB_COLUMNS = ['row', 'seed', 'status', 'error', 'iters', 'mIoU_final', 'mAcc_final',
-               'aAcc_final', 'miou_first', 'wandb_run_id', 'work_dir']
+               'aAcc_final', 'miou_first', 'wandb_run_id', 'wandb_run', 'device_hours', 'meta',
+               'work_dir']
 
 
 def read_curves(work_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -37,6 +38,14 @@ def read_curves(work_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             (val if 'mIoU' in record else train)[step] = record
     return (pd.DataFrame.from_dict(train, orient='index').sort_index(),
             pd.DataFrame.from_dict(val, orient='index').sort_index())
+
+
+def train_hours(train: pd.DataFrame) -> float:
+    """Training time in hours from the logged seconds per iteration (evaluation excluded)."""
+    if not len(train) or 'time' not in train:
+        return 0.0
+    steps = pd.Series(train.index, index=train.index).diff().fillna(train.index[0])
+    return float((train['time'] * steps).sum() / 3600)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -79,6 +88,9 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                    for m in VAL_METRICS},
                 'miou_first': float(val['mIoU'].iloc[0]) if len(val) else None,
                 'wandb_run_id': state.get('wandb_run_id'),
+                'wandb_run': state.get('wandb_run'),
+                'device_hours': train_hours(train) * state.get('gpus', 1),
+                'meta': state.get('meta'),
                 'work_dir': str(work_dir),
             })
     return pd.DataFrame.from_records(records, columns=JOB_COLUMNS), curves

@@ -132,6 +132,8 @@ def main(argv=None) -> int:
         meta = {'table': row.table, 'row': row.id, 'model': row.model, 'profile': args.profile,
                 'seed': args.seed, 'git': git_state(), 'versions': package_versions(),
                 'hardware': hardware(), 'dataset': dataset_identity(args.data_root)}
+        write_state(args.work_dir, meta=meta, gpus=args.gpus,
+                    wandb_run=f'{args.wandb_project}/{run_id}')
         cfg = build_config(job, meta)
         cfg.dump(args.work_dir / 'job_config.py')
         enable_safe_resume()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pandas as pd  # noqa: E402
 from .collect import collect_jobs  # noqa: E402
 from .job import read_state  # noqa: E402
 from .launch import released_dir  # noqa: E402
+from .metrics import PER_CLASS_FILE  # noqa: E402
 from .profiles import FULL_MAX_ITERS, SMOKE  # noqa: E402
 from .spec import REPO_ROOT, SEED_LOGS, Table  # noqa: E402
 
@@ -27,10 +29,11 @@ REFERENCE_COLUMNS = {'seed_repo': 'seed repo', 'official_zoo': 'official zoo',
 HEADERS = {'paper_miou_v1': 'paper v1', 'paper_miou_v3': 'paper v3', **REFERENCE_COLUMNS,
            'miou_ss': 'ours (single-scale)', 'miou_ss_std': 'std', 'n_seeds': 'n',
            'delta': 'Δ', 'miou_first': 'first eval', 'released_ss': 'released (ss)',
-           'released_ms': 'released (ms)'}
+           'released_ms': 'released (ms)', 'device_hours': 'device-hours',
+           'wandb_runs': 'W&B runs'}
 RESULT_COLUMNS = ['row', 'model', 'paper_miou_v1', 'paper_miou_v3', *REFERENCE_COLUMNS,
                   'miou_ss', 'miou_ss_std', 'n_seeds', 'delta', 'status', 'verdict', 'miou_first',
-                  'released_ss', 'released_ms']
+                  'released_ss', 'released_ms', 'device_hours', 'wandb_runs']
 
 
 def report_dir(out_root: Path, profile: str, table: str) -> Path:
@@ -98,10 +101,12 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
             'miou_first': sum(firsts) / len(firsts) if firsts else None,
             'released_ss': released.get((row.id, False)),
             'released_ms': released.get((row.id, True)),
+            'device_hours': float(mine['device_hours'].fillna(0).sum()),
+            'wandb_runs': ' '.join(mine['wandb_run'].dropna()),
         })
     summary = pd.DataFrame(lines, columns=RESULT_COLUMNS)
     numeric = ['paper_miou_v1', 'paper_miou_v3', *REFERENCE_COLUMNS, 'miou_ss', 'miou_ss_std',
-               'delta', 'miou_first', 'released_ss', 'released_ms']
+               'delta', 'miou_first', 'released_ss', 'released_ms', 'device_hours']
     summary[numeric] = summary[numeric].astype(float)  # unknown = NaN, whatever the rows hold
     return summary
 
@@ -118,25 +123,36 @@ def seed_eval_curve(prefix: str) -> pd.DataFrame:
     return curve[['mIoU', 'mAcc', 'aAcc']] * 100
 
 
+def _seed_band(ax, frames: list[pd.Series], x_scale: float, colour: str, label: str) -> None:
+    """Mean over seeds as a line, min..max over seeds as a band (one seed: just the line)."""
+    table = pd.concat(frames, axis=1)
+    x = table.index / x_scale
+    ax.plot(x, table.mean(axis=1), 'o-', color=colour, label=label, ms=3)
+    if table.shape[1] > 1:
+        ax.fill_between(x, table.min(axis=1), table.max(axis=1), color=colour, alpha=0.2)
+
+
 def _plot(table: Table, curves: dict, max_iters: int, path: Path) -> None:
     fig, (ax_miou, ax_loss, ax_progress) = plt.subplots(1, 3, figsize=(17, 4.8))
     for i, row in enumerate(table.rows):
         colour = f'C{i % 10}'
-        for seed_index, (train, val) in enumerate(
-                v for k, v in curves.items() if k[0] == row.id):
-            label = row.model if seed_index == 0 else None
-            if len(val):
-                ax_miou.plot(val.index, val['mIoU'], 'o-', color=colour, label=label, ms=3)
-                ax_progress.plot(val.index / max_iters, val['mIoU'], 'o-', color=colour,
-                                 label=label, ms=3)
-            if len(train) and 'loss' in train:
-                ax_loss.plot(train.index, train['loss'], color=colour, label=label, lw=1)
+        runs = [v for k, v in curves.items() if k[0] == row.id]
+        mious = [val['mIoU'] for _, val in runs if len(val)]
+        losses = [train['loss'] for train, _ in runs if len(train) and 'loss' in train]
+        if mious:
+            _seed_band(ax_miou, mious, 1, colour, row.model)
+            _seed_band(ax_progress, mious, max_iters, colour, row.model)
+        if losses:  # smoothed: a rolling mean over 5 logged points
+            loss = pd.concat(losses, axis=1).mean(axis=1).rolling(5, min_periods=1).mean()
+            ax_loss.plot(loss.index, loss, color=colour, label=row.model, lw=1)
         if row.seed_curves:
             seed = seed_eval_curve(row.seed_curves)
             ax_progress.plot(seed.index / seed.index.max(), seed['mIoU'], '--', color=colour,
                              label=f'{row.model}: seed repo (published)')
-    ax_miou.set(title='single-scale mIoU (val)', xlabel='iteration', ylabel='mIoU (%)')
-    ax_loss.set(title='training loss', xlabel='iteration', ylabel='loss')
+    ax_miou.set(title='single-scale mIoU (val); band: min-max over seeds', xlabel='iteration',
+                ylabel='mIoU (%)')
+    ax_loss.set(title='training loss (smoothed, mean over seeds)', xlabel='iteration',
+                ylabel='loss')
     ax_progress.set(title='mIoU against training progress (dashed: seed repository)',
                     xlabel='fraction of the schedule', ylabel='mIoU (%)', xlim=(0, 1.02))
     for ax in (ax_miou, ax_loss, ax_progress):
@@ -190,6 +206,26 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
     for row in table.rows:
         for kind, ref in row.references.items():
             lines.append(f'- {row.model}, {REFERENCE_COLUMNS[kind]}: {ref.miou:.2f} — {ref.source}')
+    lines += ['', '## Provenance', '']
+    for j in jobs.itertuples():
+        meta = j.meta or {}
+        if meta:
+            v, git, hw = meta.get('versions', {}), meta.get('git', {}), meta.get('hardware', {})
+            device = ', '.join(hw.get('gpus') or []) or f"CPU x{hw.get('cpu_count')}"
+            lines.append(f"- {j.row} seed{j.seed}: commit {str(git.get('commit'))[:10]}"
+                         f"{' (dirty)' if git.get('dirty') else ''}, torch {v.get('torch')}, "
+                         f"mmcv {v.get('mmcv')}, mmengine {v.get('mmengine')}, mmseg "
+                         f"{v.get('mmsegmentation')}, wandb {v.get('wandb')}; {device}; data "
+                         f"{meta.get('dataset', {}).get('file_list_sha256', '')[:12]}")
+    lines += ['', '## Per-class IoU of the last evaluation (best and worst three)', '']
+    for j in jobs.itertuples():
+        per_class = read_per_class(j.work_dir)
+        if per_class:
+            ranked = sorted(per_class.items(), key=lambda item: item[1])
+            fmt = ', '.join
+            lines.append(f'- {j.row} seed{j.seed}: best '
+                         f'{fmt(f"{n} {v:.1f}" for n, v in ranked[:-4:-1])}; worst '
+                         f'{fmt(f"{n} {v:.1f}" for n, v in ranked[:3])}')
     lines += ['', '## Jobs', '',
               '| row | seed | status | last iteration | mIoU | W&B run | work dir |',
               '|---|---|---|---|---|---|---|']
@@ -217,7 +253,7 @@ def _html(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, png: bytes,
             notes.append(f'<ul><li>{html.escape(line[2:])}</li></ul>')
         elif line.startswith('## '):
             notes.append(f'<h2>{html.escape(line[3:])}</h2>')
-    jobs_html = jobs.drop(columns=['work_dir', 'miou_first']).to_html(
+    jobs_html = jobs.drop(columns=['work_dir', 'miou_first', 'meta']).to_html(
         index=False, na_rep='—', float_format=lambda v: f'{v:.2f}', classes='results', border=0)
     image = base64.b64encode(png).decode()
     style = ('body{font-family:sans-serif;margin:2em;max-width:1800px}'
@@ -231,6 +267,14 @@ def _html(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, png: bytes,
             f'<h2>Curves</h2><img alt="mIoU and loss against iteration" '
             f'src="data:image/png;base64,{image}">'
             f'{"".join(n for n in notes if "banner" not in n)}{jobs_html}</body></html>\n')
+
+
+def read_per_class(work_dir: str) -> dict[str, float]:
+    """Per-class IoU of a job's last evaluation (classes seen in prediction or label)."""
+    path = Path(work_dir) / PER_CLASS_FILE
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in json.loads(path.read_text())['IoU'].items() if v is not None}
 
 
 def _relative(path: str) -> str:

@@ -33,7 +33,9 @@ def _run_args(table, row, work, reports, data):
 def smoke(tmp_path_factory, synthetic_root):
     root = tmp_path_factory.mktemp('smoke')
     work, reports = root / 'work', root / 'reports'
-    results = {row: harness_cli(*_run_args(table, row, work, reports, synthetic_root))
+    # the linear row runs two seeds: the report shows their mean ± std
+    results = {row: harness_cli(*_run_args(table, row, work, reports, synthetic_root),
+                                *(['--seeds', 2] if row == JOBS[0][1] else []))
                for table, row in JOBS}
     return work, reports, results
 
@@ -75,11 +77,20 @@ def test_report_is_rebuilt_from_disk(smoke, table, row):
                          '--reports', reports)
     assert result.returncode == 0, result.stderr
     out = reports / 'smoke' / table
-    _, val = read_curves(job_dir(work, 'smoke', table, row, 0))
+    seeds = 2 if row == JOBS[0][1] else 1
+    finals = [read_curves(job_dir(work, 'smoke', table, row, seed))[1]['mIoU'].iloc[-1]
+              for seed in range(seeds)]
     results = pd.read_csv(out / 'results.csv').set_index('row')
     assert {'row', 'model', 'paper_miou_v1', 'paper_miou_v3', 'miou_ss', 'delta',
             'status'} <= {*results.columns, 'row'}
-    assert results.loc[row, 'miou_ss'] == pytest.approx(val['mIoU'].iloc[-1])
+    assert results.loc[row, 'miou_ss'] == pytest.approx(sum(finals) / seeds)
+    assert results.loc[row, 'n_seeds'] == seeds
+    if seeds == 2:
+        assert results.loc[row, 'miou_ss_std'] == pytest.approx(pd.Series(finals).std())
+        assert f"{results.loc[row, 'miou_ss']:.2f} ± " in (out / 'report.md').read_text()
+    assert results.loc[row, 'device_hours'] > 0
+    assert read_state(job_dir(work, 'smoke', table, row, 0))['wandb_run_id'] in \
+        results.loc[row, 'wandb_runs']
     assert results.loc[row, 'status'] == 'finished'
     not_run = [r for r in results.index if r != row]
     assert (results.loc[not_run, 'status'] == 'not run').all()
