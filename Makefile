@@ -17,7 +17,7 @@ ROWS ?=
 ROWS_ARG := $(if $(ROWS),--rows $(ROWS),)
 CHECKPOINTS ?= checkpoints/official
 
-.PHONY: install smoke test data reproduce-table3 reproduce-table6 evaluate-table3 \
+.PHONY: install browser smoke test data reproduce-table3 reproduce-table6 evaluate-table3 \
 	evaluate-table6 report clean sync-help
 
 install: $(STAMP)
@@ -37,7 +37,13 @@ smoke: install
 	$(PY) -m harness run --table table3 --table table6 --profile smoke --seeds $(SEEDS) $(ROWS_ARG)
 	@$(MAKE) --no-print-directory sync-help PROFILE=smoke
 
-test: install
+# Debian's Chromium and its driver, for the test that reads the HTML report like a person
+APT_BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		$(APT_BROWSER) || (apt-get update -q && $(APT_BROWSER))
+
+test: install browser
 	$(PY) -m pytest -q tests
 
 # verify ADE20K at ADE20K_ROOT (ZIP=path/ADEChallengeData2016.zip unpacks it there first)

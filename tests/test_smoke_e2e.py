@@ -3,6 +3,7 @@
 Real mmseg/mmengine training on the synthetic ADE20K copy, real W&B offline runs read back with
 wandb's own record reader.
 """
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from PIL import Image
 from harness.collect import read_curves
 from harness.job import job_dir, read_state
 from harness.profiles import SMOKE
+from harness.spec import load_table
 from tests.conftest import REPO_ROOT, harness_cli
 
 JOBS = [('table3', 'seg-t-16'), ('table6', 'seg-bd-mask-16')]  # a linear row, a mask B† row
@@ -238,3 +240,38 @@ def test_unreachable_wandb_server_falls_back_to_offline(tmp_path, synthetic_root
     assert train.index.max() == SMOKE.max_iters
     (run_dir,) = (work_dir / 'vis_data' / 'wandb').glob('offline-run-*')
     assert {h['iter'] for h in wandb_history(run_dir) if 'mIoU' in h} == set(val.index)
+
+
+def test_html_report_reads_in_a_headless_browser(smoke):
+    """Debian's Chromium renders the report: table and figure visible, nothing fetched."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    _, reports, _ = smoke
+    options = webdriver.ChromeOptions()
+    options.binary_location = '/usr/bin/chromium'
+    for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+                 '--no-first-run', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--window-size=1600,1200'):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service('/usr/bin/chromedriver'), options=options)
+    try:
+        for table, _ in JOBS:
+            driver.get((reports / 'smoke' / table / 'report.html').as_uri())
+            images = driver.execute_script(
+                'return [...document.images].map(i => [i.complete, i.naturalWidth, '
+                'i.getBoundingClientRect().width])')
+            assert images and all(done and natural > 600 and shown > 300
+                                  for done, natural, shown in images), images
+            width, height, rows = driver.execute_script(
+                "const t = document.querySelector('table.results'); "
+                'const r = t.getBoundingClientRect(); return [r.width, r.height, t.rows.length]')
+            assert width > 600 and height > 100
+            assert rows == 1 + len(load_table(table).rows)
+            fetched = driver.execute_script(
+                "return performance.getEntriesByType('resource').map(e => e.name)")
+            assert [u for u in fetched if not u.startswith('data:')] == []  # self-contained
+            with Image.open(io.BytesIO(driver.get_screenshot_as_png())) as shot:
+                assert shot.size[0] >= 1200 and shot.convert('L').getextrema()[0] < 100  # not blank
+    finally:
+        driver.quit()
