@@ -93,18 +93,19 @@ def cmd_evaluate(args) -> int:
             preflight_full([], data_root, gpus=1)
         except PreflightError as err:
             raise SpecError(str(err)) from None
-    if not args.checkpoints.is_dir():
+    if not args.ours and not args.checkpoints.is_dir():
         raise SpecError(f'no checkpoint folder {args.checkpoints} (convert the released '
                         'checkpoint.pth files into it with `python -m harness convert-official`)')
     failed = 0
     for table, rows in selected:
-        failed += run_jobs(rows, args.profile, 1, args.work_root, data_root,
+        failed += run_jobs(rows, args.profile, args.seeds or 1, args.work_root, data_root,
                            wandb_project=args.wandb_project, verbose=args.verbose,
                            cpu=args.profile == 'smoke', checkpoints=args.checkpoints,
-                           multi_scale=args.multi_scale)
+                           multi_scale=args.multi_scale, ours=args.ours)
         if args.report:
             from .report import build_report
-            print(f'report: {build_report(table, args.profile, args.work_root, args.reports)}')
+            out = build_report(table, args.profile, args.work_root, args.reports)
+            print(f'report: {out / "report.md"}')
     return 1 if failed else 0
 
 
@@ -238,8 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     evaluate = sub.add_parser('evaluate', help="evaluate the authors' released checkpoints "
-                                               '(converted, <checkpoints>/<row>.pth)')
-    _common(evaluate, seeds_default=None)
+                                               '(converted, <checkpoints>/<row>.pth), or with '
+                                               '--ours the trained jobs')
+    _common(evaluate)
+    evaluate.add_argument('--ours', action='store_true',
+                          help="evaluate each finished row x seed's last checkpoint instead")
     evaluate.set_defaults(profile='full')
     evaluate.add_argument('--checkpoints', type=Path,
                           default=REPO_ROOT / 'checkpoints' / 'official')

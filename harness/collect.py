@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .job import CURVES_FILE, job_dir, read_state
+from .job import CURVES_FILE, job_dir, ours_eval_dir, read_state
 from .spec import Row
 
 VAL_METRICS = ('mIoU', 'mAcc', 'aAcc')
 JOB_COLUMNS = ['row', 'seed', 'status', 'error', 'iters', 'mIoU_final', 'mAcc_final',
-               'aAcc_final', 'miou_first', 'wandb_run_id', 'wandb_run', 'device_hours', 'meta',
-               'work_dir']
+               'aAcc_final', 'miou_first', 'miou_ms', 'wandb_run_id', 'wandb_run',
+               'device_hours', 'meta', 'work_dir']
 
 
 def read_curves(work_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -38,6 +38,11 @@ def read_curves(work_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             (val if 'mIoU' in record else train)[step] = record
     return (pd.DataFrame.from_dict(train, orient='index').sort_index(),
             pd.DataFrame.from_dict(val, orient='index').sort_index())
+
+
+def _evaluated_miou(eval_dir: Path) -> float | None:
+    state = read_state(eval_dir)
+    return state['metrics']['mIoU'] if state.get('status') == 'finished' else None
 
 
 def train_hours(train: pd.DataFrame) -> float:
@@ -87,6 +92,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 **{f'{m}_final': (float(last_val[m]) if last_val is not None else None)
                    for m in VAL_METRICS},
                 'miou_first': float(val['mIoU'].iloc[0]) if len(val) else None,
+                'miou_ms': _evaluated_miou(ours_eval_dir(work_dir, multi_scale=True)),
                 'wandb_run_id': state.get('wandb_run_id'),
                 'wandb_run': state.get('wandb_run'),
                 'device_hours': train_hours(train) * state.get('gpus', 1),

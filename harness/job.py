@@ -31,6 +31,11 @@ def job_dir(work_root: Path, profile: str, table: str, row: str, seed: int) -> P
     return Path(work_root) / profile / table / row / f'seed{seed}'
 
 
+def ours_eval_dir(trained: Path, multi_scale: bool) -> Path:
+    """Where the evaluation of a trained job's last checkpoint lives (inside its folder)."""
+    return Path(trained) / ('eval-multi-scale' if multi_scale else 'eval-single-scale')
+
+
 def read_state(work_dir: Path) -> dict:
     try:
         return json.loads((Path(work_dir) / STATE_FILE).read_text())

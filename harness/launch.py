@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .collect import read_curves
-from .job import EXIT_LOCKED, job_dir, last_line, read_state, write_state
+from .job import EXIT_LOCKED, job_dir, last_line, ours_eval_dir, read_state, write_state
 from .profiles import TOTAL_BATCH
 from .spec import REPO_ROOT, Row
 
@@ -98,9 +98,11 @@ def _run_one(cmd: list[str], work_dir: Path, env: dict, verbose: bool) -> int:
 def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_root: Path,
              gpus: int = 1, wandb_project: str = 'segmenter-repro', verbose: bool = False,
              cpu: bool = False, weights_root: Path = REPO_ROOT,
-             checkpoints: Path | None = None, multi_scale: bool = False) -> int:
-    """Run rows x seeds (or, with ``checkpoints``, evaluate ``<checkpoints>/<row>.pth`` of
-    each row); return the number of jobs that did not finish."""
+             checkpoints: Path | None = None, multi_scale: bool = False,
+             ours: bool = False) -> int:
+    """Run rows x seeds; with ``checkpoints``, evaluate ``<checkpoints>/<row>.pth`` of each row
+    instead, or with ``ours`` the last checkpoint of each finished row x seed. Return the number
+    of jobs that did not finish."""
     env = dict(os.environ)
     env.setdefault('WANDB_MODE', 'offline')
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get('PYTHONPATH')]))
@@ -110,7 +112,16 @@ def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_ro
     failed = 0
     for n, (row, seed) in enumerate(jobs, 1):
         checkpoint = None
-        if checkpoints is not None:
+        if ours:
+            trained = job_dir(work_root, profile, row.table, row.id, seed)
+            pointer = trained / 'last_checkpoint'
+            if read_state(trained).get('status') != 'finished' or not pointer.is_file():
+                print(f'[{n}/{len(jobs)}] {row.table}/{row.id} seed{seed}: not trained yet, '
+                      'skipped')
+                continue
+            checkpoint = Path(pointer.read_text().strip())
+            work_dir = ours_eval_dir(trained, multi_scale)
+        elif checkpoints is not None:
             checkpoint = Path(checkpoints) / f'{row.id}.pth'
             work_dir = released_dir(work_root, row.table, row.id, multi_scale)
             if not checkpoint.is_file():

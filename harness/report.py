@@ -28,11 +28,13 @@ REFERENCE_COLUMNS = {'seed_repo': 'seed repo', 'official_zoo': 'official zoo',
                      'mmseg_zoo': 'mmseg zoo'}
 HEADERS = {'paper_miou_v1': 'paper v1', 'paper_miou_v3': 'paper v3', **REFERENCE_COLUMNS,
            'miou_ss': 'ours (single-scale)', 'miou_ss_std': 'std', 'n_seeds': 'n',
+           'miou_ms': 'ours (multi-scale)',
            'delta': 'Δ', 'miou_first': 'first eval', 'released_ss': 'released (ss)',
            'released_ms': 'released (ms)', 'device_hours': 'device-hours',
            'wandb_runs': 'W&B runs'}
 RESULT_COLUMNS = ['row', 'model', 'paper_miou_v1', 'paper_miou_v3', *REFERENCE_COLUMNS,
-                  'miou_ss', 'miou_ss_std', 'n_seeds', 'delta', 'status', 'verdict', 'miou_first',
+                  'miou_ss', 'miou_ss_std', 'n_seeds', 'miou_ms', 'delta', 'status', 'verdict',
+                  'miou_first',
                   'released_ss', 'released_ms', 'device_hours', 'wandb_runs']
 
 
@@ -99,6 +101,7 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
             'status': _row_status(mine),
             'verdict': _verdict(delta, paper, profile, tolerance),
             'miou_first': sum(firsts) / len(firsts) if firsts else None,
+            'miou_ms': done['miou_ms'].dropna().mean() if done['miou_ms'].notna().any() else None,
             'released_ss': released.get((row.id, False)),
             'released_ms': released.get((row.id, True)),
             'device_hours': float(mine['device_hours'].fillna(0).sum()),
@@ -106,7 +109,7 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
         })
     summary = pd.DataFrame(lines, columns=RESULT_COLUMNS)
     numeric = ['paper_miou_v1', 'paper_miou_v3', *REFERENCE_COLUMNS, 'miou_ss', 'miou_ss_std',
-               'delta', 'miou_first', 'released_ss', 'released_ms', 'device_hours']
+               'miou_ms', 'delta', 'miou_first', 'released_ss', 'released_ms', 'device_hours']
     summary[numeric] = summary[numeric].astype(float)  # unknown = NaN, whatever the rows hold
     return summary
 
@@ -182,9 +185,9 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
     released_col = '| released checkpoint (ss / ms) ' if released else ''
     refs = ' | '.join(REFERENCE_COLUMNS.values())
     lines += [f'| row | model | paper v1 | paper v3 | {refs} {released_col}{first_col}'
-              '| ours (single-scale) | n | Δ | status | verdict |',
+              '| ours (single-scale) | n | ours (multi-scale) | Δ | status | verdict |',
               '|---|---|---|---|---|---|---|' + ('---|' if first_col else '')
-              + ('---|' if released else '') + '---|---|---|---|---|']
+              + ('---|' if released else '') + '---|---|---|---|---|---|']
     for r in summary.itertuples():
         ours = _fmt(r.miou_ss)
         if not math.isnan(r.miou_ss_std):
@@ -193,7 +196,7 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
         first = (f'| {_fmt(r.released_ss)} / {_fmt(r.released_ms)} ' if released else '') + first
         ref_values = ' | '.join(_fmt(getattr(r, kind)) for kind in REFERENCE_COLUMNS)
         lines.append(f'| {r.row} | {r.model} | {_fmt(r.paper_miou_v1)} | {_fmt(r.paper_miou_v3)} '
-                     f'| {ref_values} {first}| {ours} | {r.n_seeds} | '
+                     f'| {ref_values} {first}| {ours} | {r.n_seeds} | {_fmt(r.miou_ms)} | '
                      f'{_fmt(r.delta, signed=True)} | {r.status} | {r.verdict} |')
     lines += ['', '![mIoU and loss against iteration](curves.png)', '', '## Paper values', '']
     for row in table.rows:

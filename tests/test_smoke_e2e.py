@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from harness.collect import read_curves
-from harness.job import job_dir, read_state
+from harness.job import job_dir, ours_eval_dir, read_state
 from harness.profiles import SMOKE
 from harness.spec import load_table
 from tests.conftest import REPO_ROOT, harness_cli
@@ -275,3 +275,17 @@ def test_html_report_reads_in_a_headless_browser(smoke):
                 assert shot.size[0] >= 1200 and shot.convert('L').getextrema()[0] < 100  # not blank
     finally:
         driver.quit()
+
+
+def test_our_models_evaluated_multi_scale_fill_their_column(smoke, synthetic_root):
+    work, reports, _ = smoke
+    table, row = JOBS[0]
+    result = harness_cli('evaluate', '--ours', '--multi-scale', '--table', table, '--rows', row,
+                         '--seeds', 2, '--profile', 'smoke', '--data-root', synthetic_root,
+                         '--work-root', work, '--reports', reports)
+    assert result.returncode == 0, result.stdout + result.stderr
+    mious = [read_state(ours_eval_dir(job_dir(work, 'smoke', table, row, seed), True))
+             ['metrics']['mIoU'] for seed in range(2)]
+    results = pd.read_csv(reports / 'smoke' / table / 'results.csv').set_index('row')
+    assert results.loc[row, 'miou_ms'] == pytest.approx(sum(mious) / 2)
+    assert all(0 < m <= 100 for m in mious)
