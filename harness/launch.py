@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 
 from .collect import read_curves
+from .data import ADE20K_COUNTS
 from .job import EXIT_LOCKED, job_dir, last_line, ours_eval_dir, read_state, write_state
 from .profiles import TOTAL_BATCH
 from .spec import REPO_ROOT, Row
-
-ADE20K_COUNTS = {'training': 20210, 'validation': 2000}
-
 
 class PreflightError(RuntimeError):
     """Something a full run needs is missing; the message is one line."""
@@ -39,10 +37,12 @@ def preflight_full(rows: list[Row], data_root: Path, gpus: int,
     for row in rows:
         weights = Path(weights_root) / row.pretrained_file
         if not weights.is_file():
-            origin = (f'convert the {row.pretrained_id} release' if row.pretrained_id
-                      else 'no public release matches the paper\'s; supply your own file')
+            origin = (f'convert the {row.pretrained_id} release with `python -m harness '
+                      f'convert-pretrained FILE --table {row.table} --row {row.id}`'
+                      if row.pretrained_id else
+                      'no public release matches the paper\'s: supply your own file there')
             raise PreflightError(f'{row.table}/{row.id}: pretrained weights missing: '
-                                 f'{row.pretrained_file} ({origin} to that path in mmseg layout)')
+                                 f'{row.pretrained_file} ({origin})')
 
 
 def _resume_note(work_dir: Path) -> str:
