@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {run,report,status} --help``."""
+"""Command line: ``python -m harness {run,evaluate,report,status,check-data,convert-*} --help``."""
 from __future__ import annotations
 
 import argparse

@@ -17,6 +17,7 @@ from .job import EXIT_LOCKED, job_dir, last_line, ours_eval_dir, read_state, wri
 from .profiles import TOTAL_BATCH
 from .spec import REPO_ROOT, Row
 
+
 class PreflightError(RuntimeError):
     """Something a full run needs is missing; the message is one line."""
 
