@@ -18,7 +18,6 @@ from PIL import Image
 from .spec import REPO_ROOT
 
 DEFAULT_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k' / 'ADEChallengeData2016'
-NUM_CLASSES = 150
 SCENE_CLASSES = (1, 3, 5, 13, 22, 37, 61, 88, 120, 150)  # ADE20K label values (1-based)
 SPLITS = {'training': ('train', 40), 'validation': ('val', 16)}
 COMPLETE_MARK = '.complete'
