@@ -38,10 +38,11 @@ smoke: install
 	@$(MAKE) --no-print-directory sync-help PROFILE=smoke
 
 # Debian's Chromium and its driver, for the test that reads the HTML report like a person
-APT_BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_BROWSER := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		$(APT_BROWSER) || (apt-get update -q && $(APT_BROWSER))
+		$(APT_BROWSER) || ($(SUDO) apt-get update -q && $(APT_BROWSER))
 
 test: install browser
 	$(PY) -m pytest -q tests
