@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from mmseg.datasets import ADE20KDataset
+from mmseg.utils import register_all_modules
 from PIL import Image
 
 from harness.synthetic import COMPLETE_MARK, SCENE_CLASSES, SPLITS, ensure_dataset
@@ -20,6 +21,7 @@ def test_exact_ade20k_layout_and_label_range(synthetic_root):
 
 
 def test_mmseg_reads_it_as_ade20k(synthetic_root):
+    register_all_modules()  # mmseg's LoadAnnotations, not mmcv's
     dataset = ADE20KDataset(
         data_root=str(synthetic_root),
         data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
