@@ -180,6 +180,11 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
               f'Profile `{profile}` · Δ against paper {paper_version} · reproduced when '
               f'|Δ| ≤ {tolerance} mIoU · built {dt.datetime.now():%Y-%m-%d %H:%M} from '
               'the job folders on disk.', '']
+    notes = {}  # a footnote for every known paper value: its version, source and confidence
+    for row in table.rows:
+        for version, value in row.paper.items():
+            if value.miou is not None:
+                notes[(row.id, version)] = f'[^{len(notes) + 1}]'
     first_col = '| first eval ' if profile == 'smoke' else ''
     released = summary[['released_ss', 'released_ms']].notna().any().any()
     released_col = '| released checkpoint (ss / ms) ' if released else ''
@@ -195,15 +200,17 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
         first = f'| {_fmt(r.miou_first)} ' if first_col else ''
         first = (f'| {_fmt(r.released_ss)} / {_fmt(r.released_ms)} ' if released else '') + first
         ref_values = ' | '.join(_fmt(getattr(r, kind)) for kind in REFERENCE_COLUMNS)
-        lines.append(f'| {r.row} | {r.model} | {_fmt(r.paper_miou_v1)} | {_fmt(r.paper_miou_v3)} '
+        v1, v3 = (_fmt(getattr(r, f'paper_miou_{v}')) + notes.get((r.row, v), '')
+                  for v in ('v1', 'v3'))
+        lines.append(f'| {r.row} | {r.model} | {v1} | {v3} '
                      f'| {ref_values} {first}| {ours} | {r.n_seeds} | {_fmt(r.miou_ms)} | '
                      f'{_fmt(r.delta, signed=True)} | {r.status} | {r.verdict} |')
     lines += ['', '![mIoU and loss against iteration](curves.png)', '', '## Paper values', '']
-    for row in table.rows:
-        for version, value in row.paper.items():
-            if value.miou is not None:
-                lines.append(f'- {row.model} {version}: {value.miou:.2f} — {value.source} '
-                             f'[{value.confidence}]')
+    for (row_id, version), mark in notes.items():
+        row, number = table.row(row_id), mark[2:-1]
+        value = row.paper[version]
+        lines.append(f'[^{number}]: {row.model}, paper {version}: {value.miou:.2f} — '
+                     f'{value.source} [{value.confidence}]')
     lines += ['', 'Unknown paper values are shown as —: they are not guessed.', '',
               '## Reference values', '']
     for row in table.rows:
@@ -252,8 +259,9 @@ def _html(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, png: bytes,
     for line in markdown.splitlines():
         if line.startswith('> '):
             notes.append(f'<p class="banner">{html.escape(line[2:]).replace("**", "")}</p>')
-        elif line.startswith('- '):
-            notes.append(f'<ul><li>{html.escape(line[2:])}</li></ul>')
+        elif line.startswith(('- ', '[^')):  # list items and the paper-value footnotes
+            text = line[2:] if line.startswith('- ') else line.replace('[^', '[', 1)
+            notes.append(f'<ul><li>{html.escape(text)}</li></ul>')
         elif line.startswith('## '):
             notes.append(f'<h2>{html.escape(line[3:])}</h2>')
     jobs_html = jobs.drop(columns=['work_dir', 'miou_first', 'meta']).to_html(

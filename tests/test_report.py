@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from harness.collect import JOB_COLUMNS, read_curves
-from harness.report import seed_eval_curve, summarise
+from harness.report import build_report, seed_eval_curve, summarise
 from harness.spec import load_table
 
 TABLE3 = load_table('table3')
@@ -85,3 +85,14 @@ def test_seed_curves_are_the_published_ones_in_percent():
     assert list(curve.index[:2]) == [16000, 32000] and curve.index[-1] == 160000
     assert curve['mIoU'].iloc[0] == pytest.approx(41.83)  # 0.4183 in the log
     assert curve['mIoU'].iloc[-1] == pytest.approx(46.69)  # the seed repo's reported result
+
+
+def test_every_paper_value_in_the_table_has_its_source_as_a_footnote(tmp_path):
+    out = build_report(TABLE3, 'full', tmp_path / 'work', tmp_path / 'reports')
+    report = (out / 'report.md').read_text()
+    row_line = next(line for line in report.splitlines() if line.startswith('| seg-b-16 |'))
+    v1_mark = row_line.split(' | ')[2].split('45.69')[1]
+    assert v1_mark.startswith('[^')
+    footnote = next(line for line in report.splitlines() if line.startswith(v1_mark + ':'))
+    assert "seed repo README, '6th line in Table 3'" in footnote and '[read]' in footnote
+    assert '| not run |' in row_line  # nothing ran: the report still builds from an empty disk
