@@ -36,9 +36,20 @@ class PerClassIoUMetric(IoUMetric):
 
 @HOOKS.register_module()
 class RunSummaryHook(Hook):
-    """After each validation: per-class IoU to the job folder and W&B, and the run summary."""
+    """After each validation: per-class IoU to the job folder and W&B, and the run summary;
+    after a test (an evaluation job): its mIoU in the summary."""
 
     priority = 'BELOW_NORMAL'
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        """An evaluation job (job_type eval): its mIoU, single- or multi-scale, in the summary."""
+        backend = runner.visualizer.get_backend('IterationWandbVisBackend')
+        if not metrics or 'mIoU' not in metrics or backend is None:
+            return
+        scale = 'ms' if type(runner.model).__name__ == 'SegTTAModel' else 'ss'
+        backend.experiment.run.summary.update(
+            {f'mIoU_{scale}': float(metrics['mIoU']), f'mAcc_{scale}': float(metrics['mAcc']),
+             f'aAcc_{scale}': float(metrics['aAcc'])})
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not metrics or 'mIoU' not in metrics:

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -21,3 +22,15 @@ def harness_cli(*args, timeout=900):
     env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
     return subprocess.run([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wandb_records(run_dir):
+    """Every record of an offline run's transaction log, as W&B's own reader prints it."""
+    wandb_cli = Path(sys.executable).with_name('wandb')
+    out = subprocess.run([wandb_cli, 'leet', 'inspect', '--json', str(run_dir)], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith('{')]
+
+
+def wandb_history(run_dir):
+    return [r['history']['item'] for r in wandb_records(run_dir) if r['type'] == 'history']

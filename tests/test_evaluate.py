@@ -15,7 +15,7 @@ from PIL import Image
 from harness.job import read_state
 from harness.launch import released_dir
 from harness.spec import load_table
-from tests.conftest import harness_cli
+from tests.conftest import harness_cli, wandb_records
 from tests.layouts import official_shapes, random_state, row_dims
 
 ROW = load_table('table3').row('seg-t-16')
@@ -70,6 +70,16 @@ def test_released_checkpoint_is_evaluated_and_reported(released, multi_scale):
     column = 'released_ms' if multi_scale else 'released_ss'
     assert results.loc[ROW.id, column] == pytest.approx(state['metrics']['mIoU'])
     assert 'released checkpoint (ss / ms)' in (root / 'reports/table3/report.md').read_text()
+    run_dir, = (released_dir(root / 'work', 'table3', ROW.id, multi_scale) / 'vis_data' /
+                'wandb').glob('offline-run-*')
+    records = wandb_records(run_dir)
+    assert next(r['run'] for r in records if r['type'] == 'run')['job_type'] == 'eval'
+    summary = {}
+    for r in records:
+        if r['type'] == 'summary':
+            summary.update(r['summary'].get('update', {}))
+    scale = 'ms' if multi_scale else 'ss'
+    assert summary[f'mIoU_{scale}'] == pytest.approx(state['metrics']['mIoU'])
 
 
 def test_missing_checkpoint_folder_is_one_line(tmp_path, synthetic_root):

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,7 +20,7 @@ from harness.collect import read_curves
 from harness.job import job_dir, ours_eval_dir, read_state
 from harness.profiles import SMOKE
 from harness.spec import load_table
-from tests.conftest import REPO_ROOT, harness_cli
+from tests.conftest import REPO_ROOT, harness_cli, wandb_history, wandb_records
 
 JOBS = [('table3', 'seg-t-16'), ('table6', 'seg-bd-mask-16')]  # a linear row, a mask B† row
 
@@ -40,18 +39,6 @@ def smoke(tmp_path_factory, synthetic_root):
                                 *(['--seeds', 2] if row == JOBS[0][1] else []))
                for table, row in JOBS}
     return work, reports, results
-
-
-def wandb_records(run_dir):
-    """Every record of an offline run's transaction log, as W&B's own reader prints it."""
-    wandb_cli = Path(sys.executable).with_name('wandb')
-    out = subprocess.run([wandb_cli, 'leet', 'inspect', '--json', str(run_dir)], check=True,
-                         capture_output=True, text=True, timeout=120).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith('{')]
-
-
-def wandb_history(run_dir):
-    return [r['history']['item'] for r in wandb_records(run_dir) if r['type'] == 'history']
 
 
 @pytest.mark.parametrize('table, row', JOBS)
