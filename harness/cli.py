@@ -43,9 +43,11 @@ def _select(tables, row_ids):
 
 
 def _data_root(args) -> Path:
-    if args.data_root:
-        return args.data_root
-    if args.profile == 'smoke':
+    return args.data_root or _default_data_root(args.profile)
+
+
+def _default_data_root(profile: str) -> Path:
+    if profile == 'smoke':
         from .synthetic import DEFAULT_ROOT
         return DEFAULT_ROOT
     from .profiles import DEFAULT_ADE20K_ROOT
@@ -111,7 +113,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_check_data(args) -> int:
     from .data import DataError, check_files, check_layout, unpack
-    root = args.data_root or _data_root(argparse.Namespace(data_root=None, profile='full'))
+    root = args.data_root or _default_data_root('full')
     try:
         if args.zip:
             root = unpack(args.zip, root.parent)

@@ -17,6 +17,14 @@ def synthetic_root(tmp_path_factory):
     return ensure_dataset(tmp_path_factory.mktemp('data') / 'ADEChallengeData2016')
 
 
+def harness_popen(*args, **popen_kwargs):
+    """Start ``python -m harness`` in the background (its output discarded)."""
+    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **popen_kwargs)
+
+
 def harness_cli(*args, timeout=900):
     """Run ``python -m harness`` as a user would; returns the CompletedProcess."""
     env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}

@@ -20,7 +20,7 @@ from harness.collect import read_curves
 from harness.job import job_dir, ours_eval_dir, read_state
 from harness.profiles import SMOKE
 from harness.spec import load_table
-from tests.conftest import REPO_ROOT, harness_cli, wandb_history, wandb_records
+from tests.conftest import REPO_ROOT, harness_cli, harness_popen, wandb_history, wandb_records
 
 JOBS = [('table3', 'seg-t-16'), ('table6', 'seg-bd-mask-16')]  # a linear row, a mask B† row
 
@@ -148,10 +148,7 @@ def test_killed_job_resumes_from_checkpoint_in_the_same_run(tmp_path, synthetic_
     work, reports = tmp_path / 'work', tmp_path / 'reports'
     args = _run_args(table, row, work, reports, synthetic_root)
     work_dir = job_dir(work, 'smoke', table, row, 0)
-    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = harness_popen(*args, start_new_session=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         _, val = read_curves(work_dir)
@@ -189,9 +186,7 @@ def test_second_launch_of_a_running_job_is_refused(tmp_path, synthetic_root):
     work, reports = tmp_path / 'work', tmp_path / 'reports'
     args = _run_args(table, row, work, reports, synthetic_root)
     work_dir = job_dir(work, 'smoke', table, row, 0)
-    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
-    first = subprocess.Popen([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = harness_popen(*args)
     try:
         deadline = time.monotonic() + 300
         while read_state(work_dir).get('status') != 'running' and time.monotonic() < deadline:
