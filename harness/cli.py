@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {run,evaluate,report,status,check-data,convert-*} --help``."""
+"""Command line: ``python -m harness {run,evaluate,report,status,check-data,convert-*,bench} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -219,6 +219,22 @@ def cmd_convert_pretrained(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import print_ratios, run_bench
+    if args.device.startswith('cuda'):
+        import torch
+        if not torch.cuda.is_available():
+            raise SpecError(f'--device {args.device}: no CUDA device visible to torch '
+                            f'{torch.__version__}')
+    if args.repeats < 1 or args.warmup < 0 or args.slide_batch < 1:
+        raise SpecError('--repeats and --slide-batch must be at least 1, --warmup at least 0')
+    result = run_bench(args.device, args.repeats, args.warmup, args.amp, args.compile,
+                       args.slide_batch, args.overhead, args.out)
+    print(f"bench: {args.out / 'bench.md'}")
+    print_ratios(result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m harness',
@@ -280,6 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser('status', help='state of every row x seed of a table')
     _common(status)
     status.set_defaults(func=cmd_status)
+
+    bench = sub.add_parser('bench', help='time our row models against stock mmseg (training '
+                                         'step, sliding-window evaluation, harness overhead)')
+    bench.add_argument('--device', default='cpu', help='cpu (reduced sizes) or cuda (512x512 '
+                       'Seg-B/16 and Seg-B†-Mask/16)')
+    bench.add_argument('--repeats', type=int, default=5)
+    bench.add_argument('--warmup', type=int, default=2)
+    bench.add_argument('--amp', choices=('bf16', 'fp16'),
+                       help='also time our training step under mixed precision')
+    bench.add_argument('--compile', action='store_true', help='torch.compile our model')
+    bench.add_argument('--slide-batch', type=int, default=8, help='windows per forward')
+    bench.add_argument('--no-overhead', dest='overhead', action='store_false',
+                       help='skip the harness-vs-bare-Runner smoke job timing')
+    bench.add_argument('--out', type=Path, default=DEFAULT_REPORTS / 'bench')
+    bench.set_defaults(func=cmd_bench)
 
     converters = [
         ('convert-official', cmd_convert_official, "convert an authors' released Segmenter "

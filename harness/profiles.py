@@ -117,7 +117,7 @@ def _use_multi_scale(cfg: Config, crop: int) -> None:
         dict(type='LoadImageFromFile'),
         dict(type='TestTimeAug', transforms=[resizes, flips, [dict(type='LoadAnnotations')],
                                              [dict(type='PackSegInputs')]])]
-    cfg.model = dict(type='SegTTAModel', module=cfg.model)
+    cfg.model = dict(type='BatchedSegTTAModel', module=cfg.model)
 
 
 def build_config(job: JobSpec, wandb_meta: dict | None = None) -> Config:

@@ -1,5 +1,8 @@
 """Modules the harness registers in mmseg's registries (imported through ``custom_imports``)."""
 from .distilled_vit import DistilledVisionTransformer
 from .mask_head import OfficialInitSegmenterMaskHead
+from .segmentor import BatchedSegTTAModel, BatchedSlideEncoderDecoder
+from .vit import SegmenterViT
 
-__all__ = ['DistilledVisionTransformer', 'OfficialInitSegmenterMaskHead']
+__all__ = ['BatchedSegTTAModel', 'BatchedSlideEncoderDecoder', 'DistilledVisionTransformer',
+           'OfficialInitSegmenterMaskHead', 'SegmenterViT']

@@ -5,7 +5,8 @@ and its position embedding covers both (``num_patches + 2`` entries). mmseg's
 ``VisionTransformer`` knows one extra token only, so this subclass adds ``dist_token``, sizes the
 position embedding for two extra tokens, resizes pretrained grids with both tokens kept, and
 drops both tokens before the decoder (as the official Segmenter does). The transformer layers,
-patch embedding and final norm are mmseg's own, so their state-dict keys are unchanged.
+patch embedding and final norm are mmseg's own (blocks with the fused forward of
+``SegmenterViT``), so their state-dict keys are unchanged.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
-from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from torch import nn
+
+from .vit import SegmenterViT
 
 
 def resize_grid_pos_embed(pos_embed: torch.Tensor, num_extra: int, src_hw: tuple[int, int],
@@ -32,7 +34,7 @@ def resize_grid_pos_embed(pos_embed: torch.Tensor, num_extra: int, src_hw: tuple
 
 
 @MODELS.register_module()
-class DistilledVisionTransformer(VisionTransformer):
+class DistilledVisionTransformer(SegmenterViT):
     """mmseg ViT plus DeiT's distillation token; returns patch-token maps only."""
 
     num_extra_tokens = 2

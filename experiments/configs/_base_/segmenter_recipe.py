@@ -18,9 +18,14 @@ total_batch_size = 8  # the paper's batch; the harness divides it by the GPU cou
 
 data_preprocessor = dict(size=crop_size)
 model = dict(
+    # mmseg's EncoderDecoder, sliding windows evaluated slide_batch at a time (same logits)
+    type='BatchedSlideEncoderDecoder',
     data_preprocessor=data_preprocessor,
     pretrained=None,  # the row's converted weights file, filled in by the harness
     backbone=dict(
+        # mmseg's ViT on fused attention, drop path on both residual branches (official;
+        # stock: MLP branch only)
+        type='SegmenterViT',
         img_size=crop_size,
         # official ViT (like timm and DeiT) has a bias in the patch embedding; stock drops it
         patch_bias=True,
@@ -37,7 +42,7 @@ model = dict(
                      drop_path_rate=0.0, drop_rate=0.1,
                      loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False,
                                       loss_weight=1.0, avg_non_ignore=True)),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(480, 480)),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(480, 480), slide_batch=8),
 )
 
 # official: timm SGD with Nesterov momentum, lr 1e-3, no weight decay, one lr for all

@@ -1,0 +1,349 @@
+"""Speed benchmark: the project's row models against stock mmseg 1.2.2, side by side.
+
+For each case (a row, an input size) the same weights go into two models: ours (the row's
+config: fused-attention blocks, batched sliding windows) and stock (the same config with
+mmseg's own ``VisionTransformer`` / ``SegmenterMaskTransformerHead`` / ``EncoderDecoder``).
+Measured: training step time and peak memory (each variant in a fresh process, so the peaks do
+not mix), single-scale sliding-window evaluation time with the logits compared, and the
+harness's overhead over a bare mmengine Runner on the same smoke config. Figures are
+min/median/max over repeats; ``reports/bench/bench.{md,json}`` hold them with the machine.
+
+``python -m harness bench [--device cuda] [--amp bf16] [--compile]`` (``make bench``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .spec import REPO_ROOT, load_table
+
+# ours -> stock mmseg type of each module the project replaces
+STOCK_TYPES = {'SegmenterViT': 'VisionTransformer',
+               'OfficialInitSegmenterMaskHead': 'SegmenterMaskTransformerHead',
+               'BatchedSlideEncoderDecoder': 'EncoderDecoder'}
+AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    table: str
+    row: str
+    crop: int  # training crop = sliding window
+    batch: int  # training images per step
+    image: tuple[int, int]  # evaluation image (ADE20K-like: short side = crop)
+    images: int  # evaluation images
+
+    @property
+    def name(self) -> str:
+        return f'{self.row}@{self.crop}'
+
+
+# CPU: the sizes the issue measured (ViT-S mask, 2 x 512 x 512); GPU: the paper's Seg-B rows
+CPU_CASES = (Case('table6', 'seg-s-mask-16', 512, 2, (512, 683), 2),)
+GPU_CASES = (Case('table3', 'seg-b-16', 512, 8, (512, 683), 16),
+             Case('table6', 'seg-bd-mask-16', 512, 8, (512, 683), 16))
+
+
+def model_cfg(table: str, row: str, crop: int, stock: bool = False):
+    """The row's model config at ``crop`` (random init); ``stock`` swaps in mmseg's modules."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(load_table(table).row(row).config_path, import_custom_modules=False)
+    model = cfg.model
+    model.pretrained = None
+    # the row's stride, scaled with the crop (480 at 512): windows still overlap
+    stride = model.test_cfg.stride[0] * crop // cfg.crop_size[0]
+    model.backbone.update(img_size=(crop, crop), init_cfg=None)
+    model.data_preprocessor.size = (crop, crop)
+    model.test_cfg.update(crop_size=(crop, crop), stride=(stride, stride))
+    if stock:
+        for part in (model, model.backbone, model.decode_head):
+            part.type = STOCK_TYPES.get(part.type, part.type)
+        if model.backbone.type == 'DistilledVisionTransformer':  # no stock counterpart
+            model.backbone.fused_attention = False
+        model.test_cfg.pop('slide_batch', None)
+    return model
+
+
+def build_pair(case: Case, device: str, stock: bool, seed: int = 0):
+    """Ours, built and initialised from ``seed``; with ``stock``, mmseg's model holding the
+    very same weights."""
+    import torch
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    import harness.models  # noqa: F401 - registers the project's modules
+    register_all_modules(init_default_scope=True)
+    torch.manual_seed(seed)
+    ours = MODELS.build(model_cfg(case.table, case.row, case.crop))
+    ours.init_weights()
+    if not stock:
+        return ours.to(device)
+    baseline = MODELS.build(model_cfg(case.table, case.row, case.crop, stock=True))
+    baseline.load_state_dict(ours.state_dict(), strict=True)
+    return baseline.to(device)
+
+
+def train_batch(case: Case, device: str, seed: int = 1):
+    """A fixed batch: normalised images, labels in 0..149 with some ignored (255) pixels."""
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    gen = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(case.batch, 3, case.crop, case.crop, generator=gen).to(device)
+    samples = []
+    for _ in range(case.batch):
+        label = torch.randint(0, 150, (1, case.crop, case.crop), generator=gen)
+        label[:, : case.crop // 8] = 255
+        sample = SegDataSample(gt_sem_seg=PixelData(data=label.to(device)))
+        sample.set_metainfo(dict(img_shape=(case.crop, case.crop),
+                                 pad_shape=(case.crop, case.crop)))
+        samples.append(sample)
+    return inputs, samples
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        import torch
+        torch.cuda.synchronize()
+
+
+def _spread(values: list[float]) -> dict:
+    return {'min': min(values), 'median': statistics.median(values), 'max': max(values),
+            'n': len(values)}
+
+
+def measure_train(case: Case, device: str, stock: bool, repeats: int, warmup: int,
+                  amp: str | None, compile_model: bool) -> dict:
+    """Training-step seconds, peak memory and the loss of a fixed batch (in this process)."""
+    import torch
+    model = build_pair(case, device, stock)
+    inputs, samples = train_batch(case, device)
+    model.eval()
+    with torch.no_grad():  # the same function on both sides: equal loss before any step
+        loss0 = sum(v for k, v in model.loss(inputs, samples).items() if 'loss' in k).item()
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=amp == 'fp16')
+    step_model = torch.compile(model) if compile_model and not stock else model
+    autocast = dict(device_type=device.split(':')[0], dtype=getattr(torch, AMP_DTYPES[amp]),
+                    enabled=True) if amp else dict(device_type='cpu', enabled=False)
+    times = []
+    if device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(warmup + repeats):
+        _sync(device)
+        start = time.perf_counter()
+        with torch.autocast(**autocast):
+            losses = step_model.loss(inputs, samples)
+        loss = sum(v for k, v in losses.items() if 'loss' in k)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if device.startswith('cuda')
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {'seconds': _spread(times), 'images_per_s': case.batch / statistics.median(times),
+            'peak_memory_mb': peak / 2**20, 'memory_kind': 'cuda max allocated'
+            if device.startswith('cuda') else 'process max RSS', 'loss_eval_mode': loss0}
+
+
+def measure_eval(case: Case, device: str, repeats: int, slide_batch: int) -> dict:
+    """Sliding-window evaluation of ``case.images`` images, ours (batched) and stock
+    (mmseg's loop) alternating, with the logits of the two compared."""
+    import torch
+    ours = build_pair(case, device, stock=False).eval()
+    stock = build_pair(case, device, stock=True).eval()
+    ours.test_cfg.slide_batch = slide_batch
+    gen = torch.Generator().manual_seed(2)
+    images = [torch.randn(1, 3, *case.image, generator=gen).to(device)
+              for _ in range(case.images)]
+    metas = [dict(img_shape=case.image, ori_shape=case.image)]
+    timings = {'ours': [], 'stock': []}
+    max_diff, argmax_equal = 0.0, True
+    with torch.no_grad():
+        for rep in range(repeats + 1):  # the first pass warms up and compares
+            for name, model in (('stock', stock), ('ours', ours)):
+                _sync(device)
+                start = time.perf_counter()
+                outs = [model.slide_inference(img, [dict(m) for m in metas]) for img in images]
+                _sync(device)
+                if rep:
+                    timings[name].append(time.perf_counter() - start)
+                elif name == 'stock':
+                    reference = [o.cpu() for o in outs]
+                else:
+                    for ref, out in zip(reference, outs):
+                        out = out.cpu()
+                        max_diff = max(max_diff, (out - ref).abs().max().item())
+                        argmax_equal &= bool((out.argmax(1) == ref.argmax(1)).all())
+    windows = len(__import__('harness.models.segmentor', fromlist=['window_boxes']).window_boxes(
+        *case.image, ours.test_cfg.crop_size, ours.test_cfg.stride))
+    return {name: {'seconds': _spread(t), 'images_per_s': case.images / statistics.median(t)}
+            for name, t in timings.items()} | {
+        'windows_per_image': windows, 'slide_batch': slide_batch,
+        'max_abs_logit_diff': max_diff, 'argmax_equal': argmax_equal}
+
+
+def _in_child(func, *args):
+    """Run ``func(*args)`` in a fresh spawned process: its own peak memory, its own threads."""
+    with mp.get_context('spawn').Pool(1) as pool:
+        return pool.apply(func, args)
+
+
+def harness_overhead(repeats: int, work: Path) -> dict:
+    """Wall time of one smoke job through ``python -m harness run`` and of the same dumped
+    config run by a bare mmengine Runner (both as fresh processes, alternating)."""
+    from .synthetic import ensure_dataset
+    data = ensure_dataset(work / 'data' / 'ADEChallengeData2016')
+    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'WANDB_MODE': 'offline',
+           'WANDB_SILENT': 'true', 'CUDA_VISIBLE_DEVICES': ''}
+    bare = ('import sys; from mmengine.config import Config; from mmengine.runner import Runner;'
+            'cfg = Config.fromfile(sys.argv[1]); cfg.work_dir = sys.argv[2];'
+            'cfg.visualizer.save_dir = sys.argv[2]; Runner.from_cfg(cfg).train()')
+    times = {'harness': [], 'bare': []}
+    for rep in range(repeats):
+        root = work / f'harness{rep}'
+        start = time.perf_counter()
+        subprocess.run([sys.executable, '-m', 'harness', 'run', '--table', 'table3', '--rows',
+                        'seg-t-16', '--profile', 'smoke', '--no-report', '--work-root',
+                        str(root), '--data-root', str(data)], cwd=REPO_ROOT, env=env,
+                       check=True, capture_output=True)
+        times['harness'].append(time.perf_counter() - start)
+        config = root / 'smoke' / 'table3' / 'seg-t-16' / 'seed0' / 'job_config.py'
+        start = time.perf_counter()
+        subprocess.run([sys.executable, '-c', bare, str(config), str(work / f'bare{rep}')],
+                       cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+        times['bare'].append(time.perf_counter() - start)
+    ratio = statistics.median(times['harness']) / statistics.median(times['bare'])
+    return {name: _spread(t) for name, t in times.items()} | {'ratio': ratio}
+
+
+def machine(device: str) -> dict:
+    import torch
+    info = {'python': platform.python_version(), 'torch': torch.__version__,
+            'cpu': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count(),
+            'threads': torch.get_num_threads()}
+    for pkg in ('mmcv', 'mmengine', 'mmseg'):
+        info[pkg] = __import__(pkg).__version__
+    if device.startswith('cuda'):
+        info['gpu'] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str | None = None,
+              compile_model: bool = False, slide_batch: int = 8, overhead: bool = True,
+              out: Path = REPO_ROOT / 'reports' / 'bench', cases: tuple[Case, ...] = ()) -> dict:
+    cases = cases or (GPU_CASES if device.startswith('cuda') else CPU_CASES)
+    result = {'device': device, 'machine': machine(device), 'amp': amp,
+              'compile': compile_model, 'repeats': repeats, 'warmup': warmup, 'cases': []}
+    for case in cases:
+        print(f'{case.name}: training step, stock then ours ...', flush=True)
+        entry = {'case': dataclasses.asdict(case)}
+        entry['train_stock'] = _in_child(measure_train, case, device, True, repeats, warmup,
+                                         None, False)
+        entry['train_ours'] = _in_child(measure_train, case, device, False, repeats, warmup,
+                                        None, compile_model)
+        if amp:
+            entry['train_ours_amp'] = _in_child(measure_train, case, device, False, repeats,
+                                                warmup, amp, compile_model)
+        print(f'{case.name}: sliding-window evaluation ...', flush=True)
+        entry['eval'] = _in_child(measure_eval, case, device, repeats, slide_batch)
+        stock_s = entry['train_stock']['seconds']['median']
+        entry['ratios'] = {
+            'train_step': stock_s / entry['train_ours']['seconds']['median'],
+            'eval': (entry['eval']['stock']['seconds']['median']
+                     / entry['eval']['ours']['seconds']['median'])}
+        if amp:
+            entry['ratios'][f'train_step_{amp}'] = \
+                stock_s / entry['train_ours_amp']['seconds']['median']
+        result['cases'].append(entry)
+    if overhead:
+        print('harness overhead: smoke job via the harness vs a bare Runner ...', flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            result['harness_overhead'] = harness_overhead(max(3, repeats // 2), Path(tmp))
+    write_bench(result, Path(out))
+    return result
+
+
+def _fmt(spread: dict, unit: str = 's') -> str:
+    return f"{spread['median']:.3f} {unit} ({spread['min']:.3f}-{spread['max']:.3f})"
+
+
+def write_bench(result: dict, out: Path) -> None:
+    """Merge ``result`` into ``bench.json`` (one entry per device kind: cpu, gpu) and rewrite
+    ``bench.md`` from all entries, so a GPU run and a CPU run sit side by side."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / 'bench.json'
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results['gpu' if result['device'].startswith('cuda') else 'cpu'] = result
+    tmp = path.with_name('.bench.json.partial')
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)
+    sections = [_section(results[kind]) for kind in ('gpu', 'cpu') if kind in results]
+    (out / 'bench.md').write_text('# Benchmark: our row models vs stock mmseg 1.2.2\n\n'
+                                  + '\n'.join(sections))
+
+
+def _section(result: dict) -> str:
+    m = result['machine']
+    lines = [f"## {m.get('gpu', m['cpu'])} ({result['device']})", '',
+             f"torch {m['torch']}, mmcv {m['mmcv']}, mmengine {m['mmengine']}, mmseg "
+             f"{m['mmseg']}, Python {m['python']}, {m['cpu_count']} CPUs ({m['threads']} "
+             f"threads). Median (min-max) of {result['repeats']} repeats after "
+             f"{result['warmup']} warm-up steps; AMP: {result['amp'] or 'off (fp32)'}; "
+             f"torch.compile: {'on' if result['compile'] else 'off'}. Same weights on both "
+             'sides; loss = eval-mode loss of one fixed batch before training.', '',
+             '| case | stock step | ours step | ratio | stock mem | ours mem | loss stock / ours |',
+             '| --- | --- | --- | --- | --- | --- | --- |']
+    for c in result['cases']:
+        s, o = c['train_stock'], c['train_ours']
+        lines.append(f"| {c['case']['row']} {c['case']['batch']}×{c['case']['crop']}² | "
+                     f"{_fmt(s['seconds'])} | {_fmt(o['seconds'])} | "
+                     f"**{c['ratios']['train_step']:.2f}×** | {s['peak_memory_mb']:.0f} MB | "
+                     f"{o['peak_memory_mb']:.0f} MB | {s['loss_eval_mode']:.5f} / "
+                     f"{o['loss_eval_mode']:.5f} |")
+        if 'train_ours_amp' in c:
+            a = c['train_ours_amp']
+            lines.append(f"| ↳ ours, {result['amp']} autocast | | {_fmt(a['seconds'])} | "
+                         f"**{c['ratios']['train_step_' + result['amp']]:.2f}×** | | "
+                         f"{a['peak_memory_mb']:.0f} MB | |")
+    lines += ['', '| eval case | windows/image | stock | ours (windows/forward) | ratio | '
+              'max logit diff | argmax equal |', '| --- | --- | --- | --- | --- | --- | --- |']
+    for c in result['cases']:
+        e = c['eval']
+        lines.append(f"| {c['case']['row']} {c['case']['images']} × {c['case']['image'][0]}×"
+                     f"{c['case']['image'][1]} | {e['windows_per_image']} | "
+                     f"{_fmt(e['stock']['seconds'])} | {_fmt(e['ours']['seconds'])} "
+                     f"({e['slide_batch']}) | **{c['ratios']['eval']:.2f}×** | "
+                     f"{e['max_abs_logit_diff']:.2e} | {e['argmax_equal']} |")
+    if 'harness_overhead' in result:
+        h = result['harness_overhead']
+        lines += ['', f"Harness overhead (one smoke job, whole process): harness "
+                  f"{_fmt(h['harness'])}, bare mmengine Runner {_fmt(h['bare'])}: "
+                  f"**{100 * (h['ratio'] - 1):+.1f}%**."]
+    memory = result['cases'][0]['train_stock']['memory_kind'] if result['cases'] else ''
+    lines += ['', f'Memory: {memory}' + (' (includes the interpreter and libraries: compare '
+                                         'the columns, not the absolute figures).'
+                                         if 'RSS' in memory else '.'), '']
+    return '\n'.join(lines)
+
+
+def print_ratios(result: dict) -> None:
+    for c in result['cases']:
+        for name, ratio in c['ratios'].items():
+            print(f"{c['case']['row']}: {name} ours/stock speed {ratio:.2f}x")
+    if 'harness_overhead' in result:
+        print(f"harness overhead {100 * (result['harness_overhead']['ratio'] - 1):+.1f}%")

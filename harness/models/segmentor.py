@@ -1,0 +1,84 @@
+"""Sliding-window evaluation with the windows batched.
+
+mmseg's ``EncoderDecoder.slide_inference`` runs the network on one window at a time and pads
+every window's logits to the full image before adding them up. ``BatchedSlideEncoderDecoder``
+cuts the same windows (same crop, same stride, same edge rule), runs them ``slide_batch`` at a
+time, and adds each window's logits into its place; the overlap average is the same.
+``BatchedSegTTAModel`` does this across all views of multi-scale + flip evaluation at once:
+windows of every view that share a shape go through the network together.
+"""
+from __future__ import annotations
+
+import torch
+from mmseg.models.segmentors import EncoderDecoder, SegTTAModel
+from mmseg.registry import MODELS
+
+
+def window_boxes(height: int, width: int, crop: tuple[int, int],
+                 stride: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """(y1, y2, x1, x2) of each window, as mmseg's slide_inference places them: a regular grid,
+    the last row/column moved back inside the image, windows clipped to small images."""
+    (h_crop, w_crop), (h_stride, w_stride) = crop, stride
+    h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
+    boxes = []
+    for i in range(h_grids):
+        for j in range(w_grids):
+            y2, x2 = min(i * h_stride + h_crop, height), min(j * w_stride + w_crop, width)
+            boxes.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    return boxes
+
+
+@MODELS.register_module()
+class BatchedSlideEncoderDecoder(EncoderDecoder):
+    """``EncoderDecoder`` whose sliding-window inference runs ``test_cfg.slide_batch`` windows
+    per forward (default 8); everything else is mmseg's."""
+
+    def slide_inference(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
+        return self.slide_views([inputs])[0]
+
+    @torch.no_grad()
+    def slide_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Sliding-window logits of each view (N, C, H, W); all views' windows are pooled."""
+        crop, stride = self.test_cfg.crop_size, self.test_cfg.stride
+        batch = max(1, int(self.test_cfg.get('slide_batch', 8)))
+        logits, counts, windows = [], [], {}
+        for v, view in enumerate(views):
+            n, _, height, width = view.shape
+            logits.append(view.new_zeros((n, self.out_channels, height, width)))
+            counts.append(view.new_zeros((1, 1, height, width)))
+            for y1, y2, x1, x2 in window_boxes(height, width, crop, stride):
+                counts[v][..., y1:y2, x1:x2] += 1
+                for i in range(n):  # windows of one shape can share a forward
+                    windows.setdefault((y2 - y1, x2 - x1), []).append((v, i, y1, y2, x1, x2))
+            if not counts[v].all():
+                raise ValueError(f'sliding windows {crop} with stride {stride} leave pixels of '
+                                 f'a {height}x{width} image uncovered')
+        for shape, group in windows.items():
+            metas = [dict(img_shape=shape)]  # the decode head resizes its logits to this
+            for start in range(0, len(group), batch):
+                chunk = group[start:start + batch]
+                crops = torch.stack([views[v][i, :, y1:y2, x1:x2]
+                                     for v, i, y1, y2, x1, x2 in chunk])
+                out = self.encode_decode(crops, metas * len(chunk))
+                for (v, i, y1, y2, x1, x2), window in zip(chunk, out):
+                    logits[v][i, :, y1:y2, x1:x2] += window
+        return [lg / cnt for lg, cnt in zip(logits, counts)]
+
+
+@MODELS.register_module()
+class BatchedSegTTAModel(SegTTAModel):
+    """Multi-scale + flip evaluation whose views share batched window forwards; the logits of
+    each view and their merge (softmax average) are mmseg's ``SegTTAModel`` ones."""
+
+    def test_step(self, data):
+        module = self.module
+        if not isinstance(module, BatchedSlideEncoderDecoder) or module.test_cfg.mode != 'slide':
+            return super().test_step(data)
+        num_views = len(data['inputs'])
+        views = [module.data_preprocessor({key: value[k] for key, value in data.items()}, False)
+                 for k in range(num_views)]
+        logits = module.slide_views([view['inputs'] for view in views])
+        predictions = [module.postprocess_result(lg, view['data_samples'])
+                       for lg, view in zip(logits, views)]
+        return self.merge_preds(list(zip(*predictions)))
