@@ -219,6 +219,21 @@ def cmd_convert_pretrained(args) -> int:
     return 0
 
 
+def cmd_weights(args) -> int:
+    from .weights import DEFAULT_ORIGINALS, install_rows
+    selected = [row for _, rows in _select([load_table(t) for t in args.table], args.rows)
+                for row in rows]
+    source = getattr(args, 'from')
+    if source is not None and len({r.pretrained_file for r in selected}) != 1:
+        raise SpecError('--from FILE converts one release: select the row(s) it belongs to '
+                        'with --rows')
+    originals = args.originals or Path(os.environ.get('WEIGHTS_DIR') or
+                                       args.weights_root / DEFAULT_ORIGINALS)
+    failures = install_rows(selected, args.weights_root, originals, source, args.url_base,
+                            args.timeout)
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m harness',
@@ -276,6 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument('--layout-only', action='store_true',
                       help='folders, pairs and counts only (no file is decoded)')
     data.set_defaults(func=cmd_check_data)
+
+    weights = sub.add_parser('weights', help="download, verify and convert the pretrained "
+                             "weights each row starts from, into its pretrained.file")
+    weights.add_argument('--table', action='append', required=True,
+                         help=f"table spec, repeatable ({', '.join(available_tables())})")
+    weights.add_argument('--rows', type=_rows_arg, help='comma-separated row ids (default: all)')
+    weights.add_argument('--from', type=Path, metavar='FILE',
+                         help='convert this local release instead of downloading it')
+    weights.add_argument('--originals', type=Path, metavar='DIR',
+                         help='folder of downloaded (unconverted) releases, looked up and '
+                         'downloaded into by name (default: $WEIGHTS_DIR or weights/original)')
+    weights.add_argument('--weights-root', type=Path, default=REPO_ROOT,
+                         help="folder the spec's weight paths (weights/...) are relative to")
+    weights.add_argument('--url-base', help='download from a mirror: this URL + the path of '
+                         "the spec's URL")
+    weights.add_argument('--timeout', type=float, default=60.0,
+                         help='seconds without data before a download gives up')
+    weights.set_defaults(func=cmd_weights)
 
     status = sub.add_parser('status', help='state of every row x seed of a table')
     _common(status)

@@ -15,7 +15,7 @@ from .collect import read_curves
 from .data import ADE20K_COUNTS
 from .job import EXIT_LOCKED, job_dir, last_line, ours_eval_dir, read_state, write_state
 from .profiles import TOTAL_BATCH
-from .spec import REPO_ROOT, Row
+from .spec import REPO_ROOT, Row, table_arg
 
 
 class PreflightError(RuntimeError):
@@ -62,7 +62,7 @@ def released_dir(work_root: Path, table: str, row: str, multi_scale: bool) -> Pa
 def _job_command(row: Row, profile: str, seed: int, work_dir: Path, data_root: Path,
                  gpus: int, wandb_project: str, weights_root: Path,
                  checkpoint: Path | None = None, multi_scale: bool = False) -> list[str]:
-    cmd = [sys.executable, '-m', 'harness.job', '--table', row.table, '--row', row.id,
+    cmd = [sys.executable, '-m', 'harness.job', '--table', table_arg(row), '--row', row.id,
            '--profile', profile, '--seed', str(seed), '--work-dir', str(work_dir),
            '--data-root', str(data_root), '--gpus', str(gpus),
            '--wandb-project', wandb_project, '--weights-root', str(weights_root)]
