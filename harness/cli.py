@@ -219,6 +219,19 @@ def cmd_convert_pretrained(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .plan import print_plan
+    from .profiles import TOTAL_BATCH
+    if args.seeds < 1:
+        raise SpecError('--seeds must be at least 1')
+    if args.gpus < 1 or TOTAL_BATCH % args.gpus:
+        raise SpecError(f'--gpus {args.gpus} does not divide the total batch {TOTAL_BATCH}')
+    tables = [load_table(t) for t in args.table]
+    print_plan(_select(tables, args.rows), args.profile, args.gpus, args.seeds, args.launcher,
+               args.work_root, _data_root(args), args.weights_root)
+    return 0
+
+
 def cmd_weights(args) -> int:
     from .weights import DEFAULT_ORIGINALS, install_rows
     selected = [row for _, rows in _select([load_table(t) for t in args.table], args.rows)
@@ -291,6 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument('--layout-only', action='store_true',
                       help='folders, pairs and counts only (no file is decoded)')
     data.set_defaults(func=cmd_check_data)
+
+    plan = sub.add_parser('plan', help='dry run: per row x seed the config, batch, iterations, '
+                          'GPU-hours, disk, weights and data; launches nothing, writes nothing')
+    _common(plan)
+    plan.set_defaults(profile='full')
+    plan.add_argument('--gpus', type=int, default=1, help='GPUs per job (per-GPU batch = 8/gpus)')
+    plan.add_argument('--launcher', choices=('local', 'torchrun', 'slurm'), default='local')
+    plan.add_argument('--data-root', type=Path)
+    plan.add_argument('--weights-root', type=Path, default=REPO_ROOT,
+                      help="folder the spec's weight paths (weights/...) are relative to")
+    plan.set_defaults(func=cmd_plan)
 
     weights = sub.add_parser('weights', help="download, verify and convert the pretrained "
                              "weights each row starts from, into its pretrained.file")
