@@ -55,21 +55,23 @@ def _default_data_root(profile: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from .launch import PreflightError, preflight_full, run_jobs
+    from .launch import PreflightError, check_configs, check_writable, preflight_full, run_jobs
     if args.seeds < 1:
         raise SpecError('--seeds must be at least 1')
     tables = [load_table(t) for t in args.table]
     selected = _select(tables, args.rows)
     data_root = _data_root(args)
+    all_rows = [r for _, rows in selected for r in rows]
+    try:
+        if args.profile == 'full':  # the cheap checks first
+            preflight_full(all_rows, data_root, args.gpus, args.weights_root)
+        check_configs(all_rows, args.profile, args.gpus, args.weights_root)
+        check_writable(args.work_root)
+    except PreflightError as err:
+        raise SpecError(str(err)) from None
     if args.profile == 'smoke':
         from .synthetic import ensure_dataset
         ensure_dataset(data_root)
-    else:
-        try:
-            preflight_full([r for _, rows in selected for r in rows], data_root, args.gpus,
-                           args.weights_root)
-        except PreflightError as err:
-            raise SpecError(str(err)) from None
     failed = 0
     for table, rows in selected:
         failed += run_jobs(rows, args.profile, args.seeds, args.work_root, data_root,
@@ -363,6 +365,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (SpecError, FileExistsError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk or permission problem outside the checks: still one line
         print(f'error: {err}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
