@@ -174,3 +174,17 @@ def test_row_without_public_release_says_it_needs_a_user_file(tmp_path):
                          tmp_path)
     assert result.returncode != 0 and result.stderr.count('\n') == 1
     assert 'needs a user-supplied file' in result.stderr and '--from FILE' in result.stderr
+
+
+def test_readme_table_lists_every_row_with_its_spec_values():
+    readme = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
+    for name in ('table3', 'table6'):
+        for row in load_table(name).rows:
+            line = next((line for line in readme.splitlines()
+                         if line.startswith(f'| {row.model} (`{row.id}`) |')), None)
+            assert line, row.id
+            assert f'`{row.config}`' in line
+            assert (row.pretrained_url or 'none public') in line
+            assert (row.pretrained_sha256 or 'unknown') in line
+            released = 'official_zoo' in row.references
+            assert (f'make evaluate-{name} ROWS={row.id}' in line) == released
