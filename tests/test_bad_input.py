@@ -7,6 +7,7 @@ outside the test and none outlives it; root in the container is not needed, and 
 permission bypass does not defeat a read-only mount as it would `chmod 555`).
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -91,8 +92,7 @@ def _in_namespace(script, *args, timeout=600):
     return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'bash', '-c',
                            script, 'ns', *map(str, args)], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=timeout,
-                          env={'PATH': '/usr/bin:/bin:/usr/sbin:/sbin', 'WANDB_MODE': 'offline',
-                               'WANDB_SILENT': 'true', 'PYTHONPATH': str(REPO_ROOT)})
+                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
 
 
 def test_read_only_work_dir(work, tmp_path):
