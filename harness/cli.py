@@ -55,7 +55,13 @@ def _default_data_root(profile: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from .launch import PreflightError, check_configs, check_writable, preflight_full, run_jobs
+    from .launch import (
+        PreflightError,
+        check_configs,
+        check_writable,
+        preflight_full,
+        run_jobs,
+    )
     if args.seeds < 1:
         raise SpecError('--seeds must be at least 1')
     tables = [load_table(t) for t in args.table]

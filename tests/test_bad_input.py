@@ -91,7 +91,7 @@ def _in_namespace(script, *args, timeout=600):
     """Run a bash script as root of fresh user + mount namespaces (mounts die with it)."""
     return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'bash', '-c',
                            script, 'ns', *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout,
+                          text=True, timeout=timeout, check=False,
                           env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
 
 

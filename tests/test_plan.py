@@ -24,7 +24,7 @@ def _git_status():
 
 
 def _job_block(stdout, row, seed):
-    match = re.search(rf'^  {row} seed{seed}: .*?(?=^  \S|^total)', stdout, re.S | re.M)
+    match = re.search(rf'^  {row} seed{seed}: .*?(?=^  \S|^total)', stdout, re.DOTALL | re.MULTILINE)
     assert match, stdout
     return match.group(0)
 
