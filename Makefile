@@ -16,8 +16,11 @@ GPUS ?= 1
 ROWS ?=
 ROWS_ARG := $(if $(ROWS),--rows $(ROWS),)
 CHECKPOINTS ?= checkpoints/official
+TABLE ?= table3
+TABLES ?= table3 table6
+TABLES_ARG := $(foreach t,$(TABLES),--table $(t))
 
-.PHONY: install browser smoke test data reproduce-table3 reproduce-table6 evaluate-table3 \
+.PHONY: install browser smoke test data weights plan plan-table3 plan-table6 reproduce-table3 reproduce-table6 evaluate-table3 \
 	evaluate-table6 report clean sync-help
 
 install: $(STAMP)
@@ -50,6 +53,22 @@ test: install browser
 # verify ADE20K at ADE20K_ROOT (ZIP=path/ADEChallengeData2016.zip unpacks it there first)
 data: install
 	$(PY) -m harness check-data --data-root $(ADE20K_ROOT) $(if $(ZIP),--zip $(ZIP),)
+
+# the pretrained weights of every row of TABLES (ROWS= to pick some): download, verify the
+# SHA-256 when the spec has one, convert into weights/. FROM=file converts a local release
+# instead; WEIGHTS_DIR= holds releases downloaded by hand (default weights/original)
+weights: install
+	$(PY) -m harness weights $(TABLES_ARG) $(ROWS_ARG) $(if $(FROM),--from $(FROM),)
+
+# dry run of a table's full runs: per row x seed the config, batch, iterations, GPU-hours,
+# disk, weights and data; launches nothing, writes nothing
+PLAN_ARGS = --seeds $(SEEDS) --gpus $(GPUS) --data-root $(ADE20K_ROOT) $(ROWS_ARG) \
+	$(if $(LAUNCHER),--launcher $(LAUNCHER),)
+plan: install
+	$(PY) -m harness plan --table $(TABLE) $(PLAN_ARGS)
+
+plan-table3 plan-table6: plan-%: install
+	$(PY) -m harness plan --table $* $(PLAN_ARGS)
 
 # the paper's runs: real ADE20K, pretrained weights, 160k iterations, total batch 8
 reproduce = $(PY) -m harness check-data --layout-only --data-root $(ADE20K_ROOT) && \

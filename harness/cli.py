@@ -55,21 +55,29 @@ def _default_data_root(profile: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from .launch import PreflightError, preflight_full, run_jobs
+    from .launch import (
+        PreflightError,
+        check_configs,
+        check_writable,
+        preflight_full,
+        run_jobs,
+    )
     if args.seeds < 1:
         raise SpecError('--seeds must be at least 1')
     tables = [load_table(t) for t in args.table]
     selected = _select(tables, args.rows)
     data_root = _data_root(args)
+    all_rows = [r for _, rows in selected for r in rows]
+    try:
+        if args.profile == 'full':  # the cheap checks first
+            preflight_full(all_rows, data_root, args.gpus, args.weights_root)
+        check_configs(all_rows, args.profile, args.gpus, args.weights_root)
+        check_writable(args.work_root)
+    except PreflightError as err:
+        raise SpecError(str(err)) from None
     if args.profile == 'smoke':
         from .synthetic import ensure_dataset
         ensure_dataset(data_root)
-    else:
-        try:
-            preflight_full([r for _, rows in selected for r in rows], data_root, args.gpus,
-                           args.weights_root)
-        except PreflightError as err:
-            raise SpecError(str(err)) from None
     failed = 0
     for table, rows in selected:
         failed += run_jobs(rows, args.profile, args.seeds, args.work_root, data_root,
@@ -235,6 +243,34 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .plan import print_plan
+    from .profiles import TOTAL_BATCH
+    if args.seeds < 1:
+        raise SpecError('--seeds must be at least 1')
+    if args.gpus < 1 or TOTAL_BATCH % args.gpus:
+        raise SpecError(f'--gpus {args.gpus} does not divide the total batch {TOTAL_BATCH}')
+    tables = [load_table(t) for t in args.table]
+    print_plan(_select(tables, args.rows), args.profile, args.gpus, args.seeds, args.launcher,
+               args.work_root, _data_root(args), args.weights_root)
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from .weights import DEFAULT_ORIGINALS, install_rows
+    selected = [row for _, rows in _select([load_table(t) for t in args.table], args.rows)
+                for row in rows]
+    source = getattr(args, 'from')
+    if source is not None and len({r.pretrained_file for r in selected}) != 1:
+        raise SpecError('--from FILE converts one release: select the row(s) it belongs to '
+                        'with --rows')
+    originals = args.originals or Path(os.environ.get('WEIGHTS_DIR') or
+                                       args.weights_root / DEFAULT_ORIGINALS)
+    failures = install_rows(selected, args.weights_root, originals, source, args.url_base,
+                            args.timeout)
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m harness',
@@ -293,6 +329,35 @@ def build_parser() -> argparse.ArgumentParser:
                       help='folders, pairs and counts only (no file is decoded)')
     data.set_defaults(func=cmd_check_data)
 
+    plan = sub.add_parser('plan', help='dry run: per row x seed the config, batch, iterations, '
+                          'GPU-hours, disk, weights and data; launches nothing, writes nothing')
+    _common(plan)
+    plan.set_defaults(profile='full')
+    plan.add_argument('--gpus', type=int, default=1, help='GPUs per job (per-GPU batch = 8/gpus)')
+    plan.add_argument('--launcher', choices=('local', 'torchrun', 'slurm'), default='local')
+    plan.add_argument('--data-root', type=Path)
+    plan.add_argument('--weights-root', type=Path, default=REPO_ROOT,
+                      help="folder the spec's weight paths (weights/...) are relative to")
+    plan.set_defaults(func=cmd_plan)
+
+    weights = sub.add_parser('weights', help="download, verify and convert the pretrained "
+                             "weights each row starts from, into its pretrained.file")
+    weights.add_argument('--table', action='append', required=True,
+                         help=f"table spec, repeatable ({', '.join(available_tables())})")
+    weights.add_argument('--rows', type=_rows_arg, help='comma-separated row ids (default: all)')
+    weights.add_argument('--from', type=Path, metavar='FILE',
+                         help='convert this local release instead of downloading it')
+    weights.add_argument('--originals', type=Path, metavar='DIR',
+                         help='folder of downloaded (unconverted) releases, looked up and '
+                         'downloaded into by name (default: $WEIGHTS_DIR or weights/original)')
+    weights.add_argument('--weights-root', type=Path, default=REPO_ROOT,
+                         help="folder the spec's weight paths (weights/...) are relative to")
+    weights.add_argument('--url-base', help='download from a mirror: this URL + the path of '
+                         "the spec's URL")
+    weights.add_argument('--timeout', type=float, default=60.0,
+                         help='seconds without data before a download gives up')
+    weights.set_defaults(func=cmd_weights)
+
     status = sub.add_parser('status', help='state of every row x seed of a table')
     _common(status)
     status.set_defaults(func=cmd_status)
@@ -337,6 +402,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (SpecError, FileExistsError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk or permission problem outside the checks: still one line
         print(f'error: {err}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from .collect import read_curves
 from .data import ADE20K_COUNTS
 from .job import EXIT_LOCKED, job_dir, last_line, ours_eval_dir, read_state, write_state
 from .profiles import TOTAL_BATCH
-from .spec import REPO_ROOT, Row
+from .spec import REPO_ROOT, Row, table_arg
 
 
 class PreflightError(RuntimeError):
@@ -46,6 +46,45 @@ def preflight_full(rows: list[Row], data_root: Path, gpus: int,
                                  f'{row.pretrained_file} ({origin})')
 
 
+def check_configs(rows: list[Row], profile: str, gpus: int = 1,
+                  weights_root: Path = REPO_ROOT) -> None:
+    """Build each row's job config and model (random init, nothing loaded) before any job
+    starts: a config that cannot build stops the run with one line instead of failing in the
+    job process, after the rows before it have run."""
+    import warnings
+
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from .profiles import JobSpec, build_config
+    register_all_modules()
+    for row in rows:
+        try:
+            with warnings.catch_warnings():  # mmseg's deprecation notes are no finding here
+                warnings.simplefilter('ignore')
+                cfg = build_config(JobSpec(row=row, profile=profile, seed=0,
+                                           work_dir=Path('.'), data_root=Path('.'), gpus=gpus,
+                                           weights_root=weights_root))
+                cfg.model.pretrained = None
+                MODELS.build(cfg.model)
+        except Exception as err:  # noqa: BLE001 - whatever mmengine/mmseg raise, one line
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            raise PreflightError(f'{row.table}/{row.id}: config {row.config} does not build: '
+                                 f'{type(err).__name__}: {(lines or [""])[0][:200]}') from None
+
+
+def check_writable(folder: Path) -> None:
+    """The work root takes job folders: refuse before any job starts when it cannot."""
+    import tempfile
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PreflightError(f'cannot write to the work dir {folder}: '
+                             f'{err.strerror or err}') from None
+
+
 def _resume_note(work_dir: Path) -> str:
     """What a restarted job continues from (mmengine resumes from ``last_checkpoint``)."""
     pointer = work_dir / 'last_checkpoint'
@@ -62,7 +101,7 @@ def released_dir(work_root: Path, table: str, row: str, multi_scale: bool) -> Pa
 def _job_command(row: Row, profile: str, seed: int, work_dir: Path, data_root: Path,
                  gpus: int, wandb_project: str, weights_root: Path,
                  checkpoint: Path | None = None, multi_scale: bool = False) -> list[str]:
-    cmd = [sys.executable, '-m', 'harness.job', '--table', row.table, '--row', row.id,
+    cmd = [sys.executable, '-m', 'harness.job', '--table', table_arg(row), '--row', row.id,
            '--profile', profile, '--seed', str(seed), '--work-dir', str(work_dir),
            '--data-root', str(data_root), '--gpus', str(gpus),
            '--wandb-project', wandb_project, '--weights-root', str(weights_root)]
@@ -160,6 +199,8 @@ def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_ro
             log_tail = (work_dir / 'job.log').read_text(errors='replace')[-4000:]
             state = write_state(work_dir, status='failed',
                                 error=last_line(log_tail) or f'exit code {rc}')
-        print(f"{tag}: {state.get('status')} after {took:.0f}s (exit {rc}): {state.get('error')}"
-              f" -- log: {work_dir / 'job.log'}", flush=True)
+        # one line on stderr per job that did not finish, naming its problem
+        print(f"error: {row.table}/{row.id} seed{seed} {state.get('status')} after {took:.0f}s "
+              f"(exit {rc}): {state.get('error')} -- log: {work_dir / 'job.log'}",
+              file=sys.stderr, flush=True)
     return failed

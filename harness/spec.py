@@ -5,6 +5,7 @@ A malformed spec raises :class:`SpecError` with one line naming the file, the ro
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ class Reference:
 
 
 @dataclasses.dataclass(frozen=True)
+class Speed:
+    """A measured training speed at the paper's total batch (8 images an iteration)."""
+    seconds_per_iter: float
+    gpus: int
+    gpu: str  # the card it was measured on, e.g. 'A100-40GB'
+    source: str  # where the number comes from (a job folder, a log)
+
+
+@dataclasses.dataclass(frozen=True)
 class Row:
     table: str
     id: str
@@ -52,6 +62,10 @@ class Row:
     paper: dict[str, PaperValue]
     references: dict[str, Reference]
     seed_curves: str | None = None  # file prefix in experiments/reference/seed_logs/
+    pretrained_url: str | None = None  # None: no known download (user-supplied file)
+    pretrained_sha256: str | None = None  # None: unknown, a download is not verified
+    speed: Speed | None = None  # None: not measured
+    spec_path: Path | None = None  # the spec file the row was read from
 
     @property
     def config_path(self) -> Path:
@@ -74,6 +88,15 @@ class Table:
 
     def select(self, row_ids: list[str] | None) -> list[Row]:
         return list(self.rows) if not row_ids else [self.row(r) for r in row_ids]
+
+
+def table_arg(row: Row) -> str:
+    """How a job process names the row's table: its name, or its spec file when it was read
+    from elsewhere than experiments/ (a spec file passed by path)."""
+    default = EXPERIMENTS / f'{row.table}.yaml'
+    if row.spec_path is None or Path(row.spec_path).resolve() == default.resolve():
+        return row.table
+    return str(row.spec_path)
 
 
 def available_tables() -> list[str]:
@@ -121,7 +144,7 @@ def _miou(fields: _Fields, optional: bool) -> float | None:
     return None if value is None else float(value)
 
 
-def _parse_row(data: Any, table: str, where: str) -> Row:
+def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None) -> Row:
     f = _Fields(data, where)
     paper = {}
     for version in PAPER_VERSIONS:
@@ -140,6 +163,20 @@ def _parse_row(data: Any, table: str, where: str) -> Row:
         kf = rf.sub(kind)
         references[kind] = Reference(_miou(kf, optional=False), kf.get('source', str))
     pretrained = f.sub('pretrained')
+    url = pretrained.get('url', str, optional=True) if 'url' in pretrained.data else None
+    if url is not None and not url.startswith(('https://', 'http://')):
+        pretrained.fail('url', f'expected an http(s) URL, got {url!r}')
+    sha256 = (pretrained.get('sha256', str, optional=True) if 'sha256' in pretrained.data
+              else None)
+    if sha256 is not None and not re.fullmatch(r'[0-9a-f]{64}', sha256):
+        pretrained.fail('sha256', f'expected 64 lowercase hex digits or null, got {sha256!r}')
+    speed = None
+    if f.data.get('speed') is not None:
+        sf = f.sub('speed')
+        speed = Speed(float(sf.get('seconds_per_iter', (int, float))), sf.get('gpus', int),
+                      sf.get('gpu', str), sf.get('source', str))
+        if speed.seconds_per_iter <= 0 or speed.gpus < 1:
+            sf.fail('seconds_per_iter', 'expected a positive time on at least one GPU')
     seed_curves = f.get('seed_curves', str, optional=True) if 'seed_curves' in f.data else None
     if seed_curves and not (SEED_LOGS / f'{seed_curves}_eval.csv').is_file():
         f.fail('seed_curves', f'no {seed_curves}_eval.csv in experiments/reference/seed_logs')
@@ -161,6 +198,10 @@ def _parse_row(data: Any, table: str, where: str) -> Row:
         paper=paper,
         references=references,
         seed_curves=seed_curves,
+        pretrained_url=url,
+        pretrained_sha256=sha256,
+        speed=speed,
+        spec_path=spec_path,
     )
 
 
@@ -184,7 +225,7 @@ def load_table(name_or_path: str | Path) -> Table:
     for i, row_data in enumerate(rows_data):
         label = row_data.get('id') if isinstance(row_data, dict) else None
         where = f"{shown}: row {label!r}" if label else f'{shown}: row #{i + 1}'
-        row = _parse_row(row_data, name, where)
+        row = _parse_row(row_data, name, where, path)
         if row.id in seen:
             raise SpecError(f"{where}: field 'id': duplicate row id")
         seen.add(row.id)

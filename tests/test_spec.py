@@ -51,6 +51,11 @@ def _broken_spec(tmp_path, mutate):
     (lambda rows: rows[2]['references'].update(paperswithcode={'miou': 1, 'source': 'x'}),
      'references.paperswithcode'),
     (lambda rows: rows[2].update(id='seg-t-16'), 'id'),
+    (lambda rows: rows[2]['pretrained'].update(sha256='d0272ac0'), 'pretrained.sha256'),
+    (lambda rows: rows[2]['pretrained'].update(url='ftp://example.org/vit.pth'), 'pretrained.url'),
+    (lambda rows: rows[2].update(speed={'seconds_per_iter': 0, 'gpus': 1, 'gpu': 'V100',
+                                        'source': 'x'}), 'speed.seconds_per_iter'),
+    (lambda rows: rows[2].update(speed={'seconds_per_iter': 0.5, 'gpus': 1}), 'speed.gpu'),
 ])
 def test_malformed_spec_names_file_row_and_field(tmp_path, mutate, field):
     path = _broken_spec(tmp_path, mutate)

@@ -8,8 +8,9 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 
-# registers the project's modules (models, IterationWandbVisBackend)
-custom_imports = dict(imports=['harness.models', 'harness.tracking', 'harness.metrics'],
+# registers the project's modules (models, IterationWandbVisBackend, AtomicCheckpointHook)
+custom_imports = dict(imports=['harness.models', 'harness.tracking', 'harness.metrics',
+                               'harness.checkpointing'],
                       allow_failed_imports=False)
 
 crop_size = (512, 512)
@@ -61,6 +62,8 @@ train_dataloader = dict(batch_size=total_batch_size, num_workers=4)
 val_dataloader = dict(batch_size=1, num_workers=4)
 test_dataloader = val_dataloader
 
+# stock hook's options; its files are written to a temporary name and renamed (a full disk or a
+# kill never leaves a truncated checkpoint or pointer under the final name)
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=8000,
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=8000,
                     max_keep_ckpts=2, save_last=True))

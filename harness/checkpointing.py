@@ -1,0 +1,80 @@
+"""Checkpoints that are never written in place.
+
+mmengine's ``CheckpointHook`` writes ``iter_N.pth`` with ``open(path, 'wb')`` and the
+``last_checkpoint`` pointer with ``open(path, 'w')``: a full disk (or a kill) mid-write leaves a
+truncated file under the final name, a checkpoint saved again over a good one (a job resumed
+from an earlier checkpoint) destroys it, and a truncated pointer makes the next start lose its
+place. Here each file is written under a temporary name and renamed over the final one, so a
+name only ever holds a complete file; a failed save says which checkpoint is still good.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.hooks import CheckpointHook
+from mmengine.registry import HOOKS
+
+POINTER = 'last_checkpoint'
+STAGING = '.checkpoint-staging'  # same filesystem as the work dir, so the rename is atomic
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written; the message names it and the one still good."""
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(f'.{path.name}.partial')
+    try:
+        with open(tmp, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it takes the final name
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a partial file behind
+        raise
+
+
+@register_backend('atomic_local')
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend whose writes go through a temporary file + rename."""
+
+    def put(self, obj: bytes, filepath) -> None:
+        Path(filepath).parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(Path(filepath), lambda f: f.write(obj))
+
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+        self.put(obj.encode(encoding), filepath)
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` with atomic checkpoint files and pointer (same options)."""
+
+    def __init__(self, *args, backend_args=None, **kwargs):
+        super().__init__(*args, backend_args=backend_args or dict(backend='atomic_local'),
+                         **kwargs)
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        work_dir = Path(runner.work_dir)
+        pointer = work_dir / POINTER
+        previous = pointer.read_text().strip() if pointer.is_file() else ''
+        staging = work_dir / STAGING
+        staging.mkdir(exist_ok=True)
+        # the parent class writes its pointer in place into runner.work_dir (and uses the work
+        # dir for nothing else here): let it write into the staging folder, then rename
+        runner._work_dir = str(staging)
+        try:
+            super()._save_checkpoint_with_step(runner, step, meta)
+            os.replace(staging / POINTER, pointer)
+        except OSError as err:
+            kept = (f'the previous checkpoint {Path(previous).name} is intact'
+                    if previous and Path(previous).is_file() else 'no earlier checkpoint is kept')
+            reason = (err.strerror or str(err)).lower()
+            raise CheckpointSaveError(
+                err.errno, f'{reason} while saving checkpoint '
+                f'{self.filename_tmpl.format(step)} in {work_dir}; {kept}') from err
+        finally:
+            runner._work_dir = str(work_dir)

@@ -1,0 +1,211 @@
+"""Pretrained weights: fetch the release each row starts from, verify it, convert it.
+
+For each selected row: the release (``pretrained.url`` of the spec, or a local copy) is
+downloaded into the originals folder (``weights/original/`` or ``$WEIGHTS_DIR``) through a
+``.partial`` file, its SHA-256 checked against ``pretrained.sha256`` when the spec records one,
+converted into the mmseg layout (:func:`harness.convert.convert_pretrained_vit`), checked
+against the row's backbone (every key, every shape) and written to ``pretrained.file`` by an
+atomic rename. A file already there is never replaced; a failure leaves nothing partial.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from .spec import REPO_ROOT, Row, SpecError
+
+DEFAULT_ORIGINALS = Path('weights') / 'original'  # relative to the weights root
+CHUNK = 1 << 20
+
+
+class WeightsError(SpecError):
+    """A row whose weights could not be installed; the message is one line."""
+
+
+def original_name(row: Row) -> str:
+    """File name of the unconverted release in the originals folder. Hub files are all called
+    ``pytorch_model.bin``, so the name is the release id (plus the download's suffix)."""
+    suffix = Path(row.pretrained_url or '').suffix or '.pth'
+    return Path(row.pretrained_id or row.id).name + suffix
+
+
+def release_url(row: Row, url_base: str | None) -> str | None:
+    """The row's download URL; with ``url_base``, the same path on a mirror."""
+    if row.pretrained_url is None or not url_base:
+        return row.pretrained_url
+    path = urllib.parse.urlsplit(row.pretrained_url).path
+    return url_base.rstrip('/') + path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(CHUNK), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def download(url: str, dest: Path, timeout: float) -> str:
+    """Download ``url`` to ``dest`` (through ``dest.partial``); return its SHA-256. Nothing is
+    left at either path when it fails, whatever stops it."""
+    partial = dest.with_name(dest.name + '.partial')
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={'User-Agent': 'segmenter-repro-harness'})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response, \
+                open(partial, 'wb') as out:
+            for chunk in iter(lambda: response.read(CHUNK), b''):
+                digest.update(chunk)
+                out.write(chunk)
+        os.replace(partial, dest)
+    finally:
+        _remove(partial)
+    return digest.hexdigest()
+
+
+def _row_backbone(row: Row):
+    """The row's encoder as the full profile builds it (random init): the target layout."""
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from .profiles import JobSpec, build_config
+    register_all_modules()
+    cfg = build_config(JobSpec(row=row, profile='full', seed=0, work_dir=Path('.'),
+                               data_root=Path('.')))
+    return MODELS.build(cfg.model.backbone)
+
+
+def check_against_row(state: dict, row: Row) -> None:
+    """Every key of the row's encoder present with its shape; the position embedding only
+    needs the width (it is resized from the release's 384 grid when loaded)."""
+    from .convert import ConversionError
+    target = _row_backbone(row).state_dict()
+    missing = [k for k in target if k not in state]
+    extra = [k for k in state if k not in target]
+    if missing or extra:
+        raise ConversionError(f'not a {row.backbone}/{row.patch_size} release: '
+                              f'{len(missing)} missing keys {missing[:3]}, '
+                              f'{len(extra)} unexpected keys {extra[:3]}')
+    for key, value in target.items():
+        got = tuple(state[key].shape)
+        if (got[-1:] != tuple(value.shape)[-1:] if key == 'pos_embed'
+                else got != tuple(value.shape)):
+            raise ConversionError(f'not a {row.backbone}/{row.patch_size} release: {key} has '
+                                  f'shape {got}, the row needs {tuple(value.shape)}')
+
+
+def convert_into(source: Path, row: Row, out: Path) -> int:
+    """Convert the release ``source`` into ``out`` (atomically; never replacing a file).
+    Returns the number of tensors written."""
+    import pickle
+
+    import torch
+
+    from .convert import ConversionError, convert_pretrained_vit
+    try:  # restricted unpickling: a downloaded file runs no code while loading
+        checkpoint = torch.load(source, map_location='cpu', weights_only=True)
+        state, _ = convert_pretrained_vit(checkpoint)
+        check_against_row(state, row)
+    except (OSError, RuntimeError, pickle.UnpicklingError, ConversionError, AttributeError) as err:
+        raise WeightsError(f'{row.table}/{row.id}: {source} is not a usable release: '
+                           f'{str(err).strip().splitlines()[0] if str(err).strip() else err!r}'
+                           ) from None
+    if out.exists():
+        raise WeightsError(f'{out} exists: remove it to convert again')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f'.{out.name}.partial')
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, out)
+    finally:
+        _remove(tmp)
+    return len(state)
+
+
+def _shown(path: Path) -> str:
+    path = Path(path)
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def install_row(row: Row, weights_root: Path, originals: Path, source: Path | None = None,
+                url_base: str | None = None, timeout: float = 60.0) -> str:
+    """Put the row's converted weights at ``weights_root/pretrained.file``; return what was
+    done (one line). Raises :class:`WeightsError` with one line naming the file, the expected
+    hash and where to put the release."""
+    tag = f'{row.table}/{row.id}'
+    out = Path(weights_root) / row.pretrained_file
+    if out.exists():
+        return f'{tag}: {_shown(out)} present, kept'
+    expected = row.pretrained_sha256
+    original = Path(originals) / original_name(row)
+    where = (f'put the release at {_shown(original)} or pass --from FILE' if row.pretrained_id
+             else f'no public release matches this row: supply your own file with '
+                  f'`python -m harness weights --table {row.table} --rows {row.id} --from FILE`')
+    downloaded = False
+    if source is None and original.is_file():
+        source = original
+    if source is None:
+        url = release_url(row, url_base)
+        if url is None:
+            raise WeightsError(f'{tag}: {row.pretrained_file} needs a user-supplied file '
+                               f'({where})')
+        print(f'{tag}: downloading {url} -> {_shown(original)}', flush=True)
+        try:
+            got = download(url, original, timeout)
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, 'reason', None) or err
+            raise WeightsError(f'{tag}: cannot download {url}: {reason} (expected sha256 '
+                               f'{expected or "unknown"}; {where})') from None
+        source, downloaded = original, True
+    else:
+        if not Path(source).is_file():
+            raise WeightsError(f'{tag}: no file {source}')
+        got = sha256_of(source)
+    if expected and got != expected:
+        if downloaded:  # a wrong download is not kept; a user's own file is left alone
+            _remove(original)
+        raise WeightsError(f'{tag}: sha256 mismatch for {source}: got {got}, expected '
+                           f'{expected}; nothing written ({where})')
+    try:
+        count = convert_into(Path(source), row, out)
+    except WeightsError:
+        if downloaded and not expected:  # an unverified download that is no release
+            _remove(original)
+        raise
+    verified = ('verified' if expected else
+                f'NOT verified: the spec has no hash; pin it as pretrained.sha256 of {row.id} '
+                f'in {_shown(row.spec_path) if row.spec_path else row.table}')
+    return (f'{tag}: {_shown(source)} sha256 {got} ({verified}) -> {_shown(out)} '
+            f'({count} tensors)')
+
+
+def install_rows(rows: list[Row], weights_root: Path, originals: Path,
+                 source: Path | None = None, url_base: str | None = None,
+                 timeout: float = 60.0) -> list[str]:
+    """Install every row's weights (rows sharing a file once); print one line per row, an
+    ``error:`` line for each failure. Returns the failures."""
+    import sys
+    failures, done = [], set()
+    for row in rows:
+        if row.pretrained_file in done:
+            continue
+        done.add(row.pretrained_file)
+        try:
+            print(install_row(row, weights_root, originals, source, url_base, timeout),
+                  flush=True)
+        except WeightsError as err:
+            print(f'error: {err}', file=sys.stderr, flush=True)
+            failures.append(str(err))
+    return failures

@@ -1,0 +1,147 @@
+"""Bad input, one case per test: one line on stderr starting `error:`, a non-zero exit, and every
+file already in the work dir (an earlier job's result) byte-identical afterwards.
+
+The read-only work dir and the full disk are real: a read-only bind mount and a small tmpfs,
+each inside a private mount namespace (`unshare`: user + mount namespaces, so no mount is seen
+outside the test and none outlives it; root in the container is not needed, and root's
+permission bypass does not defeat a read-only mount as it would `chmod 555`).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT, harness_cli
+from tests.test_spec import _broken_spec
+
+PREVIOUS_JOB = ('smoke', 'table3', 'seg-t-16', 'seed0')
+
+
+def _snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob('*'))
+            if p.is_file()}
+
+
+@pytest.fixture
+def work(tmp_path):
+    """(work root, snapshot): a work root holding an earlier job's result."""
+    root = tmp_path / 'work'
+    job = root.joinpath(*PREVIOUS_JOB)
+    (job / 'vis_data').mkdir(parents=True)
+    (job / 'job.json').write_text(json.dumps({'status': 'finished', 'row': 'seg-t-16'}))
+    (job / 'vis_data' / 'scalars.json').write_text('{"mIoU": 12.5, "step": 100}\n')
+    (job / 'iter_100.pth').write_bytes(bytes(range(256)) * 64)
+    (job / 'last_checkpoint').write_text(str(job / 'iter_100.pth'))
+    return root, _snapshot(root)
+
+
+def _assert_refused(result, work, needle):
+    root, before = work
+    assert result.returncode != 0
+    assert result.stderr.startswith('error: ') and result.stderr.count('\n') == 1, \
+        result.stderr
+    assert needle in result.stderr, result.stderr
+    assert _snapshot(root) == before
+
+
+def _run(work, *args):
+    return harness_cli('run', *args, '--work-root', work[0], '--no-report')
+
+
+def test_unknown_table(work):
+    _assert_refused(_run(work, '--table', 'table9'), work, "unknown table 'table9'")
+
+
+def test_unknown_row(work):
+    _assert_refused(_run(work, '--table', 'table3', '--rows', 'seg-t-16,seg-x-16'), work,
+                    "no row 'seg-x-16'")
+
+
+def test_malformed_spec(work, tmp_path):
+    # the field-by-field cases are in test_spec; here the command refuses and keeps the files
+    spec = _broken_spec(tmp_path, lambda rows: rows[2].update(decoder='conv'))
+    _assert_refused(_run(work, '--table', spec), work, "row 'seg-s-16': field 'decoder'")
+
+
+def test_config_that_does_not_build(work, tmp_path):
+    bad = tmp_path / 'seg-t-16-wrong-type.py'
+    bad.write_text(f"_base_ = [{str(REPO_ROOT / 'experiments/configs/table3/seg-t-16.py')!r}]\n"
+                   "model = dict(backbone=dict(type='VisionTransformr'))\n")
+    spec = _broken_spec(tmp_path, lambda rows: rows[0].update(config=str(bad)))
+    result = _run(work, '--table', spec, '--rows', 'seg-t-16', '--profile', 'smoke',
+                  '--data-root', tmp_path / 'data')
+    _assert_refused(result, work, 'table3/seg-t-16: config')
+    assert 'does not build: KeyError' in result.stderr and 'VisionTransformr' in result.stderr
+    assert not (tmp_path / 'data').exists()  # stopped before anything else
+
+
+def test_missing_weights(work, tmp_path):
+    data = tmp_path / 'ADEChallengeData2016'
+    for kind in ('images', 'annotations'):
+        for split in ('training', 'validation'):
+            (data / kind / split).mkdir(parents=True)
+    result = _run(work, '--table', 'table3', '--rows', 'seg-b-16', '--profile', 'full',
+                  '--data-root', data, '--weights-root', tmp_path)
+    _assert_refused(result, work, 'pretrained weights missing: weights/vit_base_p16_384.pth')
+
+
+def _in_namespace(script, *args, timeout=600):
+    """Run a bash script as root of fresh user + mount namespaces (mounts die with it)."""
+    return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'bash', '-c',
+                           script, 'ns', *map(str, args)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout, check=False,
+                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+
+
+def test_read_only_work_dir(work, tmp_path):
+    script = ('set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; '
+              '"$2" -m harness run --table table3 --rows seg-s-16 --profile smoke '
+              '--work-root "$1" --data-root "$3" --no-report')
+    result = _in_namespace(script, work[0], sys.executable, tmp_path / 'data')
+    _assert_refused(result, work, f'cannot write to the work dir {work[0]}: Read-only file system')
+
+
+# Run 1 is stopped (SIGTERM, as a scheduler would) once its iteration-20 checkpoint is recorded.
+# The disk is then filled to leave half a checkpoint free: room for the logs of run 2, not for
+# its next checkpoint. Run 2 resumes from iteration 20 and fails saving iteration 40.
+FULL_DISK = r'''
+set -e
+work=$1; out=$2; py=$3; data=$4
+mount -t tmpfs -o size=64m tmpfs "$work"
+job="$work/smoke/table3/seg-b-16/seed0"
+args=(-m harness run --table table3 --rows seg-b-16 --profile smoke --work-root "$work"
+      --data-root "$data" --no-report)
+"$py" "${args[@]}" > "$out/run1.out" 2>&1 &
+pid=$!
+for _ in $(seq 1200); do grep -qs iter_20.pth "$job/last_checkpoint" && break; sleep 0.25; done
+kill -TERM $pid; wait $pid || true
+size=$(stat -c %s "$job/iter_20.pth")
+avail=$(df --output=avail -B1 "$work" | tail -1)
+fallocate -l $((avail - size / 2)) "$work/filler"
+cp -a "$job" "$out/before"
+"$py" "${args[@]}" > "$out/run2.out" 2> "$out/run2.err" || echo $? > "$out/run2.rc"
+cp -a "$job" "$out/after"
+'''
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, synthetic_root):
+    mountpoint, out = tmp_path / 'disk', tmp_path / 'out'
+    mountpoint.mkdir()
+    out.mkdir()
+    done = _in_namespace(FULL_DISK, mountpoint, out, sys.executable, synthetic_root)
+    assert done.returncode == 0, done.stderr + (out / 'run1.out').read_text()
+    assert int((out / 'run2.rc').read_text()) != 0
+    stderr = (out / 'run2.err').read_text()
+    assert stderr.startswith('error: table3/seg-b-16 seed0 failed') and stderr.count('\n') == 1
+    assert 'no space left on device while saving checkpoint iter_40.pth' in stderr
+    assert 'the previous checkpoint iter_20.pth is intact' in stderr
+    before, after = out / 'before', out / 'after'
+    assert (after / 'iter_20.pth').read_bytes() == (before / 'iter_20.pth').read_bytes()
+    assert (after / 'last_checkpoint').read_text().endswith('/iter_20.pth')
+    assert not (after / 'iter_40.pth').exists()
+    assert not [p for p in after.rglob('*.partial')]  # nothing half-written left behind
+    state = json.loads((after / 'job.json').read_text())
+    assert state['status'] == 'failed' and 'no space left on device' in state['error']
+    assert 'resuming from iter_20.pth' in (out / 'run2.out').read_text()

@@ -1,0 +1,94 @@
+"""`harness plan`: a dry run whose numbers come from the jobs' configs and the records on disk,
+and which launches nothing and writes nothing."""
+import json
+import re
+import subprocess
+
+import yaml
+from mmseg.registry import MODELS
+from mmseg.utils import register_all_modules
+
+from harness.profiles import JobSpec, build_config
+from harness.spec import EXPERIMENTS, load_table
+from tests.conftest import REPO_ROOT, harness_cli
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob('*'))}
+
+
+def _git_status():
+    return subprocess.run(['git', 'status', '--porcelain'], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def _job_block(stdout, row, seed):
+    match = re.search(rf'^  {row} seed{seed}: .*?(?=^  \S|^total)', stdout, re.DOTALL | re.MULTILINE)
+    assert match, stdout
+    return match.group(0)
+
+
+def test_plan_of_real_rows_from_their_configs_writes_nothing(tmp_path):
+    row = load_table('table3').row('seg-t-16')
+    # a spec speed for one row; a logged job for another; the third has neither
+    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
+    for r in data['rows']:
+        if r['id'] == 'seg-s-16':
+            r['speed'] = {'seconds_per_iter': 0.9, 'gpus': 1, 'gpu': 'V100',
+                          'source': 'test record'}
+    spec = tmp_path / 'spec' / 'table3.yaml'
+    spec.parent.mkdir()
+    spec.write_text(yaml.safe_dump(data, allow_unicode=True))
+    work, weights = tmp_path / 'work', tmp_path / 'weights-root'
+    logged = work / 'full' / 'table3' / 'seg-t-16' / 'seed1'
+    (logged / 'vis_data').mkdir(parents=True)
+    (logged / 'job.json').write_text(json.dumps({'status': 'interrupted', 'gpus': 2}))
+    (logged / 'vis_data' / 'scalars.json').write_text(''.join(
+        json.dumps({'loss': 1.0, 'time': t, 'step': s}) + '\n'
+        for s, t in ((50, 0.4), (100, 0.6))))
+    (weights / row.pretrained_file).parent.mkdir(parents=True)
+    (weights / row.pretrained_file).write_bytes(b'converted')
+    before, status = _tree(tmp_path), _git_status()
+
+    result = harness_cli('plan', '--table', spec, '--rows', 'seg-t-16,seg-s-16,seg-b-8',
+                         '--gpus', '2', '--seeds', '2', '--launcher', 'torchrun',
+                         '--work-root', work, '--weights-root', weights,
+                         '--data-root', tmp_path / 'no-ade')
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert _tree(tmp_path) == before and _git_status() == status  # nothing written
+    assert 'data: MISSING' in out
+
+    register_all_modules()
+    cfg = build_config(JobSpec(row=row, profile='full', seed=0, work_dir=work,
+                               data_root=tmp_path, gpus=2))
+    cfg.model.pretrained = None
+    params = sum(p.numel() for p in MODELS.build(cfg.model).parameters())
+    t16 = _job_block(out, 'seg-t-16', 0)
+    assert 'experiments/configs/table3/seg-t-16.py' in t16
+    assert 'torchrun --nproc_per_node 2, GPUs 2, batch/GPU 4, iterations 160000' in t16
+    # 2 kept checkpoints of weights + SGD momentum, fp32, plus the log allowance
+    disk = (2 * params * 4 * 2 + 100 * 2 ** 20) / 2 ** 30
+    assert f'disk {disk:.2f} GB: 2 checkpoints' in t16 and f'{params} params' in t16
+    assert f'weights present ({row.pretrained_file})' in t16
+    # speed from the logged job (mean 0.5 s/iteration on 2 GPUs): 0.5 x 2 x 160000 / 3600
+    assert 'GPU-hours 44.4 (logged by' in t16
+    assert 'job interrupted' in _job_block(out, 'seg-t-16', 1)
+    assert 'GPU-hours 40.0 (spec: 0.9 s/iteration on 1 x V100' in _job_block(out, 'seg-s-16', 0)
+    b8 = _job_block(out, 'seg-b-8', 1)
+    assert 'GPU-hours unknown' in b8 and 'needs a user-supplied file' in b8
+    total = out.strip().splitlines()[-1]
+    assert total.startswith('total: 6 job(s), 168.9 GPU-hours + unknown for 2 job(s)')
+    assert 'weights/vit_base_p8_384.pth, weights/vit_small_p16_384.pth' in total
+
+
+def test_smoke_plan_and_bad_gpu_count():
+    result = harness_cli('plan', '--table', 'table6', '--rows', 'seg-t-mask-16',
+                         '--profile', 'smoke')
+    assert result.returncode == 0, result.stderr
+    assert 'batch/GPU 8, iterations 100' in result.stdout
+    assert 'weights not used (random init)' in result.stdout
+    bad = harness_cli('plan', '--table', 'table3', '--gpus', '3')
+    assert bad.returncode == 2 and bad.stderr == 'error: --gpus 3 does not divide the total ' \
+        'batch 8\n'
