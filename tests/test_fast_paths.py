@@ -1,0 +1,142 @@
+"""The fast paths compute what stock mmseg computes: fused-attention blocks (same keys, same
+outputs and gradients), batched sliding windows and batched multi-scale views (same logits,
+same predictions)."""
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from mmseg.models.backbones.vit import TransformerEncoderLayer
+from mmseg.models.segmentors import EncoderDecoder, SegTTAModel
+from mmseg.registry import MODELS
+
+from harness.bench import Case, build_pair, model_cfg, train_batch
+from harness.models.fused_block import FusedEncoderLayer, fuse_layers
+from harness.profiles import JobSpec, build_config
+from harness.spec import load_table
+
+SMALL = Case('table6', 'seg-t-mask-16', crop=64, batch=2, image=(64, 150), images=1)
+ROWS = [('table3', 'seg-s-16'), ('table6', 'seg-t-mask-16'), ('table6', 'seg-bd-mask-16')]
+
+
+def _pair(table, row, crop=64, no_drop=False):
+    """Ours and stock mmseg with the same weights (``no_drop``: deterministic training)."""
+    case = Case(table, row, crop=crop, batch=2, image=(crop, crop), images=1)
+    ours, stock = build_pair(case, 'cpu', False), build_pair(case, 'cpu', True)
+    if no_drop:  # rebuild both without stochastic layers, same weights
+        init_default_scope('mmseg')
+        cfgs = []
+        for stock_side in (False, True):
+            cfg = model_cfg(table, row, crop, stock=stock_side)
+            cfg.backbone.drop_path_rate = 0.0
+            if 'drop_rate' in cfg.decode_head:
+                cfg.decode_head.drop_rate = 0.0
+            cfgs.append(cfg)
+        state = ours.state_dict()
+        ours, stock = MODELS.build(cfgs[0]), MODELS.build(cfgs[1])
+        ours.load_state_dict(state)
+        stock.load_state_dict(state)
+    return ours, stock
+
+
+@pytest.mark.parametrize('table,row', ROWS)
+def test_fused_model_keeps_stock_keys_and_outputs(table, row):
+    ours, stock = _pair(table, row)
+    assert isinstance(ours.backbone.layers[0], FusedEncoderLayer)
+    assert type(stock.backbone.layers[0]) is TransformerEncoderLayer
+    assert {k: v.shape for k, v in ours.state_dict().items()} == \
+        {k: v.shape for k, v in stock.state_dict().items()}
+    inputs, _ = train_batch(Case(table, row, 64, 2, (64, 64), 1), 'cpu')
+    metas = [dict(img_shape=(64, 64))] * 2
+    with torch.no_grad():
+        diff = (ours.eval().encode_decode(inputs, metas)
+                - stock.eval().encode_decode(inputs, metas)).abs().max().item()
+    assert diff <= 1e-5
+
+
+@pytest.mark.parametrize('table,row', ROWS[1:])
+def test_fused_model_trains_like_stock(table, row):
+    """Loss and every gradient equal in training mode (stochastic layers off)."""
+    ours, stock = _pair(table, row, no_drop=True)
+    inputs, samples = train_batch(Case(table, row, 64, 2, (64, 64), 1), 'cpu')
+    losses = []
+    for model in (ours.train(), stock.train()):
+        loss = sum(v for k, v in model.loss(inputs, samples).items() if 'loss' in k)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    grads = dict(stock.named_parameters())
+    for name, param in ours.named_parameters():
+        assert (param.grad - grads[name].grad).abs().max().item() <= 1e-5, name
+
+
+def test_drop_path_reaches_the_attention_branch():
+    """Official block: x + drop_path(attn(x)). With the MLP silenced, a dropped sample's
+    residual is exactly zero; mmseg's layer never drops the attention branch."""
+    torch.manual_seed(0)
+    layers = torch.nn.ModuleList(TransformerEncoderLayer(32, 4, 64, drop_path_rate=0.5)
+                                 for _ in range(2))
+    for layer in layers:
+        torch.nn.init.zeros_(layer.ffn.layers[1].weight)
+        torch.nn.init.zeros_(layer.ffn.layers[1].bias)
+    fuse_layers(layers[:1])
+    fused, stock = layers[0].train(), layers[1].train()
+    fused.load_state_dict(stock.state_dict())
+    x = torch.randn(64, 5, 32)
+    dropped = [(layer(x) - x).flatten(1).abs().amax(1) == 0 for layer in (fused, stock)]
+    assert 0 < int(dropped[0].sum()) < 64  # some samples lose the branch, not all
+    assert int(dropped[1].sum()) == 0
+    with pytest.raises(TypeError, match='expected mmseg TransformerEncoderLayer'):
+        fuse_layers(layers[:1])  # already fused
+
+
+@pytest.mark.parametrize('shape', [(150, 64), (64, 150), (40, 100), (64, 64)])
+@pytest.mark.parametrize('slide_batch', [1, 3, 16])
+def test_batched_windows_equal_the_stock_loop(shape, slide_batch):
+    """Same model, same windows: only the batching differs from mmseg's per-window loop."""
+    ours, _ = _pair(SMALL.table, SMALL.row)
+    ours.eval().test_cfg.slide_batch = slide_batch
+    images = torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(3))
+    metas = [dict(img_shape=shape, ori_shape=shape)] * 2
+    with torch.no_grad():
+        batched = ours.slide_inference(images, metas)
+        looped = EncoderDecoder.slide_inference(ours, images, [dict(m) for m in metas])
+    assert batched.shape == looped.shape == (2, 150, *shape)
+    assert (batched - looped).abs().max().item() <= 1e-5
+    assert torch.equal(batched.argmax(1), looped.argmax(1))
+
+
+def test_windows_that_leave_pixels_uncovered_are_refused():
+    ours, _ = _pair(SMALL.table, SMALL.row)
+    ours.eval().test_cfg.stride = (80, 80)  # longer than the 64-pixel window
+    with pytest.raises(ValueError, match='leave pixels of a 64x200 image uncovered'):
+        ours.slide_inference(torch.zeros(1, 3, 64, 200), [dict(img_shape=(64, 200))])
+
+
+def test_multi_scale_views_batched_match_stock_tta(tmp_path, synthetic_root):
+    """The smoke row's multi-scale + flip evaluation on real pipeline output: our TTA model
+    (all views' windows pooled) and mmseg's SegTTAModel (view by view) predict the same."""
+    row = load_table('table6').row('seg-t-mask-16')
+    cfg = build_config(JobSpec(row=row, profile='smoke', seed=0, work_dir=tmp_path,
+                               data_root=synthetic_root, checkpoint=tmp_path / 'unused.pth',
+                               multi_scale=True))
+    assert cfg.model.type == 'BatchedSegTTAModel'
+    init_default_scope('mmseg')
+    cfg.test_dataloader.batch_size = 1
+    loader = Runner.build_dataloader(cfg.test_dataloader)
+    torch.manual_seed(0)
+    ours = MODELS.build(cfg.model).eval()
+    ours.module.init_weights()
+    ours.module.test_cfg.slide_batch = 5
+    stock_module = cfg.model.module.copy()  # mmseg's EncoderDecoder: one window per forward
+    stock_module.type = 'EncoderDecoder'
+    stock_module.test_cfg.pop('slide_batch')
+    stock = SegTTAModel(module=MODELS.build(stock_module)).eval()
+    stock.module.load_state_dict(ours.module.state_dict())
+    for n, batch in enumerate(loader):
+        views = len(batch['inputs'])
+        assert views == 12  # 6 scales x 2 flips
+        with torch.no_grad():
+            got, want = ours.test_step(batch), stock.test_step(batch)
+        assert torch.equal(got[0].pred_sem_seg.data, want[0].pred_sem_seg.data)
+        if n == 2:
+            break
