@@ -64,6 +64,9 @@ def cmd_run(args) -> int:
     )
     if args.seeds < 1:
         raise SpecError('--seeds must be at least 1')
+    if args.amp == 'fp16' and (args.profile == 'smoke' or not _cuda_available()):
+        raise SpecError('--amp fp16 needs a GPU (mmengine scales fp16 losses on GPUs only); '
+                        '--amp bf16 also runs on CPUs')
     tables = [load_table(t) for t in args.table]
     selected = _select(tables, args.rows)
     data_root = _data_root(args)
@@ -83,7 +86,7 @@ def cmd_run(args) -> int:
         failed += run_jobs(rows, args.profile, args.seeds, args.work_root, data_root,
                            gpus=args.gpus, wandb_project=args.wandb_project,
                            verbose=args.verbose, cpu=args.profile == 'smoke',
-                           weights_root=args.weights_root)
+                           weights_root=args.weights_root, amp=args.amp)
         if args.report:
             from .report import build_report
             out = build_report(table, args.profile, args.work_root, args.reports)
@@ -91,6 +94,11 @@ def cmd_run(args) -> int:
     if failed:
         print(f'{failed} job(s) did not finish; re-run the same command to retry/resume them.')
     return 1 if failed else 0
+
+
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
 
 
 def cmd_evaluate(args) -> int:
@@ -285,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--weights-root', type=Path, default=REPO_ROOT,
                      help="folder the spec's weight paths (weights/...) are relative to")
     run.add_argument('--gpus', type=int, default=1, help='GPUs per job (per-GPU batch = 8/gpus)')
+    run.add_argument('--amp', choices=('bf16', 'fp16'),
+                     help='mixed-precision training: faster, departs from the paper (fp32); '
+                          'the report says so')
     run.add_argument('--wandb-project', default=os.environ.get('WANDB_PROJECT', 'segmenter-repro'))
     run.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
     run.add_argument('--no-report', dest='report', action='store_false',

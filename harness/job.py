@@ -80,6 +80,7 @@ def parse_args(argv=None):
     p.add_argument('--weights-root', type=Path, default=REPO_ROOT)
     p.add_argument('--checkpoint', type=Path, help='evaluate this model (no training)')
     p.add_argument('--multi-scale', action='store_true', help='with --checkpoint')
+    p.add_argument('--amp', choices=('bf16', 'fp16'), help='mixed-precision training')
     return p.parse_args(argv)
 
 
@@ -133,9 +134,11 @@ def main(argv=None) -> int:
                       data_root=args.data_root, gpus=args.gpus,
                       weights_root=args.weights_root,
                       wandb_project=args.wandb_project, wandb_run_id=run_id,
-                      checkpoint=args.checkpoint, multi_scale=args.multi_scale)
+                      checkpoint=args.checkpoint, multi_scale=args.multi_scale,
+                      amp=args.amp)
         meta = {'table': row.table, 'row': row.id, 'model': row.model, 'profile': args.profile,
-                'seed': args.seed, 'git': git_state(), 'versions': package_versions(),
+                'seed': args.seed, 'amp': args.amp, 'git': git_state(),
+                'versions': package_versions(),
                 'hardware': hardware(), 'dataset': dataset_identity(args.data_root)}
         write_state(args.work_dir, meta=meta, gpus=args.gpus,
                     wandb_run=f'{args.wandb_project}/{run_id}')

@@ -100,13 +100,16 @@ def released_dir(work_root: Path, table: str, row: str, multi_scale: bool) -> Pa
 
 def _job_command(row: Row, profile: str, seed: int, work_dir: Path, data_root: Path,
                  gpus: int, wandb_project: str, weights_root: Path,
-                 checkpoint: Path | None = None, multi_scale: bool = False) -> list[str]:
+                 checkpoint: Path | None = None, multi_scale: bool = False,
+                 amp: str | None = None) -> list[str]:
     cmd = [sys.executable, '-m', 'harness.job', '--table', table_arg(row), '--row', row.id,
            '--profile', profile, '--seed', str(seed), '--work-dir', str(work_dir),
            '--data-root', str(data_root), '--gpus', str(gpus),
            '--wandb-project', wandb_project, '--weights-root', str(weights_root)]
     if checkpoint is not None:
         cmd += ['--checkpoint', str(checkpoint)] + (['--multi-scale'] if multi_scale else [])
+    elif amp:
+        cmd += ['--amp', amp]
     return cmd
 
 
@@ -139,7 +142,7 @@ def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_ro
              gpus: int = 1, wandb_project: str = 'segmenter-repro', verbose: bool = False,
              cpu: bool = False, weights_root: Path = REPO_ROOT,
              checkpoints: Path | None = None, multi_scale: bool = False,
-             ours: bool = False) -> int:
+             ours: bool = False, amp: str | None = None) -> int:
     """Run rows x seeds; with ``checkpoints``, evaluate ``<checkpoints>/<row>.pth`` of each row
     instead, or with ``ours`` the last checkpoint of each finished row x seed. Return the number
     of jobs that did not finish."""
@@ -178,7 +181,7 @@ def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_ro
         print(f'{tag}: {action} -> {work_dir}', flush=True)
         start = time.monotonic()
         rc = _run_one(_job_command(row, profile, seed, work_dir, data_root, gpus, wandb_project,
-                                   weights_root, checkpoint, multi_scale),
+                                   weights_root, checkpoint, multi_scale, amp),
                       work_dir, env, verbose)
         took = time.monotonic() - start
         state = read_state(work_dir)

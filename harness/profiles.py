@@ -52,6 +52,7 @@ class JobSpec:
     wandb_run_id: str | None = None
     checkpoint: Path | None = None  # evaluate this trained model instead of training
     multi_scale: bool = False  # with checkpoint: the official multi-scale + flip evaluation
+    amp: str | None = None  # 'bf16' / 'fp16' mixed-precision training (the paper: fp32)
 
 
 def _set_crop(pipeline: list[dict], crop: int) -> None:
@@ -132,6 +133,9 @@ def build_config(job: JobSpec, wandb_meta: dict | None = None) -> Config:
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(job.data_root)
 
+    if job.amp:
+        from .precision import apply_amp
+        apply_amp(cfg, job.amp)
     cfg.work_dir = str(job.work_dir)
     cfg.randomness = dict(seed=job.seed)
     cfg.resume = True  # mmengine resumes from work_dir/last_checkpoint when there is one

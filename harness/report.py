@@ -176,6 +176,11 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
                   f'and 1/{SMOKE.depth_divisor} depth, {SMOKE.max_iters} iterations, '
                   f'{SMOKE.crop}px crops, random init): it checks the pipeline, its mIoU is not '
                   'comparable with the paper.', '']
+    amp_jobs = [f'{j.row} seed{j.seed} ({j.meta["amp"]})' for j in jobs.itertuples()
+                if (j.meta or {}).get('amp')]
+    if amp_jobs:
+        lines += [f'> **Mixed precision**: {", ".join(amp_jobs)} trained under autocast, a '
+                  'departure from the paper\'s fp32 training.', '']
     lines += [f'# {table.title}', '',
               f'Profile `{profile}` · Δ against paper {paper_version} · reproduced when '
               f'|Δ| ≤ {tolerance} mIoU · built {dt.datetime.now():%Y-%m-%d %H:%M} from '
@@ -226,7 +231,8 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
                          f"{' (dirty)' if git.get('dirty') else ''}, torch {v.get('torch')}, "
                          f"mmcv {v.get('mmcv')}, mmengine {v.get('mmengine')}, mmseg "
                          f"{v.get('mmsegmentation')}, wandb {v.get('wandb')}; {device}; data "
-                         f"{meta.get('dataset', {}).get('file_list_sha256', '')[:12]}")
+                         f"{meta.get('dataset', {}).get('file_list_sha256', '')[:12]}"
+                         + (f"; {meta['amp']} mixed precision" if meta.get('amp') else ''))
     lines += ['', '## Per-class IoU of the last evaluation (best and worst three)', '']
     for j in jobs.itertuples():
         per_class = read_per_class(j.work_dir)

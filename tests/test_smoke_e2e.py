@@ -271,3 +271,28 @@ def test_our_models_evaluated_multi_scale_fill_their_column(smoke, synthetic_roo
     results = pd.read_csv(reports / 'smoke' / table / 'results.csv').set_index('row')
     assert results.loc[row, 'miou_ms'] == pytest.approx(sum(mious) / 2)
     assert all(0 < m <= 100 for m in mious)
+
+
+def test_mixed_precision_is_an_option_the_report_states(smoke, tmp_path, synthetic_root):
+    """--amp bf16 trains the same job under bf16 autocast (CPU too): the curve departs from the
+    fp32 run of the same seed, the job and the report say so; fp16 without a GPU is refused."""
+    table, row = JOBS[0]
+    work, reports = tmp_path / 'work', tmp_path / 'reports'
+    result = harness_cli(*_run_args(table, row, work, reports, synthetic_root), '--amp', 'bf16')
+    assert result.returncode == 0, result.stdout + result.stderr
+    work_dir = job_dir(work, 'smoke', table, row, 0)
+    assert read_state(work_dir)['meta']['amp'] == 'bf16'
+    assert "type='BF16AutocastOptimWrapper'" in (work_dir / 'job_config.py').read_text()
+    amp_train, amp_val = read_curves(work_dir)
+    fp32_train, _ = read_curves(job_dir(smoke[0], 'smoke', table, row, 0))
+    assert amp_train['loss'].iloc[0] != fp32_train['loss'].iloc[0]  # autocast changed the maths
+    assert amp_val['mIoU'].iloc[-1] > amp_val['mIoU'].iloc[0] + 5  # and it still learns
+    report = (reports / 'smoke' / table / 'report.md').read_text()
+    assert f'**Mixed precision**: {row} seed0 (bf16) trained under autocast' in report
+    assert 'bf16 mixed precision' in report.split('## Provenance')[1]
+
+    refused = harness_cli(*_run_args(table, row, tmp_path / 'w2', reports, synthetic_root),
+                          '--amp', 'fp16')
+    assert refused.returncode == 2 and not (tmp_path / 'w2').exists()
+    assert refused.stderr.strip().startswith('error: --amp fp16 needs a GPU')
+    assert len(refused.stderr.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ _base_ = [
 
 # registers the project's modules (models, IterationWandbVisBackend, AtomicCheckpointHook)
 custom_imports = dict(imports=['harness.models', 'harness.tracking', 'harness.metrics',
-                               'harness.checkpointing'],
+                               'harness.checkpointing', 'harness.precision'],
                       allow_failed_imports=False)
 
 crop_size = (512, 512)
