@@ -20,7 +20,7 @@ TABLE ?= table3
 TABLES ?= table3 table6
 TABLES_ARG := $(foreach t,$(TABLES),--table $(t))
 
-.PHONY: install browser smoke test data weights plan plan-table3 plan-table6 reproduce-table3 reproduce-table6 evaluate-table3 \
+.PHONY: install browser smoke test bench data weights plan plan-table3 plan-table6 reproduce-table3 reproduce-table6 evaluate-table3 \
 	evaluate-table6 report clean sync-help
 
 install: $(STAMP)
@@ -91,6 +91,12 @@ evaluate-table3: install
 
 evaluate-table6: install
 	$(call evaluate,table6)
+
+# speed of our row models against stock mmseg (reports/bench/bench.md); on a GPU machine:
+# make bench BENCH_ARGS='--device cuda --amp bf16 --tf32'
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m harness bench $(BENCH_ARGS)
 
 report: install
 	$(PY) -m harness report --table table3 --table table6 --profile smoke

@@ -126,6 +126,9 @@ def measure_train(case: Case, device: str, stock: bool, repeats: int, warmup: in
                   amp: str | None, compile_model: bool) -> dict:
     """Training-step seconds, peak memory and the loss of a fixed batch (in this process)."""
     import torch
+    if amp == 'tf32':  # fp32 tensors, TF32 tensor-core matmuls (an option, not the paper's)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        amp = None
     model = build_pair(case, device, stock)
     inputs, samples = train_batch(case, device)
     model.eval()
@@ -160,9 +163,36 @@ def measure_train(case: Case, device: str, stock: bool, repeats: int, warmup: in
             if device.startswith('cuda') else 'process max RSS', 'loss_eval_mode': loss0}
 
 
-def measure_eval(case: Case, device: str, repeats: int, slide_batch: int) -> dict:
-    """Sliding-window evaluation of ``case.images`` images, ours (batched) and stock
-    (mmseg's loop) alternating, with the logits of the two compared."""
+def _views(image, multi_scale: bool) -> list:
+    """The image, or its multi-scale + flip views (the official ratios, as the TTA pipeline)."""
+    import torch.nn.functional as F
+
+    from .profiles import MULTI_SCALE_RATIOS
+    if not multi_scale:
+        return [image]
+    height, width = image.shape[-2:]
+    views = []
+    for ratio in MULTI_SCALE_RATIOS:
+        scaled = F.interpolate(image, size=(int(height * ratio), int(width * ratio)),
+                               mode='bilinear', align_corners=False)
+        views += [scaled, scaled.flip(-1)]
+    return views
+
+
+def _merged(logits: list, size) -> 'torch.Tensor':
+    """Softmax average of the views at the image size (flipped views flipped back)."""
+    import torch.nn.functional as F
+    probs = [F.interpolate(lg, size=size, mode='bilinear', align_corners=False).softmax(1)
+             for lg in logits]
+    probs = [p.flip(-1) if k % 2 else p for k, p in enumerate(probs)] if len(probs) > 1 else probs
+    return sum(probs) / len(probs)
+
+
+def measure_eval(case: Case, device: str, repeats: int, slide_batch: int,
+                 multi_scale: bool = False) -> dict:
+    """Sliding-window evaluation of ``case.images`` images (single-scale, or multi-scale + flip),
+    ours (windows of all views batched) and stock (mmseg's loop, view by view) alternating;
+    the per-view logits and the merged predictions of the two compared."""
     import torch
     ours = build_pair(case, device, stock=False).eval()
     stock = build_pair(case, device, stock=True).eval()
@@ -170,31 +200,68 @@ def measure_eval(case: Case, device: str, repeats: int, slide_batch: int) -> dic
     gen = torch.Generator().manual_seed(2)
     images = [torch.randn(1, 3, *case.image, generator=gen).to(device)
               for _ in range(case.images)]
-    metas = [dict(img_shape=case.image, ori_shape=case.image)]
+    run = {'stock': lambda views: [stock.slide_inference(v, [dict(img_shape=v.shape[-2:])])
+                                   for v in views],
+           'ours': ours.slide_views}
     timings = {'ours': [], 'stock': []}
-    max_diff, argmax_equal = 0.0, True
+    max_diff, agree, pixels, windows, reference = 0.0, 0, 0, 0, {}
     with torch.no_grad():
         for rep in range(repeats + 1):  # the first pass warms up and compares
-            for name, model in (('stock', stock), ('ours', ours)):
+            for name in ('stock', 'ours'):
                 _sync(device)
                 start = time.perf_counter()
-                outs = [model.slide_inference(img, [dict(m) for m in metas]) for img in images]
+                merged = []
+                for n, image in enumerate(images):
+                    views = _views(image, multi_scale)
+                    logits = run[name](views)
+                    merged.append(_merged(logits, case.image).argmax(1))
+                    if not rep and name == 'stock':
+                        reference[n] = [lg.cpu() for lg in logits]
+                    elif not rep:
+                        max_diff = max(max_diff, max((a.cpu() - b).abs().max().item()
+                                                     for a, b in zip(logits, reference[n])))
                 _sync(device)
                 if rep:
                     timings[name].append(time.perf_counter() - start)
                 elif name == 'stock':
-                    reference = [o.cpu() for o in outs]
+                    ref_pred = merged
                 else:
-                    for ref, out in zip(reference, outs):
-                        out = out.cpu()
-                        max_diff = max(max_diff, (out - ref).abs().max().item())
-                        argmax_equal &= bool((out.argmax(1) == ref.argmax(1)).all())
-    windows = len(__import__('harness.models.segmentor', fromlist=['window_boxes']).window_boxes(
-        *case.image, ours.test_cfg.crop_size, ours.test_cfg.stride))
+                    agree = sum(int((a == b).sum()) for a, b in zip(merged, ref_pred))
+                    pixels = sum(a.numel() for a in merged)
+    from .models.segmentor import window_boxes
+    for view in _views(images[0], multi_scale):
+        windows += len(window_boxes(*view.shape[-2:], ours.test_cfg.crop_size,
+                                    ours.test_cfg.stride))
     return {name: {'seconds': _spread(t), 'images_per_s': case.images / statistics.median(t)}
             for name, t in timings.items()} | {
-        'windows_per_image': windows, 'slide_batch': slide_batch,
-        'max_abs_logit_diff': max_diff, 'argmax_equal': argmax_equal}
+        'multi_scale': multi_scale, 'windows_per_image': windows, 'slide_batch': slide_batch,
+        'max_abs_logit_diff': max_diff, 'argmax_agreement': agree / pixels,
+        'argmax_equal': agree == pixels}
+
+
+def profile_train(case: Case, device: str, amp: str | None, top: int = 12) -> str:
+    """The most expensive operators of one training step of ours (a table, for the notes)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    model = build_pair(case, device, stock=False).train()
+    inputs, samples = train_batch(case, device)
+    autocast = dict(device_type=device.split(':')[0], dtype=getattr(torch, AMP_DTYPES[amp]),
+                    enabled=True) if amp else dict(device_type='cpu', enabled=False)
+
+    def step():
+        with torch.autocast(**autocast):
+            loss = sum(v for k, v in model.loss(inputs, samples).items() if 'loss' in k)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        _sync(device)
+
+    step()  # warm-up
+    cuda = device.startswith('cuda')
+    with profile(activities=[ProfilerActivity.CPU]
+                 + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        step()
+    key = 'self_cuda_time_total' if cuda else 'self_cpu_time_total'
+    return prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60)
 
 
 def _in_child(func, *args):
@@ -245,9 +312,12 @@ def machine(device: str) -> dict:
 
 def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str | None = None,
               compile_model: bool = False, slide_batch: int = 8, overhead: bool = True,
-              out: Path = REPO_ROOT / 'reports' / 'bench', cases: tuple[Case, ...] = ()) -> dict:
+              out: Path = REPO_ROOT / 'reports' / 'bench', cases: tuple[Case, ...] = (),
+              tf32: bool = False, profile: bool = False) -> dict:
     cases = cases or (GPU_CASES if device.startswith('cuda') else CPU_CASES)
-    result = {'device': device, 'machine': machine(device), 'amp': amp,
+    result = {'command': ' '.join(['python -m harness bench'] + sys.argv[1:]),
+              'date': time.strftime('%Y-%m-%d'), 'device': device, 'machine': machine(device),
+              'amp': amp, 'tf32': tf32,
               'compile': compile_model, 'repeats': repeats, 'warmup': warmup, 'cases': []}
     for case in cases:
         print(f'{case.name}: training step, stock then ours ...', flush=True)
@@ -259,17 +329,29 @@ def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str |
         if amp:
             entry['train_ours_amp'] = _in_child(measure_train, case, device, False, repeats,
                                                 warmup, amp, compile_model)
-        print(f'{case.name}: sliding-window evaluation ...', flush=True)
-        entry['eval'] = _in_child(measure_eval, case, device, repeats, slide_batch)
+        if tf32:
+            entry['train_ours_tf32'] = _in_child(measure_train, case, device, False, repeats,
+                                                 warmup, 'tf32', compile_model)
+        print(f'{case.name}: sliding-window evaluation, single- and multi-scale ...', flush=True)
+        entry['eval'] = _in_child(measure_eval, case, device, repeats, slide_batch, False)
+        # 12 views an image: a quarter of the images, fewer repeats
+        ms_case = dataclasses.replace(case, images=max(1, case.images // 4))
+        entry['eval_ms'] = _in_child(measure_eval, ms_case, device, max(2, repeats // 3),
+                                     slide_batch, True)
         stock_s = entry['train_stock']['seconds']['median']
         entry['ratios'] = {
             'train_step': stock_s / entry['train_ours']['seconds']['median'],
             'eval': (entry['eval']['stock']['seconds']['median']
-                     / entry['eval']['ours']['seconds']['median'])}
-        if amp:
-            entry['ratios'][f'train_step_{amp}'] = \
-                stock_s / entry['train_ours_amp']['seconds']['median']
+                     / entry['eval']['ours']['seconds']['median']),
+            'eval_multi_scale': (entry['eval_ms']['stock']['seconds']['median']
+                                 / entry['eval_ms']['ours']['seconds']['median'])}
+        for variant in ([amp] if amp else []) + (['tf32'] if tf32 else []):
+            entry['ratios'][f'train_step_{variant}'] = stock_s / entry[
+                'train_ours_amp' if variant == amp else 'train_ours_tf32']['seconds']['median']
+        if profile:
+            entry['profile_ours'] = _in_child(profile_train, case, device, amp)
         result['cases'].append(entry)
+        write_bench(result, Path(out))  # each finished case is on disk, should a later one fail
     if overhead:
         print('harness overhead: smoke job via the harness vs a bare Runner ...', flush=True)
         with tempfile.TemporaryDirectory() as tmp:
@@ -300,6 +382,8 @@ def write_bench(result: dict, out: Path) -> None:
 def _section(result: dict) -> str:
     m = result['machine']
     lines = [f"## {m.get('gpu', m['cpu'])} ({result['device']})", '',
+             f"`{result.get('command', 'python -m harness bench')}`, {result.get('date', '')}."
+             + (f" {result['note']}" if result.get('note') else ''), '',
              f"torch {m['torch']}, mmcv {m['mmcv']}, mmengine {m['mmengine']}, mmseg "
              f"{m['mmseg']}, Python {m['python']}, {m['cpu_count']} CPUs ({m['threads']} "
              f"threads). Median (min-max) of {result['repeats']} repeats after "
@@ -315,25 +399,39 @@ def _section(result: dict) -> str:
                      f"**{c['ratios']['train_step']:.2f}×** | {s['peak_memory_mb']:.0f} MB | "
                      f"{o['peak_memory_mb']:.0f} MB | {s['loss_eval_mode']:.5f} / "
                      f"{o['loss_eval_mode']:.5f} |")
-        if 'train_ours_amp' in c:
-            a = c['train_ours_amp']
-            lines.append(f"| ↳ ours, {result['amp']} autocast | | {_fmt(a['seconds'])} | "
-                         f"**{c['ratios']['train_step_' + result['amp']]:.2f}×** | | "
-                         f"{a['peak_memory_mb']:.0f} MB | |")
+        for key, label, ratio in (('train_ours_amp', f"{result['amp']} autocast",
+                                   f"train_step_{result['amp']}"),
+                                  ('train_ours_tf32', 'fp32 with TF32 matmuls', 'train_step_tf32')):
+            if key in c:
+                a = c[key]
+                lines.append(f"| ↳ ours, {label} | | {_fmt(a['seconds'])} | "
+                             f"**{c['ratios'][ratio]:.2f}×** | | {a['peak_memory_mb']:.0f} MB | "
+                             + (f"{a['loss_eval_mode']:.5f} |" if key == 'train_ours_tf32'
+                                else '(fp32 loss as above) |'))
     lines += ['', '| eval case | windows/image | stock | ours (windows/forward) | ratio | '
-              'max logit diff | argmax equal |', '| --- | --- | --- | --- | --- | --- | --- |']
+              'max logit diff | argmax agreement |', '| --- | --- | --- | --- | --- | --- | --- |']
     for c in result['cases']:
-        e = c['eval']
-        lines.append(f"| {c['case']['row']} {c['case']['images']} × {c['case']['image'][0]}×"
-                     f"{c['case']['image'][1]} | {e['windows_per_image']} | "
-                     f"{_fmt(e['stock']['seconds'])} | {_fmt(e['ours']['seconds'])} "
-                     f"({e['slide_batch']}) | **{c['ratios']['eval']:.2f}×** | "
-                     f"{e['max_abs_logit_diff']:.2e} | {e['argmax_equal']} |")
+        for key, ratio in (('eval', 'eval'), ('eval_ms', 'eval_multi_scale')):
+            if key not in c:
+                continue
+            e = c[key]
+            scales = 'multi-scale + flip (12 views)' if e.get('multi_scale') else 'single-scale'
+            lines.append(f"| {c['case']['row']} {c['case']['images']} × {c['case']['image'][0]}"
+                         f"×{c['case']['image'][1]}, {scales} | {e['windows_per_image']} | "
+                         f"{_fmt(e['stock']['seconds'])} | {_fmt(e['ours']['seconds'])} "
+                         f"({e['slide_batch']}) | **{c['ratios'][ratio]:.2f}×** | "
+                         f"{e['max_abs_logit_diff']:.2e} | "
+                         + (f"{100 * e['argmax_agreement']:.4f}% |" if 'argmax_agreement' in e
+                            else f"{'all equal' if e['argmax_equal'] else 'not all equal'} |"))
     if 'harness_overhead' in result:
         h = result['harness_overhead']
         lines += ['', f"Harness overhead (one smoke job, whole process): harness "
                   f"{_fmt(h['harness'])}, bare mmengine Runner {_fmt(h['bare'])}: "
                   f"**{100 * (h['ratio'] - 1):+.1f}%**."]
+    for c in result['cases']:
+        if c.get('profile_ours'):
+            lines += ['', f"Top operators of one training step of ours ({c['case']['row']}, "
+                      f"{result['amp'] or 'fp32'}):", '', '```', c['profile_ours'].strip(), '```']
     memory = result['cases'][0]['train_stock']['memory_kind'] if result['cases'] else ''
     lines += ['', f'Memory: {memory}' + (' (includes the interpreter and libraries: compare '
                                          'the columns, not the absolute figures).'

@@ -244,8 +244,21 @@ def cmd_bench(args) -> int:
                             f'{torch.__version__}')
     if args.repeats < 1 or args.warmup < 0 or args.slide_batch < 1:
         raise SpecError('--repeats and --slide-batch must be at least 1, --warmup at least 0')
+    from .bench import CPU_CASES, GPU_CASES
+    cases = CPU_CASES + GPU_CASES
+    if args.rows:
+        unknown = set(args.rows) - {c.row for c in cases}
+        if unknown:
+            raise SpecError(f"no bench case for {', '.join(sorted(unknown))} (cases: "
+                            f"{', '.join(sorted({c.row for c in cases}))})")
+    default = GPU_CASES if args.device.startswith('cuda') else CPU_CASES
+    chosen = tuple(c for c in (cases if args.rows else default)
+                   if not args.rows or c.row in args.rows)
+    if args.rows:  # one case per row: the one sized for this device
+        chosen = tuple({c.row: c for c in sorted(chosen, key=lambda c: c in default)}.values())
     result = run_bench(args.device, args.repeats, args.warmup, args.amp, args.compile,
-                       args.slide_batch, args.overhead, args.out)
+                       args.slide_batch, args.overhead, args.out, chosen, args.tf32,
+                       args.profile)
     print(f"bench: {args.out / 'bench.md'}")
     print_ratios(result)
     return 0
@@ -382,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--amp', choices=('bf16', 'fp16'),
                        help='also time our training step under mixed precision')
     bench.add_argument('--compile', action='store_true', help='torch.compile our model')
+    bench.add_argument('--tf32', action='store_true',
+                       help='also time our fp32 step with TF32 matmuls (GPU)')
+    bench.add_argument('--profile', action='store_true',
+                       help="add the top operators of one training step of ours")
+    bench.add_argument('--rows', type=_rows_arg, help='bench cases by row id (default: the '
+                       "device's cases)")
     bench.add_argument('--slide-batch', type=int, default=8, help='windows per forward')
     bench.add_argument('--no-overhead', dest='overhead', action='store_false',
                        help='skip the harness-vs-bare-Runner smoke job timing')
