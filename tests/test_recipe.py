@@ -63,6 +63,15 @@ def test_encoder(row_cfg):
     assert backbone.final_norm is True and backbone.with_cls_token is True
     assert backbone.norm_cfg.eps == 1e-5  # nn.LayerNorm's default, as in the official ViT
     assert backbone.patch_size == row.patch_size
+    # official block: drop path on the attention branch too (mmseg's layer: MLP branch only)
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    import harness.models  # noqa: F401
+    from harness.models.vit import SegmenterViT
+    register_all_modules()
+    assert issubclass(MODELS.get(backbone.type), SegmenterViT)
+    assert backbone.get('fused_attention', True) is True
 
 
 def test_decoder_and_loss(row_cfg):
