@@ -8,8 +8,9 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 
-# registers the project's modules (models, IterationWandbVisBackend)
-custom_imports = dict(imports=['harness.models', 'harness.tracking', 'harness.metrics'],
+# registers the project's modules (models, IterationWandbVisBackend, hooks)
+custom_imports = dict(imports=['harness.models', 'harness.tracking', 'harness.metrics',
+                             'harness.preempt'],
                       allow_failed_imports=False)
 
 crop_size = (512, 512)
