@@ -41,9 +41,12 @@ _state = {'armed': False, 'signum': None}
 
 
 def request_stop(signum: int) -> bool:
-    """From a signal handler: True when the training loop will stop with a checkpoint."""
+    """From a signal handler: True when nothing more is to be done now (the training loop will
+    stop with a checkpoint, or a stop is already unwinding: a second signal must not cut the
+    recording of the first short)."""
+    first = _state['signum'] is None
     _state['signum'] = _state['signum'] or signum
-    return _state['armed']
+    return _state['armed'] or not first
 
 
 def _rng_state() -> dict:

@@ -103,8 +103,7 @@ def test_slurm_job_runs_to_completion(tmp_path, synthetic_root, slurm_cluster, m
     logs = work_dir / 'slurm'
     assert (logs / f'{job_id}_submitted.pkl').is_file()
     assert (logs / f'{job_id}_0_result.pkl').is_file()
-    assert 'completed' in (logs / f'{job_id}_0_log.err').read_text().lower() or \
-        (logs / f'{job_id}_0_log.out').is_file()
+    assert 'Job completed successfully' in (logs / f'{job_id}_0_log.err').read_text()
     done = subprocess.run(['squeue', '-h', '-j', job_id], env=slurm_cluster.env,
                           capture_output=True, text=True)
     assert done.stdout.strip() == ''  # SLURM is done with it
