@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,29 +110,43 @@ def _held_elsewhere(work_dir: Path) -> bool:
     return False
 
 
+STOP_WAIT_S = 120  # a stopped job saves a checkpoint first (torchrun kills after 30 s)
+
+
 def _run_one(cmd: list[str], work_dir: Path, env: dict, verbose: bool) -> int:
-    """Run one job process, its output teed to ``job.log`` (and the terminal when verbose)."""
+    """Run one job process, its output teed to ``job.log`` (and the terminal when verbose) by a
+    thread, so that a stopped launcher still records what the job says while it stops."""
     work_dir.mkdir(parents=True, exist_ok=True)
     with open(work_dir / 'job.log', 'ab') as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
-        try:
+
+        def tee():
             for chunk in iter(proc.stdout.readline, b''):
                 log.write(chunk)
+                log.flush()
                 if verbose:
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
-        except KeyboardInterrupt:  # Ctrl-C reached the job too: let it record its state
+
+        copier = threading.Thread(target=tee, daemon=True)
+        copier.start()
+        try:
+            rc = proc.wait()
+        except BaseException as err:
+            # Ctrl-C reached the job too; SIGTERM stopped the launcher alone: pass it on.
+            # Either way the job saves a checkpoint and records its state before it exits.
+            if not isinstance(err, KeyboardInterrupt):
+                proc.terminate()
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=STOP_WAIT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+            copier.join(timeout=10)
             raise
-        except BaseException:  # the launcher alone is stopped (SIGTERM): stop the job with it
-            proc.terminate()
-            proc.wait()
-            raise
-    return proc.wait()
+        copier.join()
+    return rc
 
 
 def run_jobs(rows: list[Row], profile: str, seeds: int, work_root: Path, data_root: Path,

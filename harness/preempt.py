@@ -99,7 +99,7 @@ class PreemptionHook(Hook):
         path = Path(runner.work_dir) / filename
         if is_main_process() and not path.is_file():  # the CheckpointHook may have saved it
             runner.save_checkpoint(runner.work_dir, filename, save_optimizer=True,
-                                   save_param_scheduler=True)
+                                   save_param_scheduler=True, by_epoch=False)
             Path(runner.work_dir, 'last_checkpoint').write_text(str(path))
         runner.logger.info(f'Stop signal: saved {filename}, stopping')
         _state['armed'] = False

@@ -130,8 +130,13 @@ def submit(jobs: list[tuple[str, Path, list[str]]], opts: SlurmOptions, env: dic
     return submitted
 
 
+ENDED = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_FAIL',
+         'BOOT_FAIL', 'DEADLINE', 'PREEMPTED', 'SPECIAL_EXIT')
+
+
 def _in_queue(job_id: str) -> bool:
-    """Whether SLURM still knows the job as pending/running (squeue; no accounting needed)."""
+    """Whether SLURM still has the job pending, running or requeued (squeue: no accounting
+    database needed; a requeued job is the same job again, its result file notwithstanding)."""
     try:
         out = subprocess.run(['squeue', '-h', '-j', job_id, '-o', '%T'], capture_output=True,
                              text=True, timeout=60)
@@ -139,7 +144,8 @@ def _in_queue(job_id: str) -> bool:
         return True  # unknown: keep waiting
     if out.returncode != 0:
         return 'Invalid job id' not in out.stderr
-    return bool(out.stdout.strip())
+    states = out.stdout.split()
+    return bool(states) and not all(state in ENDED for state in states)
 
 
 def wait(submitted: list, poll_s: float = 5.0) -> dict:
@@ -154,7 +160,7 @@ def wait(submitted: list, poll_s: float = 5.0) -> dict:
             if seen.get(work_dir) != status:
                 seen[work_dir] = status
                 print(f'{tag}: {status} (SLURM job {job.job_id})', flush=True)
-            if job.paths.result_pickle.exists() or not _in_queue(job.job_id):
+            if not _in_queue(job.job_id):
                 took[work_dir] = time.monotonic() - start
                 pending.remove(item)
         if pending:

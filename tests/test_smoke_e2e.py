@@ -215,6 +215,8 @@ def test_sigterm_saves_the_current_iteration_and_resumes_from_it(tmp_path, synth
     assert stopped_at < SMOKE.max_iters
     checkpoint = work_dir / f'iter_{stopped_at}.pth'
     assert (work_dir / 'last_checkpoint').read_text().strip() == str(checkpoint)
+    # the stopped launcher still logged what the job said while it stopped
+    assert f'Stop signal: saved iter_{stopped_at}.pth' in (work_dir / 'job.log').read_text()
     import torch
     from harness.tracking import enable_safe_resume
     enable_safe_resume()
