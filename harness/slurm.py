@@ -80,7 +80,9 @@ class SlurmTask(submitit.helpers.Checkpointable):
                                               stderr=subprocess.STDOUT)
         else:
             self._proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
-        rc = self._proc.wait()
+        # poll, not wait(): a blocking wait() holds the lock that checkpoint()'s wait needs
+        while (rc := self._proc.poll()) is None:
+            time.sleep(1)
         if rc != 0 and read_state(self.work_dir).get('status') != 'interrupted':
             raise RuntimeError(f'job process exited with {rc}: see {self.work_dir / "job.log"}')
         return rc
@@ -90,10 +92,9 @@ class SlurmTask(submitit.helpers.Checkpointable):
         current iteration with a checkpoint; requeued, the job resumes from it."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)  # it may have had SIGUSR2 already
-            try:
-                self._proc.wait(timeout=STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                pass
+            deadline = time.monotonic() + STOP_WAIT_S
+            while self._proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
         if read_state(self.work_dir).get('status') == 'finished':
             return None
         return super().checkpoint(*args, **kwargs)
@@ -107,7 +108,9 @@ def submit(jobs: list[tuple[str, Path, list[str]]], opts: SlurmOptions, env: dic
         executor = submitit.SlurmExecutor(folder=work_dir / LOG_DIR, max_num_timeout=20)
         params = dict(job_name=tag.split('] ', 1)[-1].replace('/', '-').replace(' ', '-'),
                       time=opts.time_min, nodes=opts.nodes, ntasks_per_node=opts.tasks_per_node,
-                      signal_delay_s=90)
+                      signal_delay_s=90,
+                      # a requeued job's task appends to its logs instead of truncating them
+                      srun_args=['--open-mode=append'])
         if opts.partition:
             params['partition'] = opts.partition
         if opts.gpus_per_node:

@@ -80,7 +80,9 @@ class SlurmCluster:
             'SlurmdUser=root',
             'AuthType=auth/munge',
             'CredType=cred/munge',
-            f'AuthInfo=socket={socket_path}',
+            # a requeued job waits for its old credential to expire (default 120 s)
+            f'AuthInfo=socket={socket_path},cred_expire=10',
+            'SchedulerParameters=sched_interval=2,bf_interval=2',
             'ProctrackType=proctrack/linuxproc',
             'TaskPlugin=task/none',
             'JobAcctGatherType=jobacct_gather/none',

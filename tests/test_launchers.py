@@ -28,9 +28,11 @@ def _assert_trained(work_dir, processes):
     assert list(val.index) == [SMOKE.first_val, SMOKE.max_iters]
     assert train.index.max() == SMOKE.max_iters
     assert val['mIoU'].iloc[-1] > val['mIoU'].iloc[0] + 5  # it learned
-    (run_dir,) = (work_dir / 'vis_data' / 'wandb').glob('offline-run-*')  # one run: rank 0's
-    assert run_dir.name.endswith(state['wandb_run_id'])
-    assert {h['iter'] for h in wandb_history(run_dir) if 'mIoU' in h} == set(val.index)
+    # rank 0's W&B run alone, one offline folder per start of the job
+    runs = sorted((work_dir / 'vis_data' / 'wandb').glob('offline-run-*'))
+    assert len(runs) == state['starts'] and all(r.name.endswith(state['wandb_run_id'])
+                                                for r in runs)
+    assert {h['iter'] for r in runs for h in wandb_history(r) if 'mIoU' in h} == set(val.index)
     config = (work_dir / 'job_config.py').read_text()
     per_process = TOTAL_BATCH // processes
     train_loader = config[config.index('train_dataloader = dict('):]
@@ -75,8 +77,15 @@ def slurm_cluster(tmp_path_factory):
     cluster.stop()
 
 
-def test_slurm_job_runs_to_completion(tmp_path, synthetic_root, slurm_cluster, monkeypatch):
-    monkeypatch.setenv('SLURM_CONF', str(slurm_cluster.conf))
+def _slurm(cluster, *args):
+    return subprocess.run(args, env=cluster.env, capture_output=True, text=True, timeout=60)
+
+
+def test_slurm_job_is_preempted_requeued_and_completes(tmp_path, synthetic_root, slurm_cluster):
+    """One smoke job submitted by the harness to a real slurmctld/slurmd: `status` names the
+    SLURM job; submitit's warning signal (SIGUSR2, as before a time limit or a preemption) makes
+    it checkpoint the iteration it is at; submitit requeues it and it resumes from there; the
+    harness waits for the end."""
     table, row = 'table3', 'seg-t-16'
     work_dir = job_dir(tmp_path / 'work', 'smoke', table, row, 0)
     cmd = [sys.executable, '-m', 'harness',
@@ -85,25 +94,45 @@ def test_slurm_job_runs_to_completion(tmp_path, synthetic_root, slurm_cluster, m
     env = {**slurm_cluster.env, 'PYTHONPATH': str(REPO_ROOT)}
     launcher = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-    statuses = set()
-    deadline = time.monotonic() + 600
-    while launcher.poll() is None and time.monotonic() < deadline:
-        if read_state(work_dir).get('status') == 'running' and not statuses:
-            out = harness_cli('status', '--table', table, '--rows', row, '--work-root',
-                              tmp_path / 'work').stdout
-            statuses |= set(re.findall(r'(queued|running) \(slurm job (\d+)\)', out))
-        time.sleep(0.5)
-    output = launcher.communicate(timeout=60)[0]
+    try:
+        deadline = time.monotonic() + 600
+        statuses, job_id, signalled = set(), None, False
+        while launcher.poll() is None and time.monotonic() < deadline:
+            state = read_state(work_dir)
+            job_id = job_id or state.get('slurm_job_id')
+            if state.get('status') == 'running' and not statuses:
+                out = harness_cli('status', '--table', table, '--rows', row, '--work-root',
+                                  tmp_path / 'work', env=env).stdout
+                statuses |= set(re.findall(r'(queued|running) \(slurm job (\d+)\)', out))
+            train, _ = read_curves(work_dir)
+            if not signalled and len(train) and \
+                    train.index.max() > SMOKE.checkpoint_interval:
+                assert _slurm(slurm_cluster, 'scancel', '-s', 'USR2', job_id).returncode == 0
+                signalled = True
+            time.sleep(0.5)
+        output = launcher.communicate(timeout=60)[0]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
     assert launcher.returncode == 0, output + '\n' + slurm_cluster.log_tail()
-    job_id = re.search(r'submitted as SLURM job (\d+)', output).group(1)
+    assert re.search(rf'submitted as SLURM job {job_id}\b', output)
     assert f'running (SLURM job {job_id})' in output and 'finished in' in output
+    assert f'interrupted (SLURM job {job_id})' in output  # the waiting harness saw the stop
     assert ('running', job_id) in statuses  # `status` named the SLURM job while it ran
+    assert signalled
     state = _assert_trained(work_dir, processes=1)
-    assert state['slurm_job_id'] == job_id and state['host'] == socket.gethostname()
+    assert state['slurm_job_id'] == job_id and state['starts'] == 2
+    assert state['host'] == socket.gethostname()
+    log = (work_dir / 'job.log').read_text()
+    stopped_at = int(re.search(r'Stop signal: saved iter_(\d+)\.pth', log).group(1))
+    assert SMOKE.checkpoint_interval < stopped_at < SMOKE.max_iters
+    assert f'Load checkpoint from {work_dir / f"iter_{stopped_at}.pth"}' in log
     logs = work_dir / 'slurm'
-    assert (logs / f'{job_id}_submitted.pkl').is_file()
+    submitit_log = (logs / f'{job_id}_0_log.out').read_text()  # both runs: appended
+    assert 'Caught signal SIGUSR2' in submitit_log and f'Requeued job {job_id}' in submitit_log
+    assert submitit_log.index('Requeued') < submitit_log.index('Job completed successfully')
+    job = _slurm(slurm_cluster, 'scontrol', 'show', 'job', job_id).stdout
+    assert 'Restarts=1' in job and 'JobState=COMPLETED' in job  # SLURM's own record
     assert (logs / f'{job_id}_0_result.pkl').is_file()
-    assert 'Job completed successfully' in (logs / f'{job_id}_0_log.err').read_text()
-    done = subprocess.run(['squeue', '-h', '-j', job_id], env=slurm_cluster.env,
-                          capture_output=True, text=True)
-    assert done.stdout.strip() == ''  # SLURM is done with it
+    assert _slurm(slurm_cluster, 'squeue', '-h', '-j', job_id, '-o', '%T').stdout.strip() \
+        in ('', 'COMPLETED')  # SLURM is done with it
