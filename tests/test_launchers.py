@@ -51,7 +51,7 @@ def test_torchrun_two_processes_share_the_batch(tmp_path, synthetic_root):
     assert "launcher = 'pytorch'" in config and 'device_ids=None' in config
     log = (work_dir / 'job.log').read_text()
     assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
-    assert re.search(r'GPU number: 2\b|world_size[^\n]*2', log) or 'Distributed' in log
+    assert 'GPU number: 2' in log  # mmengine's name for the world size
 
 
 def test_bad_launcher_arguments_are_one_line_errors(tmp_path, synthetic_root):
