@@ -90,20 +90,18 @@ def _on_stop_signal(signum, frame):
         raise Stopped(signum)
 
 
-def _init_distributed() -> tuple[int, int]:
-    """(rank, world size) of a torchrun / SLURM-task process; starts the process group.
+def _init_distributed() -> None:
+    """Start the process group of a torchrun / SLURM-task process (WORLD_SIZE > 1).
 
     mmengine's own init_dist always calls torch.cuda.set_device, which fails on CPU: the group
     is started here (NCCL on GPUs, gloo on CPU) and mmengine then uses it as it is."""
-    rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
-    if world > 1:
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
         import torch
         import torch.distributed as dist
         if not dist.is_initialized():
             if torch.cuda.is_available():
                 torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
             dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-    return rank, world
 
 
 def main(argv=None) -> int:
