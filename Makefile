@@ -12,15 +12,26 @@ SETUPTOOLS := 'setuptools>=77.0.3,<82'
 export WANDB_MODE ?= offline
 ADE20K_ROOT ?= data/ade/ADEChallengeData2016
 SEEDS ?= 1
-GPUS ?= 1
 ROWS ?=
 ROWS_ARG := $(if $(ROWS),--rows $(ROWS),)
+# how each row x seed runs: LAUNCHER=local (one process), torchrun (GPUS processes on this
+# machine) or slurm (one SLURM job each: GPUS per node, NODES nodes, PARTITION, TIME limit)
+LAUNCHER ?= local
+GPUS ?= 1
+NODES ?= 1
+PARTITION ?=
+TIME ?=
+# AMP=bf16|fp16: mixed-precision training (faster, not the paper's fp32; the report says so)
+AMP ?=
+LAUNCH_ARGS = $(if $(AMP),--amp $(AMP),) --launcher $(LAUNCHER) --gpus $(GPUS) --nodes $(NODES) \
+	$(if $(PARTITION),--partition $(PARTITION),) $(if $(TIME),--time $(TIME),)
 CHECKPOINTS ?= checkpoints/official
 TABLE ?= table3
 TABLES ?= table3 table6
 TABLES_ARG := $(foreach t,$(TABLES),--table $(t))
 
-.PHONY: install browser smoke test bench data weights plan plan-table3 plan-table6 reproduce-table3 reproduce-table6 evaluate-table3 \
+.PHONY: install browser slurm smoke test bench data weights plan plan-table3 plan-table6 \
+	reproduce-table3 reproduce-table6 evaluate-table3 \
 	evaluate-table6 report clean sync-help
 
 install: $(STAMP)
@@ -47,7 +58,13 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		$(APT_BROWSER) || ($(SUDO) apt-get update -q && $(APT_BROWSER))
 
-test: install browser
+# Debian's SLURM and munge, for the test that runs a job on a real one-node cluster
+APT_SLURM := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge
+slurm:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && \
+		command -v munged >/dev/null || $(APT_SLURM) || ($(SUDO) apt-get update -q && $(APT_SLURM))
+
+test: install browser slurm
 	$(PY) -m pytest -q tests
 
 # verify ADE20K at ADE20K_ROOT (ZIP=path/ADEChallengeData2016.zip unpacks it there first)
@@ -72,7 +89,7 @@ plan-table3 plan-table6: plan-%: install
 
 # the paper's runs: real ADE20K, pretrained weights, 160k iterations, total batch 8
 reproduce = $(PY) -m harness check-data --layout-only --data-root $(ADE20K_ROOT) && \
-	$(PY) -m harness run --table $(1) --profile full --seeds $(SEEDS) --gpus $(GPUS) \
+	$(PY) -m harness run --table $(1) --profile full --seeds $(SEEDS) $(LAUNCH_ARGS) \
 	--data-root $(ADE20K_ROOT) $(ROWS_ARG) && $(MAKE) --no-print-directory sync-help PROFILE=full
 
 reproduce-table3: install
@@ -84,7 +101,8 @@ reproduce-table6: install
 # the authors' released models, converted into CHECKPOINTS/<row>.pth (harness convert-official),
 # evaluated single- and multi-scale; the report shows them as the "released checkpoint" column
 evaluate = for scale in '' --multi-scale; do $(PY) -m harness evaluate --table $(1) \
-	--checkpoints $(CHECKPOINTS) --data-root $(ADE20K_ROOT) $(ROWS_ARG) $$scale || exit 1; done
+	--checkpoints $(CHECKPOINTS) --data-root $(ADE20K_ROOT) $(ROWS_ARG) $(LAUNCH_ARGS) \
+	$$scale || exit 1; done
 
 evaluate-table3: install
 	$(call evaluate,table3)

@@ -24,7 +24,7 @@ class CheckpointSaveError(OSError):
     """A checkpoint could not be written; the message names it and the one still good."""
 
 
-def _write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
     tmp = path.with_name(f'.{path.name}.partial')
     try:
         with open(tmp, 'wb') as f:
@@ -43,7 +43,7 @@ class AtomicLocalBackend(LocalBackend):
 
     def put(self, obj: bytes, filepath) -> None:
         Path(filepath).parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(Path(filepath), lambda f: f.write(obj))
+        write_atomically(Path(filepath), lambda f: f.write(obj))
 
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
         self.put(obj.encode(encoding), filepath)

@@ -1,4 +1,5 @@
-"""Command line: ``python -m harness {run,evaluate,report,status,check-data,convert-*,bench} --help``."""
+"""Command line: ``python -m harness <command> --help`` (run, evaluate, report, status, plan,
+weights, check-data, convert-*, bench)."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,38 @@ def _default_data_root(profile: str) -> Path:
     return Path(os.environ.get('ADE20K_ROOT', DEFAULT_ADE20K_ROOT))
 
 
+def _launch_options(args) -> dict:
+    """run_jobs' launcher arguments from --launcher/--gpus/--nodes/--partition/--time."""
+    from .profiles import TOTAL_BATCH
+    if args.gpus < 1 or args.nodes < 1:
+        raise SpecError('--gpus and --nodes must be at least 1')
+    if args.launcher == 'local' and args.gpus > 1:
+        raise SpecError(f'--gpus {args.gpus} needs --launcher torchrun or slurm (local runs one '
+                        'process per job)')
+    if args.launcher != 'slurm' and args.nodes > 1:
+        raise SpecError('--nodes needs --launcher slurm')
+    if TOTAL_BATCH % (args.gpus * args.nodes):
+        raise SpecError(f'{args.gpus * args.nodes} processes (--gpus x --nodes) do not divide '
+                        f'the total batch {TOTAL_BATCH}')
+    options = {'launcher': args.launcher, 'gpus': args.gpus * args.nodes
+               if args.launcher != 'slurm' else args.gpus}
+    if args.launcher == 'slurm':
+        import shutil
+
+        from .slurm import SlurmOptions, parse_time
+        if shutil.which('sbatch') is None:
+            raise SpecError('--launcher slurm: no sbatch on PATH (run on a SLURM login node)')
+        try:
+            minutes = parse_time(args.time)
+        except ValueError as err:
+            raise SpecError(str(err)) from None
+        options['slurm'] = SlurmOptions(
+            partition=args.partition, time_min=minutes, nodes=args.nodes,
+            tasks_per_node=args.gpus, gpus_per_node=0 if args.profile == 'smoke' else args.gpus,
+            cpus_per_task=args.cpus_per_task, wait=args.wait)
+    return options
+
+
 def cmd_run(args) -> int:
     from .launch import (
         PreflightError,
@@ -67,14 +100,16 @@ def cmd_run(args) -> int:
     if args.amp == 'fp16' and (args.profile == 'smoke' or not _cuda_available()):
         raise SpecError('--amp fp16 needs a GPU (mmengine scales fp16 losses on GPUs only); '
                         '--amp bf16 also runs on CPUs')
+    launch = _launch_options(args)
     tables = [load_table(t) for t in args.table]
     selected = _select(tables, args.rows)
     data_root = _data_root(args)
     all_rows = [r for _, rows in selected for r in rows]
     try:
+        processes = args.gpus * args.nodes  # the total batch is divided among all of them
         if args.profile == 'full':  # the cheap checks first
-            preflight_full(all_rows, data_root, args.gpus, args.weights_root)
-        check_configs(all_rows, args.profile, args.gpus, args.weights_root)
+            preflight_full(all_rows, data_root, processes, args.weights_root)
+        check_configs(all_rows, args.profile, processes, args.weights_root)
         check_writable(args.work_root)
     except PreflightError as err:
         raise SpecError(str(err)) from None
@@ -84,9 +119,9 @@ def cmd_run(args) -> int:
     failed = 0
     for table, rows in selected:
         failed += run_jobs(rows, args.profile, args.seeds, args.work_root, data_root,
-                           gpus=args.gpus, wandb_project=args.wandb_project,
-                           verbose=args.verbose, cpu=args.profile == 'smoke',
-                           weights_root=args.weights_root, amp=args.amp)
+                           wandb_project=args.wandb_project, verbose=args.verbose,
+                           cpu=args.profile == 'smoke', weights_root=args.weights_root,
+                           amp=args.amp, **launch)
         if args.report:
             from .report import build_report
             out = build_report(table, args.profile, args.work_root, args.reports)
@@ -103,6 +138,7 @@ def _cuda_available() -> bool:
 
 def cmd_evaluate(args) -> int:
     from .launch import PreflightError, preflight_full, run_jobs
+    launch = _launch_options(args)
     tables = [load_table(t) for t in args.table]
     selected = _select(tables, args.rows)
     data_root = _data_root(args)
@@ -119,7 +155,7 @@ def cmd_evaluate(args) -> int:
         failed += run_jobs(rows, args.profile, args.seeds or 1, args.work_root, data_root,
                            wandb_project=args.wandb_project, verbose=args.verbose,
                            cpu=args.profile == 'smoke', checkpoints=args.checkpoints,
-                           multi_scale=args.multi_scale, ours=args.ours)
+                           multi_scale=args.multi_scale, ours=args.ours, **launch)
         if args.report:
             from .report import build_report
             out = build_report(table, args.profile, args.work_root, args.reports)
@@ -154,13 +190,18 @@ def cmd_report(args) -> int:
 
 def cmd_status(args) -> int:
     from .collect import collect_jobs
+    from .job import read_state
     for table, rows in _select([load_table(name) for name in args.table], args.rows):
         jobs, _ = collect_jobs(rows, args.profile, args.work_root, args.seeds)
         print(f'{table.name} ({args.profile}):')
         for j in jobs.itertuples():
             extra = (f'mIoU {j.mIoU_final:.2f}' if j.status == 'finished' and j.mIoU_final
                      is not None else j.error or (f'at iteration {j.iters}' if j.iters else ''))
-            print(f'  {j.row:<16} seed{j.seed}  {j.status:<12} {extra}')
+            status = j.status
+            slurm_id = read_state(j.work_dir).get('slurm_job_id')
+            if slurm_id and status in ('queued', 'running'):
+                status = f'{status} (slurm job {slurm_id})'
+            print(f'  {j.row:<16} seed{j.seed}  {status:<12} {extra}')
     return 0
 
 
@@ -292,6 +333,23 @@ def cmd_weights(args) -> int:
     return 1 if failures else 0
 
 
+def _launcher_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--launcher', choices=('local', 'torchrun', 'slurm'), default='local',
+                   help='local: one process per job, jobs one after another; torchrun: --gpus '
+                        'processes per job on this machine; slurm: one SLURM job per row x seed')
+    p.add_argument('--gpus', type=int, default=1,
+                   help='processes (GPUs) per job, per node with slurm; the total batch of 8 is '
+                        'divided among all of them')
+    p.add_argument('--nodes', type=int, default=1, help='slurm: nodes per job')
+    p.add_argument('--partition', help='slurm: partition (default: the cluster\'s)')
+    p.add_argument('--time', default='24:00:00',
+                   help='slurm: time limit per job (a job that reaches it checkpoints, is '
+                        'requeued and resumes)')
+    p.add_argument('--cpus-per-task', type=int, help='slurm: CPUs per training process')
+    p.add_argument('--no-wait', dest='wait', action='store_false',
+                   help='slurm: submit and return (default: wait until the jobs end)')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m harness',
@@ -305,7 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
                      'synthetic copy; full: $ADE20K_ROOT or data/ade/ADEChallengeData2016)')
     run.add_argument('--weights-root', type=Path, default=REPO_ROOT,
                      help="folder the spec's weight paths (weights/...) are relative to")
-    run.add_argument('--gpus', type=int, default=1, help='GPUs per job (per-GPU batch = 8/gpus)')
     run.add_argument('--amp', choices=('bf16', 'fp16'),
                      help='mixed-precision training: faster, departs from the paper (fp32); '
                           'the report says so')
@@ -314,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--no-report', dest='report', action='store_false',
                      help='do not rebuild the report afterwards')
     run.add_argument('-v', '--verbose', action='store_true', help='stream job logs')
+    _launcher_args(run)
     run.set_defaults(func=cmd_run)
 
     evaluate = sub.add_parser('evaluate', help="evaluate the authors' released checkpoints "
@@ -333,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
     evaluate.add_argument('--no-report', dest='report', action='store_false')
     evaluate.add_argument('-v', '--verbose', action='store_true')
+    _launcher_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = sub.add_parser('report', help='rebuild the report from the job folders on disk')

@@ -75,7 +75,6 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, required=True)
     p.add_argument('--work-dir', type=Path, required=True)
     p.add_argument('--data-root', type=Path, required=True)
-    p.add_argument('--gpus', type=int, default=1)
     p.add_argument('--wandb-project', default='segmenter-repro')
     p.add_argument('--weights-root', type=Path, default=REPO_ROOT)
     p.add_argument('--checkpoint', type=Path, help='evaluate this model (no training)')
@@ -84,39 +83,57 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-class Stopped(SystemExit):
-    """SIGTERM (a scheduler, ``kill``): unwinds like Ctrl-C, the state says 'interrupted'."""
+def _on_stop_signal(signum, frame):
+    """SIGTERM (a scheduler, ``kill``) or SIGUSR2 (submitit's warning before a timeout or a
+    preemption): during training, stop after this iteration with a checkpoint; else now."""
+    from .preempt import Stopped, request_stop
+    if not request_stop(signum):
+        raise Stopped(signum)
 
-    def __str__(self):
-        return 'stopped by SIGTERM'
 
+def _init_distributed() -> None:
+    """Start the process group of a torchrun / SLURM-task process (WORLD_SIZE > 1).
 
-def _exit_on_sigterm(signum, frame):
-    raise Stopped(128 + signum)
+    mmengine's own init_dist always calls torch.cuda.set_device, which fails on CPU: the group
+    is started here (NCCL on GPUs, gloo on CPU) and mmengine then uses it as it is."""
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
+        import torch
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+            dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    for signum in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(signum, _on_stop_signal)
     os.environ.setdefault('WANDB_MODE', 'offline')
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    # one owner per job; the OS drops the lock of a dead process, so a stale one never blocks
-    lock = FileLock(args.work_dir / LOCK_FILE, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        holder = read_state(args.work_dir)
-        print(f"error: {args.table}/{args.row} seed{args.seed} is already running "
-              f"(host {holder.get('host')}, pid {holder.get('pid')})", file=sys.stderr)
-        return EXIT_LOCKED
+    rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
+    # rank 0 alone owns the job folder's state, its lock and the W&B run
+    record = write_state if rank == 0 else (lambda work_dir, **fields: fields)
+    if rank == 0:
+        # one owner per job; the OS drops the lock of a dead process, so a stale one never blocks
+        lock = FileLock(args.work_dir / LOCK_FILE, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = read_state(args.work_dir)
+            print(f"error: {args.table}/{args.row} seed{args.seed} is already running "
+                  f"(host {holder.get('host')}, pid {holder.get('pid')})", file=sys.stderr)
+            return EXIT_LOCKED
     state = read_state(args.work_dir)
     run_id = (state.get('wandb_run_id')  # one W&B run per job, across restarts
               or f'{args.table}-{args.row}-s{args.seed}-{secrets.token_hex(3)}')
-    state = write_state(args.work_dir, table=args.table, row=args.row, profile=args.profile,
-                        seed=args.seed, status='running', host=socket.gethostname(),
-                        pid=os.getpid(), started=time.time(), wandb_run_id=run_id,
-                        starts=state.get('starts', 0) + 1, error=None)
+    slurm = {'slurm_job_id': os.environ['SLURM_JOB_ID']} if 'SLURM_JOB_ID' in os.environ else {}
+    record(args.work_dir, table=args.table, row=args.row, profile=args.profile,
+           seed=args.seed, status='running', host=socket.gethostname(), pid=os.getpid(),
+           started=time.time(), wandb_run_id=run_id, starts=state.get('starts', 0) + 1,
+           error=None, **slurm)
     try:
+        _init_distributed()
         from mmengine.runner import Runner
 
         from .profiles import JobSpec, build_config
@@ -131,19 +148,21 @@ def main(argv=None) -> int:
 
         row = load_table(args.table).row(args.row)
         job = JobSpec(row=row, profile=args.profile, seed=args.seed, work_dir=args.work_dir,
-                      data_root=args.data_root, gpus=args.gpus,
+                      data_root=args.data_root, gpus=world,
                       weights_root=args.weights_root,
                       wandb_project=args.wandb_project, wandb_run_id=run_id,
                       checkpoint=args.checkpoint, multi_scale=args.multi_scale,
                       amp=args.amp)
         meta = {'table': row.table, 'row': row.id, 'model': row.model, 'profile': args.profile,
-                'seed': args.seed, 'amp': args.amp, 'git': git_state(),
-                'versions': package_versions(),
-                'hardware': hardware(), 'dataset': dataset_identity(args.data_root)}
-        write_state(args.work_dir, meta=meta, gpus=args.gpus,
-                    wandb_run=f'{args.wandb_project}/{run_id}')
+                'seed': args.seed, 'processes': world, 'amp': args.amp, 'git': git_state(),
+                'versions': package_versions(), 'hardware': hardware(),
+                'dataset': dataset_identity(args.data_root)}
+        record(args.work_dir, meta=meta, gpus=world, wandb_run=f'{args.wandb_project}/{run_id}')
         cfg = build_config(job, meta)
-        cfg.dump(args.work_dir / 'job_config.py')
+        if world > 1:
+            _distribute(cfg)
+        if rank == 0:
+            cfg.dump(args.work_dir / 'job_config.py')
         enable_safe_resume()
         runner = Runner.from_cfg(cfg)
         if args.checkpoint is None:
@@ -153,15 +172,23 @@ def main(argv=None) -> int:
     except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
         error = error_summary(err)
         failed = isinstance(err, Exception)  # not Ctrl-C / SystemExit: those resume next time
-        write_state(args.work_dir, status='failed' if failed else 'interrupted', error=error,
-                    finished=time.time())
+        record(args.work_dir, status='failed' if failed else 'interrupted', error=error,
+               finished=time.time())
         if failed:
             traceback.print_exc()
             return 1
         raise
-    write_state(args.work_dir, status='finished', finished=time.time(),
-                **({'metrics': metrics} if args.checkpoint else {}))
+    record(args.work_dir, status='finished', finished=time.time(),
+           **({'metrics': metrics} if args.checkpoint else {}))
     return 0
+
+
+def _distribute(cfg) -> None:
+    """mmengine distributed training in the process group ``_init_distributed`` started."""
+    import torch
+    cfg.launcher = 'pytorch'
+    if not torch.cuda.is_available():  # DDP on CPU takes no device ids (mmengine passes some)
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
 
 
 def evaluate(runner, checkpoint: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import HOOKS, METRICS
@@ -44,7 +45,8 @@ class RunSummaryHook(Hook):
     def after_test_epoch(self, runner, metrics=None) -> None:
         """An evaluation job (job_type eval): its mIoU, single- or multi-scale, in the summary."""
         backend = runner.visualizer.get_backend('IterationWandbVisBackend')
-        if not metrics or 'mIoU' not in metrics or backend is None:
+        # rank 0 owns the W&B run (``experiment`` would start one on any rank) and the files
+        if not metrics or 'mIoU' not in metrics or backend is None or not is_main_process():
             return
         scale = 'ms' if type(runner.model).__name__ == 'SegTTAModel' else 'ss'
         backend.experiment.run.summary.update(
@@ -52,7 +54,7 @@ class RunSummaryHook(Hook):
              f'aAcc_{scale}': float(metrics['aAcc'])})
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        if not metrics or 'mIoU' not in metrics:
+        if not metrics or 'mIoU' not in metrics or not is_main_process():
             return
         miou, iteration = float(metrics['mIoU']), runner.iter
         _, earlier = read_curves(runner.work_dir)  # evaluations before a restart count too

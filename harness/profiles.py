@@ -46,7 +46,7 @@ class JobSpec:
     seed: int
     work_dir: Path
     data_root: Path
-    gpus: int = 1
+    gpus: int = 1  # processes (GPUs) sharing the total batch of 8
     weights_root: Path = REPO_ROOT  # the spec's weight paths (weights/...) are relative to it
     wandb_project: str = 'segmenter-repro'
     wandb_run_id: str | None = None
@@ -97,9 +97,6 @@ def _apply_smoke(cfg: Config, size: SmokeSize) -> None:
 
 
 def _apply_full(cfg: Config, job: JobSpec) -> None:
-    if TOTAL_BATCH % job.gpus:
-        raise ValueError(f'--gpus {job.gpus} does not divide the total batch {TOTAL_BATCH}')
-    cfg.train_dataloader.batch_size = TOTAL_BATCH // job.gpus
     cfg.model.pretrained = str(Path(job.weights_root) / job.row.pretrained_file)
 
 
@@ -125,7 +122,11 @@ def build_config(job: JobSpec, wandb_meta: dict | None = None) -> Config:
     """The resolved mmengine config of ``job``, ready for ``Runner.from_cfg``."""
     if job.profile not in PROFILES:
         raise ValueError(f"unknown profile '{job.profile}' (profiles: {', '.join(PROFILES)})")
+    if job.gpus < 1 or TOTAL_BATCH % job.gpus:
+        raise ValueError(f'{job.gpus} processes do not divide the total batch {TOTAL_BATCH}')
     cfg = Config.fromfile(job.row.config_path)
+    # the total batch stays 8 however many processes share it (smoke and full alike)
+    cfg.train_dataloader.batch_size = TOTAL_BATCH // job.gpus
     if job.profile == 'smoke':
         _apply_smoke(cfg, SMOKE)
     else:
@@ -157,7 +158,8 @@ def build_config(job: JobSpec, wandb_meta: dict | None = None) -> Config:
     # keeps per-class IoU and the W&B summary (final/best mIoU) of every validation
     cfg.val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
     cfg.test_evaluator = cfg.val_evaluator
-    cfg.custom_hooks = [dict(type='RunSummaryHook')]
+    # PreemptionHook: a stop signal ends training with a checkpoint; torch RNG in checkpoints
+    cfg.custom_hooks = [dict(type='RunSummaryHook'), dict(type='PreemptionHook')]
     cfg.visualizer = dict(type='SegLocalVisualizer', name='visualizer', save_dir=str(job.work_dir),
                           vis_backends=[dict(type='LocalVisBackend'), wandb])
     return cfg

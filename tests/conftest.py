@@ -25,9 +25,9 @@ def harness_popen(*args, **popen_kwargs):
                             **popen_kwargs)
 
 
-def harness_cli(*args, timeout=900):
+def harness_cli(*args, timeout=900, env=None):
     """Run ``python -m harness`` as a user would; returns the CompletedProcess."""
-    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
+    env = {**(env or os.environ), 'PYTHONPATH': str(REPO_ROOT)}
     return subprocess.run([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -143,19 +143,29 @@ def test_rerun_skips_finished_jobs(smoke, synthetic_root):
     assert before == after
 
 
-def test_killed_job_resumes_from_checkpoint_in_the_same_run(tmp_path, synthetic_root):
-    table, row = 'table3', 'seg-s-32'
-    work, reports = tmp_path / 'work', tmp_path / 'reports'
-    args = _run_args(table, row, work, reports, synthetic_root)
-    work_dir = job_dir(work, 'smoke', table, row, 0)
+def _start_and_wait(args, work_dir, until_iter):
+    """Start a smoke job in its own session; return it once it logged ``until_iter`` with a
+    checkpoint on disk."""
     proc = harness_popen(*args, start_new_session=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        _, val = read_curves(work_dir)
-        if len(val) and (work_dir / 'last_checkpoint').is_file():
-            break  # first evaluation logged, a checkpoint on disk: kill it mid-run
+        train, _ = read_curves(work_dir)
+        if len(train) and train.index.max() >= until_iter and \
+                (work_dir / 'last_checkpoint').is_file():
+            return proc
         time.sleep(0.2)
-    assert proc.poll() is None, 'the job ended before it could be killed'
+    pytest.fail(f'the job ended (exit {proc.poll()}) before it could be stopped')
+
+
+def test_killed_job_resumes_exactly_as_if_never_killed(smoke, tmp_path, synthetic_root):
+    """SIGKILL (no chance to save): the re-run resumes from the last periodic checkpoint and
+    ends with the same metrics and losses as the uninterrupted run of the same seed (data
+    order and augmentation replayed by mmengine, torch's RNG restored from the checkpoint)."""
+    table, row = JOBS[0]
+    work, reports = tmp_path / 'work', tmp_path / 'reports'
+    args = _run_args(table, row, work, reports, synthetic_root)
+    work_dir = job_dir(work, 'smoke', table, row, 0)
+    proc = _start_and_wait(args, work_dir, SMOKE.checkpoint_interval)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = int(read_curves(work_dir)[0].index.max())
@@ -179,6 +189,50 @@ def test_killed_job_resumes_from_checkpoint_in_the_same_run(tmp_path, synthetic_
     assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
     resumed = {h['iter'] for h in wandb_history(runs[1]) if 'loss' in h}
     assert min(resumed) > int(checkpoint.rsplit('_', 1)[1].split('.')[0])
+    # bit for bit the uninterrupted run of the same seed (the module's smoke job)
+    ref_train, ref_val = read_curves(job_dir(smoke[0], 'smoke', table, row, 0))
+    assert val[['mIoU', 'mAcc', 'aAcc']].to_dict() == ref_val[['mIoU', 'mAcc', 'aAcc']].to_dict()
+    assert train['loss'].to_dict() == ref_train['loss'].to_dict()
+
+
+def test_sigterm_saves_the_current_iteration_and_resumes_from_it(tmp_path, synthetic_root):
+    """SIGTERM (what SLURM sends): the job checkpoints the iteration it is at, records
+    'interrupted' and exits; the re-run resumes from that checkpoint and finishes."""
+    table, row = 'table3', 'seg-s-32'
+    work, reports = tmp_path / 'work', tmp_path / 'reports'
+    args = _run_args(table, row, work, reports, synthetic_root)
+    work_dir = job_dir(work, 'smoke', table, row, 0)
+    proc = _start_and_wait(args, work_dir, SMOKE.checkpoint_interval + SMOKE.log_interval)
+    os.killpg(proc.pid, signal.SIGTERM)  # the launcher and the job, as SLURM signals a step
+    assert proc.wait(timeout=120) != 0
+    state = read_state(work_dir)
+    assert state['status'] == 'interrupted'
+    stopped_at = int(state['error'].split(' at iteration ')[1].split()[0])
+    assert state['error'] == (f'Stopped: stopped by SIGTERM at iteration {stopped_at} '
+                              f'(checkpoint iter_{stopped_at}.pth)')
+    logged = int(read_curves(work_dir)[0].index.max())
+    assert SMOKE.checkpoint_interval + SMOKE.log_interval <= logged <= stopped_at
+    assert stopped_at < SMOKE.max_iters
+    checkpoint = work_dir / f'iter_{stopped_at}.pth'
+    assert (work_dir / 'last_checkpoint').read_text().strip() == str(checkpoint)
+    # the stopped launcher still logged what the job said while it stopped
+    assert f'Stop signal: saved iter_{stopped_at}.pth' in (work_dir / 'job.log').read_text()
+    import torch
+    from harness.tracking import enable_safe_resume
+    enable_safe_resume()
+    assert torch.load(checkpoint, weights_only=True)['meta']['iter'] == stopped_at
+
+    result = harness_cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f'resuming from iter_{stopped_at}.pth' in result.stdout
+    assert read_state(work_dir)['status'] == 'finished'
+    assert f'Load checkpoint from {checkpoint}' in (work_dir / 'job.log').read_text()
+    train, val = read_curves(work_dir)
+    assert list(val.index) == [SMOKE.first_val, SMOKE.max_iters]
+    assert train.index.max() == SMOKE.max_iters
+    runs = sorted((work_dir / 'vis_data' / 'wandb').glob('offline-run-*'))
+    resumed = {h['iter'] for h in wandb_history(runs[-1]) if 'loss' in h}
+    assert min(resumed) > stopped_at
 
 
 def test_second_launch_of_a_running_job_is_refused(tmp_path, synthetic_root):

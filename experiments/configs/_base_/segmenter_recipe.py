@@ -8,9 +8,9 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 
-# registers the project's modules (models, IterationWandbVisBackend, AtomicCheckpointHook)
+# registers the project's modules (models, IterationWandbVisBackend, hooks, AMP wrapper)
 custom_imports = dict(imports=['harness.models', 'harness.tracking', 'harness.metrics',
-                               'harness.checkpointing', 'harness.precision'],
+                               'harness.checkpointing', 'harness.precision', 'harness.preempt'],
                       allow_failed_imports=False)
 
 crop_size = (512, 512)
