@@ -74,7 +74,7 @@ class AtomicCheckpointHook(CheckpointHook):
                     if previous and Path(previous).is_file() else 'no earlier checkpoint is kept')
             reason = (err.strerror or str(err)).lower()
             raise CheckpointSaveError(
-                err.errno, f'{reason} while saving checkpoint '
-                f'{self.filename_tmpl.format(step)} in {work_dir}; {kept}') from err
+                err.errno, f'{reason} while saving checkpoint '  # the job line names the folder
+                f'{self.filename_tmpl.format(step)}; {kept}') from err
         finally:
             runner._work_dir = str(work_dir)
