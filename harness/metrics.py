@@ -48,7 +48,8 @@ class RunSummaryHook(Hook):
         # rank 0 owns the W&B run (``experiment`` would start one on any rank) and the files
         if not metrics or 'mIoU' not in metrics or backend is None or not is_main_process():
             return
-        scale = 'ms' if type(runner.model).__name__ == 'SegTTAModel' else 'ss'
+        from mmengine.model import BaseTTAModel
+        scale = 'ms' if isinstance(runner.model, BaseTTAModel) else 'ss'
         backend.experiment.run.summary.update(
             {f'mIoU_{scale}': float(metrics['mIoU']), f'mAcc_{scale}': float(metrics['mAcc']),
              f'aAcc_{scale}': float(metrics['aAcc'])})
