@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,9 +104,10 @@ def test_read_only_work_dir(work, tmp_path):
     _assert_refused(result, work, f'cannot write to the work dir {work[0]}: Read-only file system')
 
 
-# Run 1 is stopped (SIGTERM, as a scheduler would) once its iteration-20 checkpoint is recorded.
-# The disk is then filled to leave half a checkpoint free: room for the logs of run 2, not for
-# its next checkpoint. Run 2 resumes from iteration 20 and fails saving iteration 40.
+# Run 1 is stopped (SIGTERM, as a scheduler would) once its iteration-20 checkpoint is recorded;
+# it saves the iteration it is at on the way out. The disk is then filled to leave half a
+# checkpoint free: room for the logs of run 2, not for its next checkpoint. Run 2 resumes from
+# run 1's last checkpoint and fails saving iteration 40.
 FULL_DISK = r'''
 set -e
 work=$1; out=$2; py=$3; data=$4
@@ -117,7 +119,7 @@ args=(-m harness run --table table3 --rows seg-b-16 --profile smoke --work-root 
 pid=$!
 for _ in $(seq 1200); do grep -qs iter_20.pth "$job/last_checkpoint" && break; sleep 0.25; done
 kill -TERM $pid; wait $pid || true
-size=$(stat -c %s "$job/iter_20.pth")
+size=$(stat -c %s "$(cat "$job/last_checkpoint")")
 avail=$(df --output=avail -B1 "$work" | tail -1)
 fallocate -l $((avail - size / 2)) "$work/filler"
 cp -a "$job" "$out/before"
@@ -136,12 +138,14 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, s
     stderr = (out / 'run2.err').read_text()
     assert stderr.startswith('error: table3/seg-b-16 seed0 failed') and stderr.count('\n') == 1
     assert 'no space left on device while saving checkpoint iter_40.pth' in stderr
-    assert 'the previous checkpoint iter_20.pth is intact' in stderr
     before, after = out / 'before', out / 'after'
-    assert (after / 'iter_20.pth').read_bytes() == (before / 'iter_20.pth').read_bytes()
-    assert (after / 'last_checkpoint').read_text().endswith('/iter_20.pth')
+    kept = Path((before / 'last_checkpoint').read_text()).name  # run 1's stop checkpoint
+    assert kept.startswith('iter_') and 20 <= int(kept[5:-4]) < 40
+    assert f'the previous checkpoint {kept} is intact' in stderr
+    assert (after / kept).read_bytes() == (before / kept).read_bytes()
+    assert (after / 'last_checkpoint').read_text().endswith(f'/{kept}')
     assert not (after / 'iter_40.pth').exists()
     assert not [p for p in after.rglob('*.partial')]  # nothing half-written left behind
     state = json.loads((after / 'job.json').read_text())
     assert state['status'] == 'failed' and 'no space left on device' in state['error']
-    assert 'resuming from iter_20.pth' in (out / 'run2.out').read_text()
+    assert f'resuming from {kept}' in (out / 'run2.out').read_text()
