@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
@@ -68,7 +69,8 @@ class AtomicCheckpointHook(CheckpointHook):
         runner._work_dir = str(staging)
         try:
             super()._save_checkpoint_with_step(runner, step, meta)
-            os.replace(staging / POINTER, pointer)
+            if is_main_process():  # every rank writes a pointer; rank 0's becomes the one
+                os.replace(staging / POINTER, pointer)
         except OSError as err:
             kept = (f'the previous checkpoint {Path(previous).name} is intact'
                     if previous and Path(previous).is_file() else 'no earlier checkpoint is kept')
