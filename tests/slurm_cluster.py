@@ -61,7 +61,8 @@ class SlurmCluster:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         munge = self.root / 'munge'
-        munge.chmod(0o700)  # munged refuses a key or socket folder others can write to
+        # munged refuses a key or socket folder others can write to; clients need to enter it
+        munge.chmod(0o755)
         key = munge / 'munge.key'
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
