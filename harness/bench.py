@@ -111,6 +111,33 @@ def train_batch(case: Case, device: str, seed: int = 1):
     return inputs, samples
 
 
+def _total_loss(model, inputs, samples):
+    """The training loss, summed the way mmengine's train step sums it."""
+    return model.parse_losses(model.loss(inputs, samples))[0]
+
+
+def _autocast(device: str, amp: str | None):
+    """Mixed-precision context for ``amp`` (bf16/fp16), or a no-op one."""
+    import torch
+    if not amp:
+        return torch.autocast(device_type='cpu', enabled=False)
+    return torch.autocast(device_type=device.split(':')[0], dtype=getattr(torch, AMP_DTYPES[amp]))
+
+
+def select_cases(device: str, rows: list[str] | None) -> tuple[Case, ...]:
+    """The device's cases, or one case per named row (the one sized for this device)."""
+    default = GPU_CASES if device.startswith('cuda') else CPU_CASES
+    if not rows:
+        return default
+    by_row = {c.row: c for c in CPU_CASES + GPU_CASES if c not in default}
+    by_row.update({c.row: c for c in default})
+    unknown = sorted(set(rows) - set(by_row))
+    if unknown:
+        raise ValueError(f"no bench case for {', '.join(unknown)} (cases: "
+                         f"{', '.join(sorted(by_row))})")
+    return tuple(by_row[r] for r in rows)
+
+
 def _sync(device: str) -> None:
     if device.startswith('cuda'):
         import torch
@@ -133,22 +160,19 @@ def measure_train(case: Case, device: str, stock: bool, repeats: int, warmup: in
     inputs, samples = train_batch(case, device)
     model.eval()
     with torch.no_grad():  # the same function on both sides: equal loss before any step
-        loss0 = sum(v for k, v in model.loss(inputs, samples).items() if 'loss' in k).item()
+        loss0 = _total_loss(model, inputs, samples).item()
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=amp == 'fp16')
     step_model = torch.compile(model) if compile_model and not stock else model
-    autocast = dict(device_type=device.split(':')[0], dtype=getattr(torch, AMP_DTYPES[amp]),
-                    enabled=True) if amp else dict(device_type='cpu', enabled=False)
     times = []
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
     for i in range(warmup + repeats):
         _sync(device)
         start = time.perf_counter()
-        with torch.autocast(**autocast):
-            losses = step_model.loss(inputs, samples)
-        loss = sum(v for k, v in losses.items() if 'loss' in k)
+        with _autocast(device, amp):  # a fresh context each step
+            loss = _total_loss(step_model, inputs, samples)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
@@ -245,12 +269,9 @@ def profile_train(case: Case, device: str, amp: str | None, top: int = 12) -> st
     from torch.profiler import ProfilerActivity, profile
     model = build_pair(case, device, stock=False).train()
     inputs, samples = train_batch(case, device)
-    autocast = dict(device_type=device.split(':')[0], dtype=getattr(torch, AMP_DTYPES[amp]),
-                    enabled=True) if amp else dict(device_type='cpu', enabled=False)
-
     def step():
-        with torch.autocast(**autocast):
-            loss = sum(v for k, v in model.loss(inputs, samples).items() if 'loss' in k)
+        with _autocast(device, amp):
+            loss = _total_loss(model, inputs, samples)
         loss.backward()
         model.zero_grad(set_to_none=True)
         _sync(device)

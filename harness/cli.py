@@ -277,7 +277,7 @@ def cmd_convert_pretrained(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import print_ratios, run_bench
+    from .bench import print_ratios, run_bench, select_cases
     if args.device.startswith('cuda'):
         import torch
         if not torch.cuda.is_available():
@@ -285,18 +285,10 @@ def cmd_bench(args) -> int:
                             f'{torch.__version__}')
     if args.repeats < 1 or args.warmup < 0 or args.slide_batch < 1:
         raise SpecError('--repeats and --slide-batch must be at least 1, --warmup at least 0')
-    from .bench import CPU_CASES, GPU_CASES
-    cases = CPU_CASES + GPU_CASES
-    if args.rows:
-        unknown = set(args.rows) - {c.row for c in cases}
-        if unknown:
-            raise SpecError(f"no bench case for {', '.join(sorted(unknown))} (cases: "
-                            f"{', '.join(sorted({c.row for c in cases}))})")
-    default = GPU_CASES if args.device.startswith('cuda') else CPU_CASES
-    chosen = tuple(c for c in (cases if args.rows else default)
-                   if not args.rows or c.row in args.rows)
-    if args.rows:  # one case per row: the one sized for this device
-        chosen = tuple({c.row: c for c in sorted(chosen, key=lambda c: c in default)}.values())
+    try:
+        chosen = select_cases(args.device, args.rows)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
     result = run_bench(args.device, args.repeats, args.warmup, args.amp, args.compile,
                        args.slide_batch, args.overhead, args.out, chosen, args.tf32,
                        args.profile)
