@@ -30,7 +30,8 @@ from .spec import REPO_ROOT, load_table
 # ours -> stock mmseg type of each module the project replaces
 STOCK_TYPES = {'SegmenterViT': 'VisionTransformer',
                'OfficialInitSegmenterMaskHead': 'SegmenterMaskTransformerHead',
-               'BatchedSlideEncoderDecoder': 'EncoderDecoder'}
+               'BatchedSlideEncoderDecoder': 'EncoderDecoder',
+               'ChannelsLastCrossEntropyLoss': 'CrossEntropyLoss'}
 AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
 
 
@@ -66,7 +67,7 @@ def model_cfg(table: str, row: str, crop: int, stock: bool = False):
     model.data_preprocessor.size = (crop, crop)
     model.test_cfg.update(crop_size=(crop, crop), stride=(stride, stride))
     if stock:
-        for part in (model, model.backbone, model.decode_head):
+        for part in (model, model.backbone, model.decode_head, model.decode_head.loss_decode):
             part.type = STOCK_TYPES.get(part.type, part.type)
         if model.backbone.type == 'DistilledVisionTransformer':  # no stock counterpart
             model.backbone.fused_attention = False

@@ -88,7 +88,7 @@ def test_decoder_and_loss(row_cfg):
     assert head.num_classes == 150
     loss = head.loss_decode
     assert (loss.type, loss.use_sigmoid, loss.avg_non_ignore, loss.get('class_weight')) == \
-        ('CrossEntropyLoss', False, True, None)
+        ('ChannelsLastCrossEntropyLoss', False, True, None)
 
 
 def test_single_scale_evaluation(row_cfg):

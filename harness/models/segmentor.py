@@ -1,4 +1,4 @@
-"""Sliding-window evaluation with the windows batched.
+"""Sliding-window evaluation with the windows batched; training logits channels-last.
 
 mmseg's ``EncoderDecoder.slide_inference`` runs the network on one window at a time and pads
 every window's logits to the full image before adding them up. ``BatchedSlideEncoderDecoder``
@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from mmseg.models.segmentors import EncoderDecoder, SegTTAModel
 from mmseg.registry import MODELS
+from mmseg.utils import add_prefix
 
 
 def window_boxes(height: int, width: int, crop: tuple[int, int],
@@ -32,7 +33,16 @@ def window_boxes(height: int, width: int, crop: tuple[int, int],
 @MODELS.register_module()
 class BatchedSlideEncoderDecoder(EncoderDecoder):
     """``EncoderDecoder`` whose sliding-window inference runs ``test_cfg.slide_batch`` windows
-    per forward (default 8); everything else is mmseg's."""
+    per forward (default 8), and whose training logits are channels-last; everything else is
+    mmseg's."""
+
+    def _decode_head_forward_train(self, inputs, data_samples) -> dict:
+        """mmseg's decode-head loss (head forward, then ``loss_by_feat``), with the low-resolution
+        logits made channels-last first: the full-resolution upsampling, the pixel loss
+        (``ChannelsLastCrossEntropyLoss``) and the logged accuracy then work on contiguous rows
+        of classes, several times faster on CPU, with the same values."""
+        logits = self.decode_head(inputs).contiguous(memory_format=torch.channels_last)
+        return add_prefix(self.decode_head.loss_by_feat(logits, data_samples), 'decode')
 
     def slide_inference(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
         return self.slide_views([inputs])[0]
