@@ -158,7 +158,7 @@ def main(argv=None) -> int:
                 'versions': package_versions(), 'hardware': hardware(),
                 'dataset': dataset_identity(args.data_root)}
         record(args.work_dir, meta=meta, gpus=world, wandb_run=f'{args.wandb_project}/{run_id}')
-        cfg = build_config(job, meta)
+        cfg = build_config(job)  # the W&B run reads meta from job.json
         if world > 1:
             _distribute(cfg)
         if rank == 0:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
+import os
 import platform
 import subprocess
 
@@ -24,14 +26,23 @@ class IterationWandbVisBackend(WandbVisBackend):
     metrics land at arbitrary x positions; here every row carries ``iter`` and every metric is
     defined against it. The config goes to ``wandb.config`` without ``log_code``, which would walk
     the whole working tree (virtualenv included); the code version is the git commit instead.
+    ``meta_file``: a job.json whose ``meta`` (git, versions, hardware, dataset) becomes
+    ``wandb.config['harness']`` when the run starts.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, meta_file: str | None = None, **kwargs):
         kwargs.setdefault('define_metric_cfg', [dict(name=STEP_KEY, hidden=True),
                                                 dict(name='*', step_metric=STEP_KEY)])
         super().__init__(*args, **kwargs)
+        self._meta_file = meta_file
 
     def _init_env(self):
+        if self._meta_file and os.path.isfile(self._meta_file):
+            with open(self._meta_file) as f:
+                meta = json.load(f).get('meta', {})
+            self._init_kwargs = self._init_kwargs or {}
+            self._init_kwargs['config'] = {**self._init_kwargs.get('config', {}),
+                                           'harness': meta}
         try:
             super()._init_env()
         except Exception as err:  # noqa: BLE001 - unreachable server, bad key: never stop training
