@@ -205,11 +205,14 @@ def _views(image, multi_scale: bool) -> list:
 
 
 def _merged(logits: list, size) -> 'torch.Tensor':
-    """Softmax average of the views at the image size (flipped views flipped back)."""
+    """Softmax average of the views at the image size (flipped views flipped back); one view:
+    its logits, whose argmax is mmseg's single-scale prediction."""
     import torch.nn.functional as F
+    if len(logits) == 1:
+        return logits[0]
     probs = [F.interpolate(lg, size=size, mode='bilinear', align_corners=False).softmax(1)
              for lg in logits]
-    probs = [p.flip(-1) if k % 2 else p for k, p in enumerate(probs)] if len(probs) > 1 else probs
+    probs = [p.flip(-1) if k % 2 else p for k, p in enumerate(probs)]
     return sum(probs) / len(probs)
 
 
