@@ -289,6 +289,41 @@ def profile_train(case: Case, device: str, amp: str | None, top: int = 12) -> st
     return prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60)
 
 
+def compute_floor(case: Case, device: str, repeats: int = 20) -> dict:
+    """The matmul work of one fp32 training step of ours and the time it takes at this
+    machine's own fp32 GEMM rate: a lower bound on any implementation's step, hence an upper
+    bound on the ratio stock/ours that faster code can reach.
+
+    FLOPs are counted by ``FlopCounterMode`` with attention on PyTorch's math backend (so its
+    matmuls are counted: 2 forward, 4 backward; the fused kernel recomputes one more). The rate
+    is the best of ``repeats`` runs of one encoder MLP matmul of the case (all tokens of the
+    batch x width -> 4 x width)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    model = build_pair(case, device, stock=False).train()
+    inputs, samples = train_batch(case, device)
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        _total_loss(model, inputs, samples).backward()
+    flop = counter.get_total_flops()
+    tokens = case.batch * (case.crop // model.backbone.patch_size) ** 2
+    width = model.backbone.layers[0].attn.embed_dims
+    a = torch.randn(tokens, width, device=device)
+    w = torch.randn(4 * width, width, device=device)
+    best = float('inf')
+    for i in range(repeats + 3):
+        _sync(device)
+        start = time.perf_counter()
+        a @ w.T
+        _sync(device)
+        if i >= 3:
+            best = min(best, time.perf_counter() - start)
+    rate = 2 * tokens * width * 4 * width / best
+    return {'step_gflop': flop / 1e9, 'gemm_gflop_per_s': rate / 1e9,
+            'floor_seconds': flop / rate, 'gemm_shape': [tokens, width, 4 * width]}
+
+
 def _in_child(func, *args):
     """Run ``func(*args)`` in a fresh spawned process: its own peak memory, its own threads."""
     with mp.get_context('spawn').Pool(1) as pool:
@@ -412,6 +447,8 @@ def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str |
         for variant in ([amp] if amp else []) + (['tf32'] if tf32 else []):
             entry['ratios'][f'train_step_{variant}'] = stock_s / entry[
                 'train_ours_amp' if variant == amp else 'train_ours_tf32']['seconds']['median']
+        entry['floor'] = _in_child(compute_floor, case, device)
+        entry['ratios']['train_step_ceiling'] = stock_s / entry['floor']['floor_seconds']
         if profile:
             entry['profile_ours'] = _in_child(profile_train, case, device, amp)
         result['cases'].append(entry)
@@ -472,6 +509,15 @@ def _section(result: dict) -> str:
                              f"**{c['ratios'][ratio]:.2f}×** | | {a['peak_memory_mb']:.0f} MB | "
                              + (f"{a['loss_eval_mode']:.5f} |" if key == 'train_ours_tf32'
                                 else '(fp32 loss as above) |'))
+    for c in result['cases']:
+        if 'floor' in c:
+            f = c['floor']
+            lines += ['', f"Compute floor of {c['case']['row']} (fp32 training step): "
+                      f"{f['step_gflop']:.0f} GFLOP of matmuls at {f['gemm_gflop_per_s']:.0f} "
+                      f"GFLOP/s (this machine's best fp32 GEMM rate, {f['gemm_shape'][0]}×"
+                      f"{f['gemm_shape'][1]}×{f['gemm_shape'][2]}) = {f['floor_seconds']:.3f} s."
+                      f" Even with everything else free, fp32 code here cannot beat stock by "
+                      f"more than **{c['ratios']['train_step_ceiling']:.2f}×**."]
     lines += ['', '| eval case | windows/image | stock | ours (windows/forward) | ratio | '
               'max logit diff | argmax agreement |', '| --- | --- | --- | --- | --- | --- | --- |']
     for c in result['cases']:
@@ -520,7 +566,9 @@ def _section(result: dict) -> str:
 def print_ratios(result: dict) -> None:
     for c in result['cases']:
         for name, ratio in c['ratios'].items():
-            print(f"{c['case']['row']}: {name} ours/stock speed {ratio:.2f}x")
+            what = ('fp32 ceiling (stock / compute floor)' if name == 'train_step_ceiling'
+                    else f'{name} ours/stock speed')
+            print(f"{c['case']['row']}: {what} {ratio:.2f}x")
     if 'harness_overhead' in result:
         h = result['harness_overhead']
         print(f"harness overhead {100 * (h['ratio'] - 1):+.1f}% a smoke job, "

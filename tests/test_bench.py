@@ -3,7 +3,10 @@ the same loss and the same predictions, and the report files hold every figure. 
 what ``make bench`` measures; no timing is asserted here.)"""
 import json
 
-from harness.bench import Case, run_bench
+import pytest
+from torch import nn
+
+from harness.bench import Case, build_pair, run_bench
 
 TINY = Case('table6', 'seg-t-mask-16', crop=64, batch=2, image=(64, 150), images=4)
 
@@ -23,3 +26,14 @@ def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     md = (tmp_path / 'bench.md').read_text()
     assert f"**{case['ratios']['train_step']:.2f}×**" in md
     assert 'multi-scale + flip (12 views)' in md and '100.0000%' in md
+    # compute floor: at least the encoder's linear layers (forward 2, backward 4 FLOPs per
+    # weight and token), timed at the measured GEMM rate
+    floor = case['floor']
+    encoder = build_pair(TINY, 'cpu', stock=False).backbone
+    weights = sum(m.weight.numel() for m in encoder.modules() if isinstance(m, nn.Linear))
+    assert floor['step_gflop'] * 1e9 >= 6 * weights * TINY.batch * (TINY.crop // 16) ** 2
+    assert floor['floor_seconds'] == pytest.approx(floor['step_gflop']
+                                                   / floor['gemm_gflop_per_s'])
+    assert case['ratios']['train_step_ceiling'] == pytest.approx(
+        stock['seconds']['median'] / floor['floor_seconds'])
+    assert f"more than **{case['ratios']['train_step_ceiling']:.2f}×**" in md
