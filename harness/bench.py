@@ -350,6 +350,61 @@ def _run_stock_runner(job_config: str, work_dir: str) -> None:
     Runner.from_cfg(stock_runner_config(Path(job_config), Path(work_dir))).train()
 
 
+def hook_seconds(job_config: Path, work_dir: Path, stock: bool) -> dict:
+    """Train the job's config in this process (``stock``: without the harness's parts) with a
+    stopwatch on every hook call and every W&B backend call: seconds per hook class, and the
+    whole ``train()``. The harness's per-iteration work is measured directly, free of the
+    model's run-to-run noise."""
+    import collections
+    import functools
+
+    from mmengine.config import Config
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    from .tracking import IterationWandbVisBackend, enable_safe_resume
+    enable_safe_resume()
+    if stock:
+        cfg = stock_runner_config(job_config, work_dir)
+    else:
+        cfg = Config.fromfile(str(job_config))
+        cfg.work_dir = str(work_dir)
+        cfg.visualizer.save_dir = str(work_dir)
+    # mmengine keeps one visualizer per name in the process: this run's own
+    cfg.visualizer.name = f'bench-hooks-{Path(work_dir).name}-{time.monotonic_ns()}'
+    runner = Runner.from_cfg(cfg)
+    spent = collections.defaultdict(float)
+
+    def timed(func, key):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - start
+        return wrapper
+
+    wandb = [b for b in runner.visualizer._vis_backends.values()
+             if isinstance(b, IterationWandbVisBackend)]
+    for backend in wandb:  # called from inside mmengine's LoggerHook: counted apart from it
+        for name in ('add_config', 'add_scalars', 'close'):
+            setattr(backend, name, timed(getattr(backend, name), 'W&B backend (harness)'))
+    for hook in runner._hooks:
+        owner = 'harness' if type(hook).__module__.startswith('harness.') else 'mmengine'
+        for stage in Hook.stages:
+            setattr(hook, stage, timed(getattr(hook, stage),
+                                       f'{type(hook).__name__} ({owner})'))
+    start = time.perf_counter()
+    runner.train()
+    total = time.perf_counter() - start
+    if wandb:  # LoggerHook's own time without the W&B calls made inside it
+        key = next(k for k in spent if k.startswith('LoggerHook'))
+        spent[key] -= spent['W&B backend (harness)']
+    return {'train_seconds': total, 'iterations': cfg.train_cfg.max_iters,
+            'hooks': dict(sorted(spent.items(), key=lambda kv: -kv[1]))}
+
+
 def harness_overhead(repeats: int, work: Path) -> dict:
     """One smoke job through ``python -m harness run`` against the same model, data and
     schedule on a bare mmengine Runner without the harness's hooks and W&B logging (both fresh
@@ -379,6 +434,8 @@ def harness_overhead(repeats: int, work: Path) -> dict:
             iter_s[name] += _iteration_seconds(folder / 'vis_data' / 'scalars.json')
     from mmengine.config import Config
     iterations = Config.fromfile(str(job / 'job_config.py')).train_cfg.max_iters
+    hooks = {name: _in_child(hook_seconds, job / 'job_config.py', work / f'hooks-{name}',
+                             name == 'bare') for name in ('harness', 'bare')}
     whole = {k: statistics.median(v) for k, v in times.items()}
     per_iter = {k: statistics.median(v) for k, v in iter_s.items()}
     return {name: _spread(t) for name, t in times.items()} | {
@@ -386,9 +443,20 @@ def harness_overhead(repeats: int, work: Path) -> dict:
         'iteration_seconds': {k: _spread(v) for k, v in iter_s.items()},
         'iteration_ratio': per_iter['harness'] / per_iter['bare'],
         'iteration_ratio_min': min(iter_s['harness']) / min(iter_s['bare']),
-        'iterations': iterations,
+        'iterations': iterations, 'hook_seconds': hooks,
+        # the harness's own work in the loop, measured: hook + W&B time beyond the bare run's
+        'hooks_share': (sum(hooks['harness']['hooks'].values())
+                        - sum(hooks['bare']['hooks'].values())) / hooks['bare']['train_seconds'],
+        'hooks_share_without_checkpoints': (
+            _loop_seconds(hooks['harness']) - _loop_seconds(hooks['bare']))
+        / hooks['bare']['train_seconds'],
         'fixed_seconds': (whole['harness'] - whole['bare']
                           - iterations * (per_iter['harness'] - per_iter['bare']))}
+
+
+def _loop_seconds(timed: dict) -> float:
+    """Hook and W&B seconds of a ``hook_seconds`` run, checkpoint saving left out."""
+    return sum(sec for name, sec in timed['hooks'].items() if 'CheckpointHook' not in name)
 
 
 def _iteration_seconds(scalars: Path) -> list[float]:
@@ -547,6 +615,17 @@ def _section(result: dict) -> str:
                   f"**{100 * (h['iteration_ratio'] - 1):+.1f}%**"
                   + (f"; fastest interval {100 * (h['iteration_ratio_min'] - 1):+.1f}%"
                      if 'iteration_ratio_min' in h else '')]
+        if 'hooks_share' in h:
+            ours, bare = h['hook_seconds']['harness'], h['hook_seconds']['bare']
+            top = ', '.join(f'{name} {sec:.3f} s' for name, sec in list(ours['hooks'].items())[:4])
+            lines.append(f"- inside the training loop (a stopwatch on every hook and W&B call, "
+                         f"{ours['iterations']} iterations, 2 validations, 5 checkpoints): "
+                         f"{sum(ours['hooks'].values()):.3f} s with the harness vs "
+                         f"{sum(bare['hooks'].values()):.3f} s bare, in a {bare['train_seconds']:.1f}"
+                         f" s `train()` = **{100 * h['hooks_share']:+.1f}%**, of which "
+                         f"{100 * h['hooks_share_without_checkpoints']:+.1f}% outside checkpoint"
+                         f" saving, which the smoke profile does every 20 iterations (the full "
+                         f"recipe: every 8000) (largest: {top})")
         if 'fixed_seconds' in h:
             lines.append(f"- fixed cost per job: {h['fixed_seconds']:.1f} s (the whole-process "
                          f"difference less {h['iterations']} × the per-iteration one: the CLI "
@@ -573,4 +652,5 @@ def print_ratios(result: dict) -> None:
         h = result['harness_overhead']
         print(f"harness overhead {100 * (h['ratio'] - 1):+.1f}% a smoke job, "
               f"{100 * (h['iteration_ratio'] - 1):+.1f}% per training iteration, "
-              f"{h.get('fixed_seconds', float('nan')):.1f} s fixed per job")
+              f"{h.get('fixed_seconds', float('nan')):.1f} s fixed per job, "
+              f"{100 * h.get('hooks_share', float('nan')):+.1f}% measured inside the loop")

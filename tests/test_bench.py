@@ -37,3 +37,33 @@ def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     assert case['ratios']['train_step_ceiling'] == pytest.approx(
         stock['seconds']['median'] / floor['floor_seconds'])
     assert f"more than **{case['ratios']['train_step_ceiling']:.2f}×**" in md
+
+
+def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthetic_root,
+                                                                monkeypatch):
+    """The bare baseline keeps the model, data and schedule and drops the harness's hooks and
+    W&B; the stopwatch attributes real hook and W&B time to each side."""
+    from harness.bench import hook_seconds, stock_runner_config
+    from harness.profiles import JobSpec, build_config
+    from harness.spec import load_table
+    monkeypatch.setenv('WANDB_MODE', 'offline')
+    monkeypatch.setenv('WANDB_SILENT', 'true')
+    row = load_table('table3').row('seg-t-16')
+    config = tmp_path / 'job_config.py'
+    build_config(JobSpec(row=row, profile='smoke', seed=0, work_dir=tmp_path / 'job',
+                         data_root=synthetic_root)).dump(config)
+    bare = stock_runner_config(config, tmp_path / 'bare')
+    assert bare.custom_hooks == [] and bare.default_hooks.checkpoint.type == 'CheckpointHook'
+    assert [b['type'] for b in bare.visualizer.vis_backends] == ['LocalVisBackend']
+    assert bare.model == build_config(JobSpec(row=row, profile='smoke', seed=0,
+                                              work_dir=tmp_path, data_root=synthetic_root)).model
+    timed = {stock: hook_seconds(config, tmp_path / f'run-{stock}', stock)
+             for stock in (False, True)}
+    ours, stock = timed[False]['hooks'], timed[True]['hooks']
+    for name in ('AtomicCheckpointHook (harness)', 'W&B backend (harness)',
+                 'RunSummaryHook (harness)', 'PreemptionHook (harness)'):
+        assert ours[name] > 0, name
+    assert not [name for name in stock if '(harness)' in name] and stock['CheckpointHook (mmengine)'] > 0
+    for run in timed.values():
+        assert run['iterations'] == 100 and 0 < sum(run['hooks'].values()) < run['train_seconds']
+    assert (tmp_path / 'run-True' / 'iter_100.pth').is_file()
