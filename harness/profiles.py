@@ -155,7 +155,7 @@ def build_config(job: JobSpec) -> Config:
         # the run's provenance (git, versions, hardware, dataset) is read from job.json when
         # the run starts: kept out of the config, whose pretty-printing (yapf, in every
         # checkpoint) takes ~1.5 s per save with it nested inside
-        meta_file=str(Path(job.work_dir) / 'job.json'))
+        meta_file=None if job.work_dir is None else str(Path(job.work_dir) / 'job.json'))
     # save_dir = the job folder, not mmengine's per-start <timestamp>/ folder: a resumed job
     # appends to the same vis_data/scalars.json and W&B run instead of starting new ones.
     # keeps per-class IoU and the W&B summary (final/best mIoU) of every validation

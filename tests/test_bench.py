@@ -2,6 +2,7 @@
 the same loss and the same predictions, and the report files hold every figure. (Speed is
 what ``make bench`` measures; no timing is asserted here.)"""
 import json
+import os
 
 import pytest
 from torch import nn
@@ -43,7 +44,7 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
                                                                 monkeypatch):
     """The bare baseline keeps the model, data and schedule and drops the harness's hooks and
     W&B; the stopwatch attributes real hook and W&B time to each side."""
-    from harness.bench import hook_seconds, stock_runner_config
+    from harness.bench import _in_child, hook_seconds, stock_runner_config
     from harness.profiles import JobSpec, build_config
     from harness.spec import load_table
     monkeypatch.setenv('WANDB_MODE', 'offline')
@@ -57,7 +58,9 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
     assert [b['type'] for b in bare.visualizer.vis_backends] == ['LocalVisBackend']
     assert bare.model == build_config(JobSpec(row=row, profile='smoke', seed=0,
                                               work_dir=tmp_path, data_root=synthetic_root)).model
-    timed = {stock: hook_seconds(config, tmp_path / f'run-{stock}', stock)
+    # each run in its own process, as the bench does: W&B's service (and the WANDB_SERVICE
+    # variable it exports for child processes) must not outlive the run in the test process
+    timed = {stock: _in_child(hook_seconds, config, tmp_path / f'run-{stock}', stock)
              for stock in (False, True)}
     ours, stock = timed[False]['hooks'], timed[True]['hooks']
     for name in ('AtomicCheckpointHook (harness)', 'W&B backend (harness)',
@@ -67,3 +70,4 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
     for run in timed.values():
         assert run['iterations'] == 100 and 0 < sum(run['hooks'].values()) < run['train_seconds']
     assert (tmp_path / 'run-True' / 'iter_100.pth').is_file()
+    assert 'WANDB_SERVICE' not in os.environ
