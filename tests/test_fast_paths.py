@@ -102,6 +102,59 @@ def test_row_wise_cross_entropy_equals_mmseg(channels_last, avg_non_ignore):
         assert ours_grad[0, :, :9].abs().max().item() == 0  # ignored pixels: no gradient
 
 
+
+@pytest.mark.parametrize('low,high', [((32, 32), (512, 512)), ((5, 7), (64, 50)),
+                                      ((8, 6), (13, 200)), ((4, 4), (4, 4))])
+@pytest.mark.parametrize('avg_non_ignore', [False, True])
+@pytest.mark.parametrize('one_row_pieces', [False, True])
+def test_upsampled_cross_entropy_equals_mmseg_loss_by_feat(low, high, avg_non_ignore,
+                                                           one_row_pieces, monkeypatch):
+    """Loss, accuracy and gradient from the low-resolution logits equal what mmseg's
+    ``loss_by_feat`` computes (``resize`` to the labels, CrossEntropyLoss, ``accuracy``), for
+    upsampling by whole and fractional factors, none, and groups cut into one-row pieces."""
+    from mmseg.models.losses import CrossEntropyLoss, accuracy
+    from mmseg.models.utils import resize
+
+    from harness.models import loss as loss_module
+    if one_row_pieces:
+        monkeypatch.setattr(loss_module, 'GROUP_ELEMENTS', 1)
+    classes = 150 if low == (32, 32) else 7
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, classes, *low, generator=gen) * 3
+    label = torch.randint(0, classes, (2, *high), generator=gen)
+    label[0, :high[0] // 3] = 255
+    label[1, :, -3:] = 255
+    options = dict(avg_non_ignore=avg_non_ignore, loss_weight=0.7)
+    ours_fn = loss_module.ChannelsLastCrossEntropyLoss(**options)
+    assert ours_fn.fuses_upsampling
+    x_ours, x_stock = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours, ours_acc = ours_fn.upsampled(x_ours, label, 255)
+    full = resize(x_stock, size=high, mode='bilinear', align_corners=False)
+    stock = CrossEntropyLoss(**options)(full, label, ignore_index=255)
+    stock_acc = accuracy(full, label, ignore_index=255)
+    ours.backward()
+    stock.backward()
+    assert ours.shape == stock.shape == () and ours_acc.shape == stock_acc.shape == (1,)
+    assert ours.item() == pytest.approx(stock.item(), rel=1e-6)
+    assert ours_acc.item() == pytest.approx(stock_acc.item(), rel=1e-6)
+    assert 0 < stock_acc.item() < 100
+    assert (x_ours.grad - x_stock.grad).abs().max().item() <= 1e-5 * x_stock.grad.abs().max()
+
+
+def test_upsampled_cross_entropy_under_bf16_autocast_runs_in_fp32():
+    """bf16 logits (autocast) give the fp32 loss of those logits, and a bf16 gradient."""
+    from harness.models.loss import ChannelsLastCrossEntropyLoss
+    loss_fn = ChannelsLastCrossEntropyLoss(avg_non_ignore=True)
+    gen = torch.Generator().manual_seed(2)
+    logits = (torch.randn(2, 150, 8, 8, generator=gen) * 3).bfloat16().requires_grad_()
+    label = torch.randint(0, 150, (2, 128, 128), generator=gen)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss, _ = loss_fn.upsampled(logits, label, 255)
+    reference, _ = loss_fn.upsampled(logits.detach().float(), label, 255)
+    loss.backward()
+    assert loss.dtype == torch.float32 and logits.grad.dtype == torch.bfloat16
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+
 def test_drop_path_reaches_the_attention_branch():
     """Official block: x + drop_path(attn(x)). With the MLP silenced, a dropped sample's
     residual is exactly zero; mmseg's layer never drops the attention branch."""

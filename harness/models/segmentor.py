@@ -1,4 +1,4 @@
-"""Sliding-window evaluation with the windows batched; training logits channels-last.
+"""Sliding-window evaluation with the windows batched; the training loss on fast paths.
 
 mmseg's ``EncoderDecoder.slide_inference`` runs the network on one window at a time and pads
 every window's logits to the full image before adding them up. ``BatchedSlideEncoderDecoder``
@@ -13,6 +13,8 @@ import torch
 from mmseg.models.segmentors import EncoderDecoder, SegTTAModel
 from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
+
+from .loss import ChannelsLastCrossEntropyLoss
 
 
 def window_boxes(height: int, width: int, crop: tuple[int, int],
@@ -33,16 +35,26 @@ def window_boxes(height: int, width: int, crop: tuple[int, int],
 @MODELS.register_module()
 class BatchedSlideEncoderDecoder(EncoderDecoder):
     """``EncoderDecoder`` whose sliding-window inference runs ``test_cfg.slide_batch`` windows
-    per forward (default 8), and whose training logits are channels-last; everything else is
-    mmseg's."""
+    per forward (default 8), and whose training loss avoids the full-resolution logits'
+    slow paths; everything else is mmseg's."""
 
     def _decode_head_forward_train(self, inputs, data_samples) -> dict:
-        """mmseg's decode-head loss (head forward, then ``loss_by_feat``), with the low-resolution
-        logits made channels-last first: the full-resolution upsampling, the pixel loss
-        (``ChannelsLastCrossEntropyLoss``) and the logged accuracy then work on contiguous rows
-        of classes, several times faster on CPU, with the same values."""
-        logits = self.decode_head(inputs).contiguous(memory_format=torch.channels_last)
-        return add_prefix(self.decode_head.loss_by_feat(logits, data_samples), 'decode')
+        """mmseg's decode-head loss (head forward, then ``loss_by_feat``: logits upsampled to
+        the labels, pixel loss, logged accuracy), computed faster with the same values. On CPU,
+        ``ChannelsLastCrossEntropyLoss.upsampled`` computes all three from the low-resolution
+        logits. Elsewhere (measured faster on CPU only) the logits are made channels-last
+        before mmseg's ``loss_by_feat``, so its upsampling and the row-wise pixel loss work on
+        contiguous rows of classes."""
+        head = self.decode_head
+        logits = head(inputs)
+        loss = head.loss_decode
+        if (logits.device.type == 'cpu' and isinstance(loss, ChannelsLastCrossEntropyLoss)
+                and loss.fuses_upsampling and head.sampler is None and not head.align_corners):
+            labels = head._stack_batch_gt(data_samples).squeeze(1)
+            value, accuracy = loss.upsampled(logits, labels, head.ignore_index)
+            return {f'decode.{loss.loss_name}': value, 'decode.acc_seg': accuracy}
+        logits = logits.contiguous(memory_format=torch.channels_last)
+        return add_prefix(head.loss_by_feat(logits, data_samples), 'decode')
 
     def slide_inference(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
         return self.slide_views([inputs])[0]
