@@ -69,3 +69,19 @@ def test_smoke_profile_overrides_size_and_schedule_only(row, tmp_path):
     with torch.no_grad():
         logits = model(torch.rand(2, 3, SMOKE.crop, SMOKE.crop), mode='tensor')
     assert logits.shape == (2, 150, SMOKE.crop // row.patch_size, SMOKE.crop // row.patch_size)
+
+
+@pytest.mark.parametrize('table', ['table3', 'table6'])
+def test_base_configs_resolve_as_mmengine_resolves_them(table, monkeypatch):
+    """The shortcut past mmengine's metafile search for ``mmseg::_base_/`` files composes the
+    same config as mmengine's own search does."""
+    from mmengine.config import Config
+    from mmengine.config import config as config_module
+
+    row = load_table(table).rows[0]
+    shortcut = config_module._get_external_cfg_path
+    assert shortcut.skips_bases
+    fast = Config.fromfile(row.config_path).to_dict()
+    monkeypatch.setattr(config_module, '_get_external_cfg_path', shortcut.__wrapped__)
+    assert Config.fromfile(row.config_path).to_dict() == fast
+    assert fast['model']['decode_head']['num_classes'] == 150  # mmseg's ADE20K bases arrived
