@@ -528,6 +528,14 @@ def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str |
         print('harness overhead: smoke job via the harness vs a bare Runner ...', flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             result['harness_overhead'] = harness_overhead(max(3, repeats // 2), Path(tmp))
+        if result['cases']:  # the fixed cost against a full job as long as this run's step
+            from .profiles import FULL_MAX_ITERS
+            first = result['cases'][0]
+            step = first['train_ours']['seconds']['median']
+            result['harness_overhead']['full_job'] = {
+                'row': first['case']['row'], 'step_seconds': step, 'iterations': FULL_MAX_ITERS,
+                'fixed_share': result['harness_overhead']['fixed_seconds']
+                / (FULL_MAX_ITERS * step)}
     write_bench(result, Path(out))
     return result
 
@@ -634,6 +642,14 @@ def _section(result: dict) -> str:
                          f"difference less {h['iterations']} × the per-iteration one: the CLI "
                          'process, the pre-launch config check, the W&B run, fingerprints). On '
                          'a full 160k-iteration job it is paid once.')
+        if 'full_job' in h:
+            from .profiles import TOTAL_BATCH
+            f = h['full_job']
+            lines.append(f"- the fixed cost against a full job: at most "
+                         f"**{100 * f['fixed_share']:.4f}%** ({f['iterations']} iterations of "
+                         f"this run's {f['step_seconds']:.3f} s training step of ours, "
+                         f"{f['row']}; the full recipe's batch of "
+                         f"{TOTAL_BATCH} makes a real job longer)")
     for c in result['cases']:
         if c.get('profile_ours'):
             lines += ['', f"Top operators of one training step of ours ({c['case']['row']}, "
