@@ -39,7 +39,8 @@ model = dict(
     ),
     # official mask decoder: dropout 0.1, no drop path (stock: the reverse); official loss is
     # torch's cross-entropy, a mean over the non-ignored pixels (stock: over all pixels); mmseg's
-    # loss computed on per-pixel rows of logits (same value, faster)
+    # loss computed on per-pixel rows of logits, on CPU from the low-resolution ones (same
+    # value, faster)
     decode_head=dict(type='OfficialInitSegmenterMaskHead',  # projections drawn as officially
                      drop_path_rate=0.0, drop_rate=0.1,
                      loss_decode=dict(type='ChannelsLastCrossEntropyLoss', use_sigmoid=False,
