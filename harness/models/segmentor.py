@@ -85,7 +85,7 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
                 out = self.encode_decode(crops, metas * len(chunk))
                 for (v, i, y1, y2, x1, x2), window in zip(chunk, out):
                     logits[v][i, :, y1:y2, x1:x2] += window
-        return [lg / cnt for lg, cnt in zip(logits, counts)]
+        return [lg.div_(cnt) for lg, cnt in zip(logits, counts)]  # in place: no second canvas
 
 
 @MODELS.register_module()
