@@ -58,12 +58,18 @@ class ChannelsLastCrossEntropyLoss(CrossEntropyLoss):
         return loss, accuracy
 
 
+def _interpolation_weights(size_in: int, size_out: int, device=None) -> torch.Tensor:
+    """(size_in, size_out): how much each source position gives each output position in
+    ``F.interpolate(..., 'bilinear', align_corners=False)`` along one axis, taken from
+    PyTorch's own linear interpolation of an identity."""
+    eye = torch.eye(size_in, dtype=torch.float64, device=device)[None]
+    return F.interpolate(eye, size=size_out, mode='linear', align_corners=False)[0]
+
+
 def _row_taps(size_in: int, size_out: int, device) -> tuple[list, torch.Tensor]:
     """Groups of output rows that blend the same two source rows, and each output row's weight
-    on the second one: PyTorch's own linear interpolation of the source rows' identity, so
-    the weights are exactly those of ``F.interpolate(..., 'bilinear', align_corners=False)``."""
-    eye = torch.eye(size_in, dtype=torch.float64)[None]
-    weights = F.interpolate(eye, size=size_out, mode='linear', align_corners=False)[0].t()
+    on the second one."""
+    weights = _interpolation_weights(size_in, size_out).t()
     groups, lam = [], []
     for out, row in enumerate(weights):
         taps = row.nonzero().flatten().tolist()
@@ -92,9 +98,8 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits, label, ignore_index):
         n, c, h, w = logits.shape
         height, width = label.shape[-2:]
-        across = F.interpolate(torch.eye(w, dtype=torch.float64, device=logits.device)[None],
-                               size=width, mode='linear', align_corners=False)[0]
-        across = across.to(logits.dtype)  # (w, W): the horizontal pass as a matmul
+        # (w, W): the horizontal pass as a matmul
+        across = _interpolation_weights(w, width, logits.device).to(logits.dtype)
         # rows of horizontally upsampled logits, channels last: (h, N, W*C)
         rows = (logits @ across).permute(2, 0, 3, 1).reshape(h, n, width * c)
         groups, lam = _row_taps(h, height, logits.device)
