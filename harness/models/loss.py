@@ -18,6 +18,8 @@ instead of keeping (N, C, H, W) activations alive.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from mmseg.models.losses import CrossEntropyLoss
@@ -66,7 +68,8 @@ def _interpolation_weights(size_in: int, size_out: int, device=None) -> torch.Te
     return F.interpolate(eye, size=size_out, mode='linear', align_corners=False)[0]
 
 
-def _row_taps(size_in: int, size_out: int, device) -> tuple[list, torch.Tensor]:
+@functools.lru_cache(maxsize=16)  # the same two sizes every training step
+def _row_taps(size_in: int, size_out: int) -> tuple[tuple, tuple]:
     """Groups of output rows that blend the same two source rows, and each output row's weight
     on the second one."""
     weights = _interpolation_weights(size_in, size_out).t()
@@ -79,11 +82,10 @@ def _row_taps(size_in: int, size_out: int, device) -> tuple[list, torch.Tensor]:
             groups[-1][3] = out + 1
         else:
             groups.append([first, second, out, out + 1])
-    return [tuple(g) for g in groups], torch.tensor(lam, dtype=torch.float64,
-                                                  device=device)[:, None]
+    return tuple(tuple(g) for g in groups), tuple(lam)
 
 
-def _pieces(groups: list, rows: int):
+def _pieces(groups: tuple, rows: int):
     """The groups cut into pieces of at most ``rows`` output rows."""
     for first, second, start, stop in groups:
         for begin in range(start, stop, rows):
@@ -102,8 +104,8 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
         across = _interpolation_weights(w, width, logits.device).to(logits.dtype)
         # rows of horizontally upsampled logits, channels last: (h, N, W*C)
         rows = (logits @ across).permute(2, 0, 3, 1).reshape(h, n, width * c)
-        groups, lam = _row_taps(h, height, logits.device)
-        lam = lam.to(logits.dtype)
+        groups, lam = _row_taps(h, height)
+        lam = torch.tensor(lam, dtype=logits.dtype, device=logits.device)[:, None]
         piece = max(1, GROUP_ELEMENTS // (n * width * c))
         loss_sum = logits.new_zeros(())
         correct = torch.zeros((), dtype=torch.long, device=logits.device)
