@@ -21,7 +21,8 @@ GPUS ?= 1
 NODES ?= 1
 PARTITION ?=
 TIME ?=
-# AMP=bf16|fp16: mixed-precision training (faster, not the paper's fp32; the report says so)
+# AMP=bf16|fp16|tf32: reduced-precision training (faster, not the paper's fp32; the report
+# says so); tf32 and fp16 need a GPU
 AMP ?=
 LAUNCH_ARGS = $(if $(AMP),--amp $(AMP),) --launcher $(LAUNCHER) --gpus $(GPUS) --nodes $(NODES) \
 	$(if $(PARTITION),--partition $(PARTITION),) $(if $(TIME),--time $(TIME),)

@@ -3,8 +3,8 @@
 For each case (a row, an input size) the same weights go into two models: ours (the row's
 config: fused-attention blocks, batched sliding windows) and stock (the same config with
 mmseg's own ``VisionTransformer`` / ``SegmenterMaskTransformerHead`` / ``EncoderDecoder``).
-Measured: training step time and peak memory (each variant in a fresh process, so the peaks do
-not mix), single-scale sliding-window evaluation time with the logits compared, and the
+Measured: training step time and peak memory (each variant in fresh processes, so the peaks do
+not mix, alternating stock and ours over several rounds), single-scale sliding-window evaluation time with the logits compared, and the
 harness's overhead over a bare mmengine Runner on the same smoke config. Figures are
 min/median/max over repeats; ``reports/bench/bench.{md,json}`` hold them with the machine.
 
@@ -186,7 +186,8 @@ def measure_train(case: Case, device: str, stock: bool, repeats: int, warmup: in
             times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if device.startswith('cuda')
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {'seconds': _spread(times), 'images_per_s': case.batch / statistics.median(times),
+    return {'seconds': _spread(times), 'times': times,
+            'images_per_s': case.batch / statistics.median(times),
             'peak_memory_mb': peak / 2**20, 'memory_kind': 'cuda max allocated'
             if device.startswith('cuda') else 'process max RSS', 'loss_eval_mode': loss0}
 
@@ -325,6 +326,35 @@ def compute_floor(case: Case, device: str, repeats: int = 20) -> dict:
     rate = 2 * tokens * width * 4 * width / best
     return {'step_gflop': flop / 1e9, 'gemm_gflop_per_s': rate / 1e9,
             'floor_seconds': flop / rate, 'gemm_shape': [tokens, width, 4 * width]}
+
+
+def train_rounds(case: Case, device: str, variants: dict, rounds: int, repeats: int,
+                 warmup: int, compile_model: bool) -> dict:
+    """Training-step figures of each variant (name -> (stock, precision)): ``repeats`` steps
+    (rounded up to whole rounds) measured in ``rounds`` rounds of one fresh process per variant, the order reversed every other round:
+    a slow spell of the machine then falls on both sides instead of on whichever ran during
+    it. Each variant's steps of all rounds are pooled; its per-round medians are kept so the
+    ratio of each round can be read too."""
+    runs = {name: [] for name in variants}
+    repeats = -(-repeats // rounds)  # the steps measured per round, all rounds >= repeats
+    for round_ in range(rounds):
+        order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
+        for name in order:
+            stock, precision = variants[name]
+            runs[name].append(_in_child(measure_train, case, device, stock, repeats, warmup,
+                                        precision, compile_model and not stock))
+    merged = {}
+    for name, results in runs.items():
+        times = [t for r in results for t in r['times']]
+        losses = {r['loss_eval_mode'] for r in results}
+        if len(losses) > 1:  # same weights, same batch: a fresh process must give the same loss
+            raise RuntimeError(f'{name}: eval-mode loss differs between rounds: {sorted(losses)}')
+        merged[name] = {**results[0], 'seconds': _spread(times), 'times': times,
+                        'images_per_s': case.batch / statistics.median(times),
+                        'peak_memory_mb': max(r['peak_memory_mb'] for r in results),
+                        'rounds': rounds,
+                        'round_medians': [r['seconds']['median'] for r in results]}
+    return merged
 
 
 def _in_child(func, *args):
@@ -483,25 +513,24 @@ def machine(device: str) -> dict:
 def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str | None = None,
               compile_model: bool = False, slide_batch: int = 8, overhead: bool = True,
               out: Path = REPO_ROOT / 'reports' / 'bench', cases: tuple[Case, ...] = (),
-              tf32: bool = False, profile: bool = False) -> dict:
+              tf32: bool = False, profile: bool = False, rounds: int = 3) -> dict:
     cases = cases or (GPU_CASES if device.startswith('cuda') else CPU_CASES)
     result = {'command': ' '.join(['python -m harness'] + sys.argv[1:]),
               'date': time.strftime('%Y-%m-%d'), 'device': device, 'machine': machine(device),
               'amp': amp, 'tf32': tf32,
-              'compile': compile_model, 'repeats': repeats, 'warmup': warmup, 'cases': []}
+              'compile': compile_model, 'repeats': repeats, 'warmup': warmup,
+              'rounds': rounds, 'cases': []}
     for case in cases:
-        print(f'{case.name}: training step, stock then ours ...', flush=True)
+        print(f'{case.name}: training step, stock and ours alternating, {rounds} rounds ...',
+              flush=True)
         entry = {'case': dataclasses.asdict(case)}
-        entry['train_stock'] = _in_child(measure_train, case, device, True, repeats, warmup,
-                                         None, False)
-        entry['train_ours'] = _in_child(measure_train, case, device, False, repeats, warmup,
-                                        None, compile_model)
+        variants = {'train_stock': (True, None), 'train_ours': (False, None)}
         if amp:
-            entry['train_ours_amp'] = _in_child(measure_train, case, device, False, repeats,
-                                                warmup, amp, compile_model)
+            variants['train_ours_amp'] = (False, amp)
         if tf32:
-            entry['train_ours_tf32'] = _in_child(measure_train, case, device, False, repeats,
-                                                 warmup, 'tf32', compile_model)
+            variants['train_ours_tf32'] = (False, 'tf32')
+        entry.update(train_rounds(case, device, variants, rounds, repeats, warmup,
+                                  compile_model))
         print(f'{case.name}: sliding-window evaluation, single- and multi-scale ...', flush=True)
         entry['eval'] = _in_child(measure_eval, case, device, repeats, slide_batch, False)
         # 12 views an image: a quarter of the images, fewer repeats
@@ -511,6 +540,8 @@ def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str |
         stock_s = entry['train_stock']['seconds']['median']
         entry['ratios'] = {
             'train_step': stock_s / entry['train_ours']['seconds']['median'],
+            'train_step_by_round': [s / o for s, o in zip(entry['train_stock']['round_medians'],
+                                                          entry['train_ours']['round_medians'])],
             'eval': (entry['eval']['stock']['seconds']['median']
                      / entry['eval']['ours']['seconds']['median']),
             'eval_multi_scale': (entry['eval_ms']['stock']['seconds']['median']
@@ -559,15 +590,24 @@ def write_bench(result: dict, out: Path) -> None:
                                   + '\n'.join(sections))
 
 
+def _by_round(ratios: dict) -> str:
+    """The ratio of each round's medians, when there was more than one round."""
+    each = ratios.get('train_step_by_round', [])
+    return f" (rounds: {', '.join(f'{r:.2f}' for r in each)})" if len(each) > 1 else ''
+
+
 def _section(result: dict) -> str:
     m = result['machine']
+    rounds = result.get('rounds', 1)
     lines = [f"## {m.get('gpu', m['cpu'])} ({result['device']})", '',
              f"`{result.get('command', 'python -m harness bench')}`, {result.get('date', '')}."
              + (f" {result['note']}" if result.get('note') else ''), '',
              f"torch {m['torch']}, mmcv {m['mmcv']}, mmengine {m['mmengine']}, mmseg "
              f"{m['mmseg']}, Python {m['python']}, {m['cpu_count']} CPUs ({m['threads']} "
-             f"threads). Median (min-max) of {result['repeats']} repeats after "
-             f"{result['warmup']} warm-up steps; AMP: {result['amp'] or 'off (fp32)'}; "
+             f"threads). Training: median (min-max) of {rounds} rounds × "
+             f"{-(-result['repeats'] // rounds)} steps, each round one fresh process per variant "
+             f"({result['warmup']} warm-up steps first), the order reversed every other round; "
+             f"evaluation: of {result['repeats']} repeats. AMP: {result['amp'] or 'off (fp32)'}; "
              f"torch.compile: {'on' if result['compile'] else 'off'}. Same weights on both "
              'sides; loss = eval-mode loss of one fixed batch before training.', '',
              '| case | stock step | ours step | ratio | stock mem | ours mem | loss stock / ours |',
@@ -576,7 +616,8 @@ def _section(result: dict) -> str:
         s, o = c['train_stock'], c['train_ours']
         lines.append(f"| {c['case']['row']} {c['case']['batch']}×{c['case']['crop']}² | "
                      f"{_fmt(s['seconds'])} | {_fmt(o['seconds'])} | "
-                     f"**{c['ratios']['train_step']:.2f}×** | {s['peak_memory_mb']:.0f} MB | "
+                     f"**{c['ratios']['train_step']:.2f}×**{_by_round(c['ratios'])} | "
+                     f"{s['peak_memory_mb']:.0f} MB | "
                      f"{o['peak_memory_mb']:.0f} MB | {s['loss_eval_mode']:.5f} / "
                      f"{o['loss_eval_mode']:.5f} |")
         for key, label, ratio in (('train_ours_amp', f"{result['amp']} autocast",
@@ -664,9 +705,12 @@ def _section(result: dict) -> str:
 def print_ratios(result: dict) -> None:
     for c in result['cases']:
         for name, ratio in c['ratios'].items():
+            if name == 'train_step_by_round':
+                continue
             what = ('fp32 ceiling (stock / compute floor)' if name == 'train_step_ceiling'
                     else f'{name} ours/stock speed')
-            print(f"{c['case']['row']}: {what} {ratio:.2f}x")
+            print(f"{c['case']['row']}: {what} {ratio:.2f}x"
+                  + (_by_round(c['ratios']) if name == 'train_step' else ''))
     if 'harness_overhead' in result:
         h = result['harness_overhead']
         print(f"harness overhead {100 * (h['ratio'] - 1):+.1f}% a smoke job, "

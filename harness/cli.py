@@ -100,6 +100,9 @@ def cmd_run(args) -> int:
     if args.amp == 'fp16' and (args.profile == 'smoke' or not _cuda_available()):
         raise SpecError('--amp fp16 needs a GPU (mmengine scales fp16 losses on GPUs only); '
                         '--amp bf16 also runs on CPUs')
+    if args.amp == 'tf32' and (args.profile == 'smoke' or not _cuda_available()):
+        raise SpecError('--amp tf32 needs an NVIDIA GPU (Ampere or later: TF32 is a tensor-core '
+                        'format; CPUs compute fp32 as is); --amp bf16 also runs on CPUs')
     launch = _launch_options(args)
     tables = [load_table(t) for t in args.table]
     selected = _select(tables, args.rows)
@@ -283,15 +286,16 @@ def cmd_bench(args) -> int:
         if not torch.cuda.is_available():
             raise SpecError(f'--device {args.device}: no CUDA device visible to torch '
                             f'{torch.__version__}')
-    if args.repeats < 1 or args.warmup < 0 or args.slide_batch < 1:
-        raise SpecError('--repeats and --slide-batch must be at least 1, --warmup at least 0')
+    if min(args.repeats, args.rounds, args.slide_batch) < 1 or args.warmup < 0:
+        raise SpecError('--repeats, --rounds and --slide-batch must be at least 1, --warmup at '
+                        'least 0')
     try:
         chosen = select_cases(args.device, args.rows)
     except ValueError as err:
         raise SpecError(str(err)) from None
     result = run_bench(args.device, args.repeats, args.warmup, args.amp, args.compile,
                        args.slide_batch, args.overhead, args.out, chosen, args.tf32,
-                       args.profile)
+                       args.profile, args.rounds)
     print(f"bench: {args.out / 'bench.md'}")
     print_ratios(result)
     return 0
@@ -355,9 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                      'synthetic copy; full: $ADE20K_ROOT or data/ade/ADEChallengeData2016)')
     run.add_argument('--weights-root', type=Path, default=REPO_ROOT,
                      help="folder the spec's weight paths (weights/...) are relative to")
-    run.add_argument('--amp', choices=('bf16', 'fp16'),
-                     help='mixed-precision training: faster, departs from the paper (fp32); '
-                          'the report says so')
+    run.add_argument('--amp', choices=('bf16', 'fp16', 'tf32'),
+                     help='reduced-precision training (tf32: fp32 tensors, TF32 tensor-core '
+                          'matmuls): faster, departs from the paper (fp32); evaluation stays '
+                          'fp32; the report says so')
     run.add_argument('--wandb-project', default=os.environ.get('WANDB_PROJECT', 'segmenter-repro'))
     run.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
     run.add_argument('--no-report', dest='report', action='store_false',
@@ -441,8 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
                                          'step, sliding-window evaluation, harness overhead)')
     bench.add_argument('--device', default='cpu', help='cpu (reduced sizes) or cuda (512x512 '
                        'Seg-B/16 and Seg-B†-Mask/16)')
-    bench.add_argument('--repeats', type=int, default=5)
+    bench.add_argument('--repeats', type=int, default=5, help='measured training steps of each '
+                       'side (split among --rounds, rounded up) and evaluation passes')
     bench.add_argument('--warmup', type=int, default=2)
+    bench.add_argument('--rounds', type=int, default=3, help='training: alternate fresh stock '
+                       'and ours processes this many times, --repeats steps split among them')
     bench.add_argument('--amp', choices=('bf16', 'fp16'),
                        help='also time our training step under mixed precision')
     bench.add_argument('--compile', action='store_true', help='torch.compile our model')

@@ -79,7 +79,7 @@ def parse_args(argv=None):
     p.add_argument('--weights-root', type=Path, default=REPO_ROOT)
     p.add_argument('--checkpoint', type=Path, help='evaluate this model (no training)')
     p.add_argument('--multi-scale', action='store_true', help='with --checkpoint')
-    p.add_argument('--amp', choices=('bf16', 'fp16'), help='mixed-precision training')
+    p.add_argument('--amp', choices=('bf16', 'fp16', 'tf32'), help='reduced-precision training')
     return p.parse_args(argv)
 
 

@@ -53,7 +53,7 @@ class JobSpec:
     wandb_run_id: str | None = None
     checkpoint: Path | None = None  # evaluate this trained model instead of training
     multi_scale: bool = False  # with checkpoint: the official multi-scale + flip evaluation
-    amp: str | None = None  # 'bf16' / 'fp16' mixed-precision training (the paper: fp32)
+    amp: str | None = None  # 'bf16' / 'fp16' / 'tf32' training precision (paper: fp32)
 
 
 def _set_crop(pipeline: list[dict], crop: int) -> None:
@@ -158,9 +158,6 @@ def build_config(job: JobSpec) -> Config:
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(job.data_root)
 
-    if job.amp:
-        from .precision import apply_amp
-        apply_amp(cfg, job.amp)
     cfg.work_dir = str(job.work_dir)
     cfg.randomness = dict(seed=job.seed)
     cfg.resume = True  # mmengine resumes from work_dir/last_checkpoint when there is one
@@ -187,6 +184,9 @@ def build_config(job: JobSpec) -> Config:
     cfg.test_evaluator = cfg.val_evaluator
     # PreemptionHook: a stop signal ends training with a checkpoint; torch RNG in checkpoints
     cfg.custom_hooks = [dict(type='RunSummaryHook'), dict(type='PreemptionHook')]
+    if job.amp:
+        from .precision import apply_amp
+        apply_amp(cfg, job.amp)
     cfg.visualizer = dict(type='SegLocalVisualizer', name='visualizer', save_dir=str(job.work_dir),
                           vis_backends=[dict(type='LocalVisBackend'), wandb])
     return cfg

@@ -179,8 +179,9 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
     amp_jobs = [f'{j.row} seed{j.seed} ({j.meta["amp"]})' for j in jobs.itertuples()
                 if (j.meta or {}).get('amp')]
     if amp_jobs:
-        lines += [f'> **Mixed precision**: {", ".join(amp_jobs)} trained under autocast, a '
-                  'departure from the paper\'s fp32 training.', '']
+        lines += [f'> **Reduced precision**: {", ".join(amp_jobs)} trained under bf16/fp16 '
+                  'autocast or TF32 matmuls, a departure from the paper\'s fp32 training '
+                  '(evaluated in fp32).', '']
     lines += [f'# {table.title}', '',
               f'Profile `{profile}` · Δ against paper {paper_version} · reproduced when '
               f'|Δ| ≤ {tolerance} mIoU · built {dt.datetime.now():%Y-%m-%d %H:%M} from '
@@ -232,7 +233,7 @@ def _markdown(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: 
                          f"mmcv {v.get('mmcv')}, mmengine {v.get('mmengine')}, mmseg "
                          f"{v.get('mmsegmentation')}, wandb {v.get('wandb')}; {device}; data "
                          f"{meta.get('dataset', {}).get('file_list_sha256', '')[:12]}"
-                         + (f"; {meta['amp']} mixed precision" if meta.get('amp') else ''))
+                         + (f"; {meta['amp']} training precision" if meta.get('amp') else ''))
     lines += ['', '## Per-class IoU of the last evaluation (best and worst three)', '']
     for j in jobs.itertuples():
         per_class = read_per_class(j.work_dir)

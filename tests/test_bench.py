@@ -14,10 +14,16 @@ TINY = Case('table6', 'seg-t-mask-16', crop=64, batch=2, image=(64, 150), images
 
 def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     result = run_bench('cpu', repeats=1, warmup=0, amp=None, slide_batch=4, overhead=False,
-                       out=tmp_path, cases=(TINY,))
+                       out=tmp_path, cases=(TINY,), rounds=2)
     case = result['cases'][0]
     stock, ours = case['train_stock'], case['train_ours']
     assert abs(stock['loss_eval_mode'] - ours['loss_eval_mode']) <= 1e-5
+    # two rounds of fresh processes, one step each: pooled, and a ratio per round
+    for side in (stock, ours):
+        assert len(side['times']) == 2 and side['round_medians'] == side['times']
+        assert side['seconds']['median'] == pytest.approx(sum(side['times']) / 2)
+    assert case['ratios']['train_step_by_round'] == pytest.approx(
+        [s / o for s, o in zip(stock['times'], ours['times'])])
     for key, views in (('eval', 1), ('eval_ms', 12)):
         e = case[key]
         assert e['max_abs_logit_diff'] <= 1e-5 and e['argmax_agreement'] == 1.0
@@ -26,6 +32,8 @@ def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     assert saved['cases'][0]['ratios'] == case['ratios']
     md = (tmp_path / 'bench.md').read_text()
     assert f"**{case['ratios']['train_step']:.2f}×**" in md
+    by_round = ', '.join(f'{r:.2f}' for r in case['ratios']['train_step_by_round'])
+    assert f'(rounds: {by_round})' in md and '2 rounds × 1 steps' in md
     assert 'multi-scale + flip (12 views)' in md and '100.0000%' in md
     # compute floor: at least the encoder's linear layers (forward 2, backward 4 FLOPs per
     # weight and token), timed at the measured GEMM rate

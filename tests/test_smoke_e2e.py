@@ -329,7 +329,8 @@ def test_our_models_evaluated_multi_scale_fill_their_column(smoke, synthetic_roo
 
 def test_mixed_precision_is_an_option_the_report_states(smoke, tmp_path, synthetic_root):
     """--amp bf16 trains the same job under bf16 autocast (CPU too): the curve departs from the
-    fp32 run of the same seed, the job and the report say so; fp16 without a GPU is refused."""
+    fp32 run of the same seed, the job and the report say so; fp16 and tf32 without a GPU are
+    refused."""
     table, row = JOBS[0]
     work, reports = tmp_path / 'work', tmp_path / 'reports'
     result = harness_cli(*_run_args(table, row, work, reports, synthetic_root), '--amp', 'bf16')
@@ -342,11 +343,12 @@ def test_mixed_precision_is_an_option_the_report_states(smoke, tmp_path, synthet
     assert amp_train['loss'].iloc[0] != fp32_train['loss'].iloc[0]  # autocast changed the maths
     assert amp_val['mIoU'].iloc[-1] > amp_val['mIoU'].iloc[0] + 5  # and it still learns
     report = (reports / 'smoke' / table / 'report.md').read_text()
-    assert f'**Mixed precision**: {row} seed0 (bf16) trained under autocast' in report
-    assert 'bf16 mixed precision' in report.split('## Provenance')[1]
+    assert f'**Reduced precision**: {row} seed0 (bf16) trained under' in report
+    assert 'bf16 training precision' in report.split('## Provenance')[1]
 
-    refused = harness_cli(*_run_args(table, row, tmp_path / 'w2', reports, synthetic_root),
-                          '--amp', 'fp16')
-    assert refused.returncode == 2 and not (tmp_path / 'w2').exists()
-    assert refused.stderr.strip().startswith('error: --amp fp16 needs a GPU')
-    assert len(refused.stderr.strip().splitlines()) == 1
+    for gpu_only, needs in (('fp16', 'a GPU'), ('tf32', 'an NVIDIA GPU')):
+        refused = harness_cli(*_run_args(table, row, tmp_path / 'w2', reports, synthetic_root),
+                              '--amp', gpu_only)
+        assert refused.returncode == 2 and not (tmp_path / 'w2').exists()
+        assert refused.stderr.strip().startswith(f'error: --amp {gpu_only} needs {needs}')
+        assert len(refused.stderr.strip().splitlines()) == 1

@@ -1,0 +1,44 @@
+"""``--amp tf32``: a real mmengine Runner trains a smoke job with TF32 matmuls allowed and
+validates it with PyTorch's flags as they were (evaluation stays fp32 under every
+training-precision option)."""
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from harness.precision import set_tf32_flags, tf32_flags
+from harness.profiles import JobSpec, build_config
+from harness.spec import load_table
+
+
+class FlagProbe(Hook):
+    """Records PyTorch's TF32 switches at each training and validation iteration."""
+
+    def __init__(self):
+        self.train, self.val = [], []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.train.append(tf32_flags())
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.val.append(tf32_flags())
+
+
+def test_tf32_is_on_while_training_and_off_while_validating(tmp_path, synthetic_root):
+    before = tf32_flags()  # PyTorch's defaults: (False, True), TF32 convolutions only
+    assert before != (True, True)
+    row = load_table('table3').row('seg-t-16')
+    cfg = build_config(JobSpec(row=row, profile='smoke', seed=0, work_dir=tmp_path,
+                               data_root=synthetic_root, amp='tf32'))
+    assert cfg.custom_hooks[-1] == {'type': 'TF32TrainingHook'}
+    assert cfg.optim_wrapper.type == 'OptimWrapper'  # fp32 tensors: no autocast, no scaling
+    cfg.train_cfg.update(max_iters=4, val_interval=2)
+    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]  # W&B is tested elsewhere
+    runner = Runner.from_cfg(cfg)
+    probe = FlagProbe()
+    runner.register_hook(probe)
+    try:
+        runner.train()
+        assert probe.train == [(True, True)] * 4
+        assert len(probe.val) >= 2 and set(probe.val) == {before}  # both validations
+        assert tf32_flags() == before  # and as before once training is over
+    finally:
+        set_tf32_flags(*before)
