@@ -175,20 +175,46 @@ def test_drop_path_reaches_the_attention_branch():
         fuse_layers(layers[:1])  # already fused
 
 
-@pytest.mark.parametrize('shape', [(150, 64), (64, 150), (40, 100), (64, 64)])
-@pytest.mark.parametrize('slide_batch', [1, 3, 16])
-def test_batched_windows_equal_the_stock_loop(shape, slide_batch):
-    """Same model, same windows: only the batching differs from mmseg's per-window loop."""
-    ours, _ = _pair(SMALL.table, SMALL.row)
-    ours.eval().test_cfg.slide_batch = slide_batch
+def _batched_and_looped(ours, shape):
     images = torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(3))
     metas = [dict(img_shape=shape, ori_shape=shape)] * 2
     with torch.no_grad():
         batched = ours.slide_inference(images, metas)
         looped = EncoderDecoder.slide_inference(ours, images, [dict(m) for m in metas])
     assert batched.shape == looped.shape == (2, 150, *shape)
+    return batched, looped
+
+
+@pytest.mark.parametrize('table, row, shape', [
+    *[(SMALL.table, SMALL.row, shape) for shape in [(150, 64), (64, 150), (40, 100), (64, 64)]],
+    ('table3', 'seg-t-16', (64, 150))])  # a linear decoder (mmseg's FCNHead)
+@pytest.mark.parametrize('slide_batch', [1, 3, 16])
+def test_batched_windows_equal_the_stock_loop(table, row, shape, slide_batch):
+    """Same model, same windows: only the batching (and the upsampling a few classes at a
+    time) differs from mmseg's per-window loop."""
+    ours, _ = _pair(table, row)
+    ours.eval().test_cfg.slide_batch = slide_batch
+    batched, looped = _batched_and_looped(ours, shape)
     assert (batched - looped).abs().max().item() <= 1e-5
     assert torch.equal(batched.argmax(1), looped.argmax(1))
+
+
+def test_a_head_with_its_own_predict_gets_whole_windows():
+    """A decode head that overrides ``predict`` is called as mmseg calls it, per window batch,
+    instead of being taken apart into forward + resize."""
+    ours, _ = _pair(SMALL.table, SMALL.row)
+    calls = []
+
+    class OwnPredict(type(ours.decode_head)):
+        def predict(self, inputs, batch_img_metas, test_cfg):
+            calls.append(len(batch_img_metas))
+            return super().predict(inputs, batch_img_metas, test_cfg)
+
+    ours.decode_head.__class__ = OwnPredict
+    ours.eval().test_cfg.slide_batch = 3
+    batched, looped = _batched_and_looped(ours, (64, 150))  # 3 windows an image, 2 images
+    assert calls == [3, 3, 2, 2, 2]  # ours: 6 windows by 3; mmseg: each window of both images
+    assert (batched - looped).abs().max().item() <= 1e-5
 
 
 def test_windows_that_leave_pixels_uncovered_are_refused():

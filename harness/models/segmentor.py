@@ -10,11 +10,16 @@ windows of every view that share a shape go through the network together.
 from __future__ import annotations
 
 import torch
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.segmentors import EncoderDecoder, SegTTAModel
 from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
 
 from .loss import ChannelsLastCrossEntropyLoss
+
+# classes of a window upsampled at a time (8 MB at 512x512): a whole window's full-size logits
+# are ~160 MB of fresh memory, which on CPUs costs more in page faults than the upsampling
+UPSAMPLE_CLASSES = 8
 
 
 def window_boxes(height: int, width: int, crop: tuple[int, int],
@@ -76,15 +81,29 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
             if not counts[v].all():
                 raise ValueError(f'sliding windows {crop} with stride {stride} leave pixels of '
                                  f'a {height}x{width} image uncovered')
+        head = self.decode_head
+        # mmseg's own steps (head forward, then its resize to the window) taken apart, so that
+        # the resize runs on a few classes at a time; bilinear resizing is per channel, so the
+        # logits are the same
+        by_classes = (type(self).encode_decode is EncoderDecoder.encode_decode
+                      and type(head).predict is BaseDecodeHead.predict)
         for shape, group in windows.items():
             metas = [dict(img_shape=shape)]  # the decode head resizes its logits to this
             for start in range(0, len(group), batch):
                 chunk = group[start:start + batch]
                 crops = torch.stack([views[v][i, :, y1:y2, x1:x2]
                                      for v, i, y1, y2, x1, x2 in chunk])
-                out = self.encode_decode(crops, metas * len(chunk))
-                for (v, i, y1, y2, x1, x2), window in zip(chunk, out):
-                    logits[v][i, :, y1:y2, x1:x2] += window
+                if not by_classes:
+                    for (v, i, y1, y2, x1, x2), window in zip(
+                            chunk, self.encode_decode(crops, metas * len(chunk))):
+                        logits[v][i, :, y1:y2, x1:x2] += window
+                    continue
+                low = head.forward(self.extract_feat(crops))
+                for (v, i, y1, y2, x1, x2), window in zip(chunk, low):
+                    canvas = logits[v][i, :, y1:y2, x1:x2]
+                    for c in range(0, len(window), UPSAMPLE_CLASSES):
+                        part = window[None, c:c + UPSAMPLE_CLASSES]
+                        canvas[c:c + UPSAMPLE_CLASSES] += head.predict_by_feat(part, metas)[0]
         return [lg.div_(cnt) for lg, cnt in zip(logits, counts)]  # in place: no second canvas
 
 
