@@ -598,16 +598,21 @@ def _by_round(ratios: dict) -> str:
 
 def _section(result: dict) -> str:
     m = result['machine']
-    rounds = result.get('rounds', 1)
+    rounds = result.get('rounds')
     lines = [f"## {m.get('gpu', m['cpu'])} ({result['device']})", '',
              f"`{result.get('command', 'python -m harness bench')}`, {result.get('date', '')}."
              + (f" {result['note']}" if result.get('note') else ''), '',
              f"torch {m['torch']}, mmcv {m['mmcv']}, mmengine {m['mmengine']}, mmseg "
              f"{m['mmseg']}, Python {m['python']}, {m['cpu_count']} CPUs ({m['threads']} "
-             f"threads). Training: median (min-max) of {rounds} rounds × "
-             f"{-(-result['repeats'] // rounds)} steps, each round one fresh process per variant "
-             f"({result['warmup']} warm-up steps first), the order reversed every other round; "
-             f"evaluation: of {result['repeats']} repeats. AMP: {result['amp'] or 'off (fp32)'}; "
+             f"threads). "
+             + (f"Training: median (min-max) of {rounds} rounds × "
+                f"{-(-result['repeats'] // rounds)} steps, each round one fresh process per "
+                f"variant ({result['warmup']} warm-up steps first), the order reversed every "
+                f"other round; evaluation: of {result['repeats']} repeats. "
+                if 'rounds' in result else  # a run from before the rounds: one process a side
+                f"Median (min-max) of {result['repeats']} repeats after {result['warmup']} "
+                "warm-up steps. ")
+             + f"AMP: {result['amp'] or 'off (fp32)'}; "
              f"torch.compile: {'on' if result['compile'] else 'off'}. Same weights on both "
              'sides; loss = eval-mode loss of one fixed batch before training.', '',
              '| case | stock step | ours step | ratio | stock mem | ours mem | loss stock / ours |',

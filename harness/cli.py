@@ -97,10 +97,12 @@ def cmd_run(args) -> int:
     )
     if args.seeds < 1:
         raise SpecError('--seeds must be at least 1')
-    if args.amp == 'fp16' and (args.profile == 'smoke' or not _cuda_available()):
+    # smoke jobs run on CPUs; SLURM jobs run on the cluster's GPUs, not this machine's
+    no_gpu = args.profile == 'smoke' or (args.launcher != 'slurm' and not _cuda_available())
+    if args.amp == 'fp16' and no_gpu:
         raise SpecError('--amp fp16 needs a GPU (mmengine scales fp16 losses on GPUs only); '
                         '--amp bf16 also runs on CPUs')
-    if args.amp == 'tf32' and (args.profile == 'smoke' or not _cuda_available()):
+    if args.amp == 'tf32' and no_gpu:
         raise SpecError('--amp tf32 needs an NVIDIA GPU (Ampere or later: TF32 is a tensor-core '
                         'format; CPUs compute fp32 as is); --amp bf16 also runs on CPUs')
     launch = _launch_options(args)

@@ -4,9 +4,9 @@
 CPU included (mmengine's ``AmpOptimWrapper`` refuses CPUs); bf16 keeps fp32's exponent range,
 so no loss scaling. ``--amp fp16`` is mmengine's ``AmpOptimWrapper`` with dynamic loss
 scaling, GPUs only. ``--amp tf32`` keeps fp32 tensors and lets NVIDIA tensor cores (Ampere and
-later) run the matmuls and convolutions of training in TF32 (10-bit mantissa). Evaluation stays
-fp32 under every option, so a row's mIoU is always measured the paper's way. Reports name the
-rows that used any of them.
+later) run the matmuls and convolutions of training in TF32 (10-bit mantissa). Validation and
+testing run at PyTorch's fp32 settings under every option, so a row's mIoU is measured the
+same way whatever it trained with. Reports name the rows that used any of them.
 """
 from __future__ import annotations
 
