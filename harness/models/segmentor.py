@@ -17,8 +17,9 @@ from mmseg.utils import add_prefix
 
 from .loss import ChannelsLastCrossEntropyLoss
 
-# classes of a window upsampled at a time (8 MB at 512x512): a whole window's full-size logits
-# are ~160 MB of fresh memory, which on CPUs costs more in page faults than the upsampling
+# classes of a window upsampled at a time on CPUs (8 MB at 512x512): a whole window's
+# full-size logits are ~160 MB of fresh memory, which costs more in page faults than the
+# upsampling (GPUs reuse cached memory: they upsample each batch of windows in one call)
 UPSAMPLE_CLASSES = 8
 
 
@@ -82,10 +83,11 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
                 raise ValueError(f'sliding windows {crop} with stride {stride} leave pixels of '
                                  f'a {height}x{width} image uncovered')
         head = self.decode_head
-        # mmseg's own steps (head forward, then its resize to the window) taken apart, so that
-        # the resize runs on a few classes at a time; bilinear resizing is per channel, so the
-        # logits are the same
-        by_classes = (type(self).encode_decode is EncoderDecoder.encode_decode
+        # on CPUs, mmseg's own steps (head forward, then its resize to the window) taken apart,
+        # so that the resize runs on a few classes at a time; bilinear resizing is per channel,
+        # so the logits are the same
+        by_classes = (views[0].device.type == 'cpu'
+                      and type(self).encode_decode is EncoderDecoder.encode_decode
                       and type(head).predict is BaseDecodeHead.predict)
         for shape, group in windows.items():
             metas = [dict(img_shape=shape)]  # the decode head resizes its logits to this
