@@ -4,8 +4,9 @@ For each case (a row, an input size) the same weights go into two models: ours (
 config: fused-attention blocks, batched sliding windows) and stock (the same config with
 mmseg's own ``VisionTransformer`` / ``SegmenterMaskTransformerHead`` / ``EncoderDecoder``).
 Measured: training step time and peak memory (each variant in fresh processes, so the peaks do
-not mix, alternating stock and ours over several rounds), single-scale sliding-window evaluation time with the logits compared, and the
-harness's overhead over a bare mmengine Runner on the same smoke config. Figures are
+not mix, stock and ours alternating over several rounds), single- and multi-scale
+sliding-window evaluation time with the logits compared, and the harness's overhead over a
+bare mmengine Runner on the same smoke config. Figures are
 min/median/max over repeats; ``reports/bench/bench.{md,json}`` hold them with the machine.
 
 ``python -m harness bench [--device cuda] [--amp bf16] [--compile]`` (``make bench``).
@@ -331,10 +332,10 @@ def compute_floor(case: Case, device: str, repeats: int = 20) -> dict:
 def train_rounds(case: Case, device: str, variants: dict, rounds: int, repeats: int,
                  warmup: int, compile_model: bool) -> dict:
     """Training-step figures of each variant (name -> (stock, precision)): ``repeats`` steps
-    (rounded up to whole rounds) measured in ``rounds`` rounds of one fresh process per variant, the order reversed every other round:
-    a slow spell of the machine then falls on both sides instead of on whichever ran during
-    it. Each variant's steps of all rounds are pooled; its per-round medians are kept so the
-    ratio of each round can be read too."""
+    (rounded up to whole rounds) measured in ``rounds`` rounds of one fresh process per
+    variant, the order reversed every other round: a slow spell of the machine then falls on
+    both sides instead of on whichever ran during it. Each variant's steps of all rounds are
+    pooled; its per-round medians are kept so the ratio of each round can be read too."""
     runs = {name: [] for name in variants}
     repeats = -(-repeats // rounds)  # the steps measured per round, all rounds >= repeats
     for round_ in range(rounds):
@@ -346,13 +347,14 @@ def train_rounds(case: Case, device: str, variants: dict, rounds: int, repeats: 
     merged = {}
     for name, results in runs.items():
         times = [t for r in results for t in r['times']]
-        losses = {r['loss_eval_mode'] for r in results}
-        if len(losses) > 1:  # same weights, same batch: a fresh process must give the same loss
-            raise RuntimeError(f'{name}: eval-mode loss differs between rounds: {sorted(losses)}')
+        losses = [r['loss_eval_mode'] for r in results]
+        # same weights, same batch: every process computes the same loss (up to the kernels a
+        # GPU library picks); anything more is a different model, which the bench must not time
+        if max(losses) - min(losses) > 1e-4 * abs(losses[0]):
+            raise RuntimeError(f'{name}: eval-mode loss differs between rounds: {losses}')
         merged[name] = {**results[0], 'seconds': _spread(times), 'times': times,
                         'images_per_s': case.batch / statistics.median(times),
                         'peak_memory_mb': max(r['peak_memory_mb'] for r in results),
-                        'rounds': rounds,
                         'round_medians': [r['seconds']['median'] for r in results]}
     return merged
 
