@@ -170,11 +170,12 @@ def measure_train(case: Case, device: str, stock: bool, repeats: int, warmup: in
         # in place: torch.compile(model) would compile forward() only, and the step calls loss()
         model.backbone.compile()
         model.decode_head.compile()
-    times = []
+    times, faults, kernel = [], [], []
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
     for i in range(warmup + repeats):
         _sync(device)
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         with _autocast(device, amp):  # a fresh context each step
             loss = _total_loss(model, inputs, samples)
@@ -185,9 +186,15 @@ def measure_train(case: Case, device: str, stock: bool, repeats: int, warmup: in
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            # fresh memory is zeroed by the kernel, page by page, on first touch: on CPUs this
+            # time moves with the machine's memory traffic, and makes a step's time swing
+            faults.append(after.ru_minflt - before.ru_minflt)
+            kernel.append(after.ru_stime - before.ru_stime)
     peak = (torch.cuda.max_memory_allocated() if device.startswith('cuda')
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {'seconds': _spread(times), 'times': times,
+    return {'seconds': _spread(times), 'times': times, 'page_faults': faults,
+            'kernel_seconds': kernel,
             'images_per_s': case.batch / statistics.median(times),
             'peak_memory_mb': peak / 2**20, 'memory_kind': 'cuda max allocated'
             if device.startswith('cuda') else 'process max RSS', 'loss_eval_mode': loss0}
@@ -353,6 +360,8 @@ def train_rounds(case: Case, device: str, variants: dict, rounds: int, repeats: 
         if max(losses) - min(losses) > 1e-4 * abs(losses[0]):
             raise RuntimeError(f'{name}: eval-mode loss differs between rounds: {losses}')
         merged[name] = {**results[0], 'seconds': _spread(times), 'times': times,
+                        **{key: [v for r in results for v in r[key]]
+                           for key in ('page_faults', 'kernel_seconds')},
                         'images_per_s': case.batch / statistics.median(times),
                         'peak_memory_mb': max(r['peak_memory_mb'] for r in results),
                         'round_medians': [r['seconds']['median'] for r in results]}
@@ -636,6 +645,15 @@ def _section(result: dict) -> str:
                              f"**{c['ratios'][ratio]:.2f}×** | | {a['peak_memory_mb']:.0f} MB | "
                              + (f"{a['loss_eval_mode']:.5f} |" if key == 'train_ours_tf32'
                                 else '(fp32 loss as above) |'))
+    for c in result['cases']:
+        if 'page_faults' in c['train_stock']:
+            s, o = c['train_stock'], c['train_ours']
+            lines += ['', f"Kernel time per training step of {c['case']['row']} (median; mostly "
+                      'zeroing fresh pages on first touch, which moves with the machine\'s '
+                      f"memory traffic): stock {statistics.median(s['kernel_seconds']):.2f} s "
+                      f"({statistics.median(s['page_faults']) / 1e3:.0f} k page faults), ours "
+                      f"{statistics.median(o['kernel_seconds']):.2f} s "
+                      f"({statistics.median(o['page_faults']) / 1e3:.0f} k)."]
     for c in result['cases']:
         if 'floor' in c:
             f = c['floor']

@@ -21,6 +21,7 @@ def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     # two rounds of fresh processes, one step each: pooled, and a ratio per round
     for side in (stock, ours):
         assert len(side['times']) == 2 and side['round_medians'] == side['times']
+        assert len(side['page_faults']) == len(side['kernel_seconds']) == 2
         assert side['seconds']['median'] == pytest.approx(sum(side['times']) / 2)
     assert case['ratios']['train_step_by_round'] == pytest.approx(
         [s / o for s, o in zip(stock['times'], ours['times'])])
@@ -34,6 +35,7 @@ def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     assert f"**{case['ratios']['train_step']:.2f}×**" in md
     by_round = ', '.join(f'{r:.2f}' for r in case['ratios']['train_step_by_round'])
     assert f'(rounds: {by_round})' in md and '2 rounds × 1 steps' in md
+    assert 'Kernel time per training step of seg-t-mask-16' in md
     assert 'multi-scale + flip (12 views)' in md and '100.0000%' in md
     # compute floor: at least the encoder's linear layers (forward 2, backward 4 FLOPs per
     # weight and token), timed at the measured GEMM rate
