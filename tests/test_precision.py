@@ -22,7 +22,7 @@ class FlagProbe(Hook):
         self.val.append(tf32_flags())
 
 
-def test_tf32_is_on_while_training_and_off_while_validating(tmp_path, synthetic_root):
+def test_tf32_while_training_and_pytorch_defaults_while_validating(tmp_path, synthetic_root):
     before = tf32_flags()  # PyTorch's defaults: (False, True), TF32 convolutions only
     assert before != (True, True)
     row = load_table('table3').row('seg-t-16')
