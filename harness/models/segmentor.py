@@ -95,17 +95,17 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
                 chunk = group[start:start + batch]
                 crops = torch.stack([views[v][i, :, y1:y2, x1:x2]
                                      for v, i, y1, y2, x1, x2 in chunk])
-                if not by_classes:
-                    for (v, i, y1, y2, x1, x2), window in zip(
-                            chunk, self.encode_decode(crops, metas * len(chunk))):
+                if by_classes:
+                    low = head.forward(self.extract_feat(crops))
+                    for (v, i, y1, y2, x1, x2), window in zip(chunk, low):
+                        canvas = logits[v][i, :, y1:y2, x1:x2]
+                        for c in range(0, len(window), UPSAMPLE_CLASSES):
+                            part = window[None, c:c + UPSAMPLE_CLASSES]
+                            canvas[c:c + UPSAMPLE_CLASSES] += head.predict_by_feat(part, metas)[0]
+                else:
+                    out = self.encode_decode(crops, metas * len(chunk))
+                    for (v, i, y1, y2, x1, x2), window in zip(chunk, out):
                         logits[v][i, :, y1:y2, x1:x2] += window
-                    continue
-                low = head.forward(self.extract_feat(crops))
-                for (v, i, y1, y2, x1, x2), window in zip(chunk, low):
-                    canvas = logits[v][i, :, y1:y2, x1:x2]
-                    for c in range(0, len(window), UPSAMPLE_CLASSES):
-                        part = window[None, c:c + UPSAMPLE_CLASSES]
-                        canvas[c:c + UPSAMPLE_CLASSES] += head.predict_by_feat(part, metas)[0]
         return [lg.div_(cnt) for lg, cnt in zip(logits, counts)]  # in place: no second canvas
 
 
