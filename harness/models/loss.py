@@ -92,6 +92,16 @@ def _pieces(groups: tuple, rows: int):
             yield first, second, begin, min(begin + rows, stop)
 
 
+def _piece(rows, lam, label, ignore_index, classes, first, second, start, stop):
+    """Output rows ``start:stop`` (which blend source rows ``first`` and ``second``) as
+    (pixels, classes) logits, their labels as a column (ignored ones set to 0), and which
+    pixels count."""
+    z = torch.lerp(rows[first], rows[second], lam[start:stop, :, None]).view(-1, classes)
+    target = label[:, start:stop].transpose(0, 1).reshape(-1, 1)
+    valid = target != ignore_index
+    return z, target.where(valid, 0), valid
+
+
 class _UpsampledCrossEntropy(torch.autograd.Function):
     """Summed pixel cross-entropy of upsampled logits, plus counts of correct and valid
     pixels; see ``upsampled_cross_entropy``."""
@@ -109,33 +119,31 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
         piece = max(1, GROUP_ELEMENTS // (n * width * c))
         loss_sum = logits.new_zeros(())
         correct = torch.zeros((), dtype=torch.long, device=logits.device)
-        for first, second, start, stop in _pieces(groups, piece):
-            z = torch.lerp(rows[first], rows[second], lam[start:stop, :, None]).view(-1, c)
-            target = label[:, start:stop].transpose(0, 1).reshape(-1, 1)
-            valid = target != ignore_index
-            target = target.where(valid, 0)
+        counted = torch.zeros((), dtype=torch.long, device=logits.device)
+        for taps in _pieces(groups, piece):
+            z, target, valid = _piece(rows, lam, label, ignore_index, c, *taps)
             log_p = z.log_softmax(1)
             picked = log_p.gather(1, target)
             loss_sum -= (picked * valid).sum()
             # mmseg's accuracy is topk(1) == label; a tie for the top counts as correct here
             correct += ((picked == log_p.amax(1, keepdim=True)) & valid).sum()
-        ctx.mark_non_differentiable(correct)
+            counted += valid.sum()
+        ctx.mark_non_differentiable(correct, counted)
         ctx.save_for_backward(rows, across, label, lam)
         ctx.groups, ctx.piece, ctx.ignore_index, ctx.shape = groups, piece, ignore_index, \
             (n, c, h, w)
-        return loss_sum, correct
+        return loss_sum, correct, counted
 
     @staticmethod
-    def backward(ctx, grad_sum, _grad_correct):
+    def backward(ctx, grad_sum, _grad_correct, _grad_counted):
         rows, across, label, lam = ctx.saved_tensors
         n, c, h, w = ctx.shape
         grad_rows = torch.zeros_like(rows)
         for first, second, start, stop in _pieces(ctx.groups, ctx.piece):
-            z = torch.lerp(rows[first], rows[second], lam[start:stop, :, None]).view(-1, c)
-            target = label[:, start:stop].transpose(0, 1).reshape(-1, 1)
-            valid = target != ctx.ignore_index
+            z, target, valid = _piece(rows, lam, label, ctx.ignore_index, c,
+                                      first, second, start, stop)
             grad = z.softmax(1)  # d(-log softmax[target]) / dz = softmax - one-hot
-            grad.scatter_add_(1, target.where(valid, 0), grad.new_full(target.shape, -1.0))
+            grad.scatter_add_(1, target, grad.new_full(target.shape, -1.0))
             grad.mul_(valid * grad_sum)
             # each output row went to its two source rows with weights 1 - lam and lam
             blend = torch.cat([1 - lam[start:stop], lam[start:stop]], 1).t()
@@ -152,5 +160,4 @@ def upsampled_cross_entropy(logits: torch.Tensor, label: torch.Tensor, ignore_in
     number of pixels not ``ignore_index``; in fp32 whatever the logits' dtype (mmseg's loss
     runs in fp32 under autocast too). Memory: a few MB of full-resolution logits at a time."""
     with torch.autocast(logits.device.type, enabled=False):
-        loss_sum, correct = _UpsampledCrossEntropy.apply(logits.float(), label, ignore_index)
-    return loss_sum, correct, (label != ignore_index).sum()
+        return _UpsampledCrossEntropy.apply(logits.float(), label, ignore_index)
