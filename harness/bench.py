@@ -336,21 +336,19 @@ def compute_floor(case: Case, device: str, repeats: int = 20) -> dict:
             'floor_seconds': flop / rate, 'gemm_shape': [tokens, width, 4 * width]}
 
 
-def train_rounds(case: Case, device: str, variants: dict, rounds: int, repeats: int,
+def train_rounds(case: Case, device: str, variants: dict, rounds: int, per_round: int,
                  warmup: int, compile_model: bool) -> dict:
-    """Training-step figures of each variant (name -> (stock, precision)): ``repeats`` steps
-    (rounded up to whole rounds) measured in ``rounds`` rounds of one fresh process per
-    variant, the order reversed every other round: a slow spell of the machine then falls on
+    """Training-step figures of each variant (name -> (stock, precision)): ``per_round``
+    steps measured in each of ``rounds`` rounds of one fresh process per variant, the order reversed every other round: a slow spell of the machine then falls on
     both sides instead of on whichever ran during it. Each variant's steps of all rounds are
     pooled; its per-round medians are kept so the ratio of each round can be read too."""
     runs = {name: [] for name in variants}
-    repeats = -(-repeats // rounds)  # the steps measured per round, all rounds >= repeats
     for round_ in range(rounds):
         order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
         for name in order:
             stock, precision = variants[name]
-            runs[name].append(_in_child(measure_train, case, device, stock, repeats, warmup,
-                                        precision, compile_model and not stock))
+            runs[name].append(_in_child(measure_train, case, device, stock, per_round,
+                                        warmup, precision, compile_model and not stock))
     merged = {}
     for name, results in runs.items():
         times = [t for r in results for t in r['times']]
@@ -530,7 +528,9 @@ def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str |
               'date': time.strftime('%Y-%m-%d'), 'device': device, 'machine': machine(device),
               'amp': amp, 'tf32': tf32,
               'compile': compile_model, 'repeats': repeats, 'warmup': warmup,
-              'rounds': rounds, 'cases': []}
+              'rounds': rounds, 'cases': [],
+              # --repeats training steps a side in all, whole rounds
+              'steps_per_round': -(-repeats // rounds)}
     for case in cases:
         print(f'{case.name}: training step, stock and ours alternating, {rounds} rounds ...',
               flush=True)
@@ -540,8 +540,8 @@ def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str |
             variants['train_ours_amp'] = (False, amp)
         if tf32:
             variants['train_ours_tf32'] = (False, 'tf32')
-        entry.update(train_rounds(case, device, variants, rounds, repeats, warmup,
-                                  compile_model))
+        entry.update(train_rounds(case, device, variants, rounds, result['steps_per_round'],
+                                  warmup, compile_model))
         print(f'{case.name}: sliding-window evaluation, single- and multi-scale ...', flush=True)
         entry['eval'] = _in_child(measure_eval, case, device, repeats, slide_batch, False)
         # 12 views an image: a quarter of the images, fewer repeats
@@ -617,7 +617,7 @@ def _section(result: dict) -> str:
              f"{m['mmseg']}, Python {m['python']}, {m['cpu_count']} CPUs ({m['threads']} "
              f"threads). "
              + (f"Training: median (min-max) of {rounds} rounds × "
-                f"{-(-result['repeats'] // rounds)} steps, each round one fresh process per "
+                f"{result['steps_per_round']} steps, each round one fresh process per "
                 f"variant ({result['warmup']} warm-up steps first), the order reversed every "
                 f"other round; evaluation: of {result['repeats']} repeats. "
                 if 'rounds' in result else  # a run from before the rounds: one process a side
