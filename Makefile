@@ -24,7 +24,8 @@ TIME ?=
 # AMP=bf16|fp16|tf32: reduced-precision training (faster, not the paper's fp32; the report
 # says so); tf32 and fp16 need a GPU
 AMP ?=
-LAUNCH_ARGS = $(if $(AMP),--amp $(AMP),) --launcher $(LAUNCHER) --gpus $(GPUS) --nodes $(NODES) \
+TRAIN_ARGS = $(if $(AMP),--amp $(AMP),)
+LAUNCH_ARGS = --launcher $(LAUNCHER) --gpus $(GPUS) --nodes $(NODES) \
 	$(if $(PARTITION),--partition $(PARTITION),) $(if $(TIME),--time $(TIME),)
 CHECKPOINTS ?= checkpoints/official
 TABLE ?= table3
@@ -49,7 +50,8 @@ $(STAMP): requirements.txt requirements-post.txt
 	@touch $@
 
 smoke: install
-	$(PY) -m harness run --table table3 --table table6 --profile smoke --seeds $(SEEDS) $(ROWS_ARG)
+	$(PY) -m harness run --table table3 --table table6 --profile smoke --seeds $(SEEDS) $(ROWS_ARG) \
+		$(TRAIN_ARGS)
 	@$(MAKE) --no-print-directory sync-help PROFILE=smoke
 
 # Debian's Chromium and its driver, for the test that reads the HTML report like a person
@@ -90,7 +92,7 @@ plan-table3 plan-table6: plan-%: install
 
 # the paper's runs: real ADE20K, pretrained weights, 160k iterations, total batch 8
 reproduce = $(PY) -m harness check-data --layout-only --data-root $(ADE20K_ROOT) && \
-	$(PY) -m harness run --table $(1) --profile full --seeds $(SEEDS) $(LAUNCH_ARGS) \
+	$(PY) -m harness run --table $(1) --profile full --seeds $(SEEDS) $(TRAIN_ARGS) $(LAUNCH_ARGS) \
 	--data-root $(ADE20K_ROOT) $(ROWS_ARG) && $(MAKE) --no-print-directory sync-help PROFILE=full
 
 reproduce-table3: install
@@ -122,8 +124,7 @@ report: install
 	$(PY) -m harness report --table table3 --table table6 --profile full
 
 sync-help:
-	@echo "W&B runs are offline ($$WANDB_MODE). To upload them: $(VENV)/bin/wandb login, then"
-	@echo "  $(VENV)/bin/wandb sync work_dirs/$(PROFILE)/*/*/seed*/vis_data/wandb/offline-run-*"
+	@$(PY) -m harness sync-help
 
 clean:
 	rm -rf work_dirs reports/smoke .cache/synthetic_ade20k .pytest_cache

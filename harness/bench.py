@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .spec import REPO_ROOT, load_table
+from .layout import CONFIG_FILE, CURVES_FILE, REPO_ROOT, job_dir
+from .prepare.spec import load_table
 
 # ours -> stock mmseg type of each module the project replaces
 STOCK_TYPES = {'SegmenterViT': 'VisionTransformer',
@@ -204,7 +205,7 @@ def _views(image, multi_scale: bool) -> list:
     """The image, or its multi-scale + flip views (the official ratios, as the TTA pipeline)."""
     import torch.nn.functional as F
 
-    from .profiles import MULTI_SCALE_RATIOS
+    from .prepare.job_config import MULTI_SCALE_RATIOS
     if not multi_scale:
         return [image]
     height, width = image.shape[-2:]
@@ -404,7 +405,8 @@ def hook_seconds(job_config: Path, work_dir: Path, stock: bool) -> dict:
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    from .tracking import IterationWandbVisBackend, enable_safe_resume
+    from .runtime.safe_resume import enable_safe_resume
+    from .runtime.wandb_backend import IterationWandbVisBackend
     enable_safe_resume()
     if stock:
         cfg = stock_runner_config(job_config, work_dir)
@@ -452,7 +454,7 @@ def harness_overhead(repeats: int, work: Path) -> dict:
     schedule on a bare mmengine Runner without the harness's hooks and W&B logging (both fresh
     processes, alternating). Whole process and logged training-iteration times; the fixed cost
     per job is what the whole-process difference leaves after the per-iteration difference."""
-    from .synthetic import ensure_dataset
+    from .assets.synthetic import ensure_dataset
     data = ensure_dataset(work / 'data' / 'ADEChallengeData2016')
     env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'WANDB_MODE': 'offline',
            'WANDB_SILENT': 'true', 'CUDA_VISIBLE_DEVICES': ''}
@@ -466,17 +468,17 @@ def harness_overhead(repeats: int, work: Path) -> dict:
                         str(root), '--data-root', str(data)], cwd=REPO_ROOT, env=env,
                        check=True, capture_output=True)
         times['harness'].append(time.perf_counter() - start)
-        job = root / 'smoke' / 'table3' / 'seg-t-16' / 'seed0'
+        job = job_dir(root, 'smoke', 'table3', 'seg-t-16', 0)
         start = time.perf_counter()
-        subprocess.run([sys.executable, '-c', bare, str(job / 'job_config.py'),
+        subprocess.run([sys.executable, '-c', bare, str(job / CONFIG_FILE),
                         str(work / f'bare{rep}')], cwd=REPO_ROOT, env=env, check=True,
                        capture_output=True)
         times['bare'].append(time.perf_counter() - start)
         for name, folder in (('harness', job), ('bare', work / f'bare{rep}')):
-            iter_s[name] += _iteration_seconds(folder / 'vis_data' / 'scalars.json')
+            iter_s[name] += _iteration_seconds(folder / CURVES_FILE)
     from mmengine.config import Config
-    iterations = Config.fromfile(str(job / 'job_config.py')).train_cfg.max_iters
-    hooks = {name: _in_child(hook_seconds, job / 'job_config.py', work / f'hooks-{name}',
+    iterations = Config.fromfile(str(job / CONFIG_FILE)).train_cfg.max_iters
+    hooks = {name: _in_child(hook_seconds, job / CONFIG_FILE, work / f'hooks-{name}',
                              name == 'bare') for name in ('harness', 'bare')}
     whole = {k: statistics.median(v) for k, v in times.items()}
     per_iter = {k: statistics.median(v) for k, v in iter_s.items()}
@@ -571,7 +573,7 @@ def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str |
         with tempfile.TemporaryDirectory() as tmp:
             result['harness_overhead'] = harness_overhead(max(3, repeats // 2), Path(tmp))
         if result['cases']:  # the fixed cost against a full job as long as this run's step
-            from .profiles import FULL_MAX_ITERS
+            from .prepare.job_config import FULL_MAX_ITERS
             first = result['cases'][0]
             step = first['train_ours']['seconds']['median']
             result['harness_overhead']['full_job'] = {
@@ -709,7 +711,7 @@ def _section(result: dict) -> str:
                          'process, the pre-launch config check, the W&B run, fingerprints). On '
                          'a full 160k-iteration job it is paid once.')
         if 'full_job' in h:
-            from .profiles import TOTAL_BATCH
+            from .prepare.request import TOTAL_BATCH
             f = h['full_job']
             lines.append(f"- the fixed cost against a full job: at most "
                          f"**{100 * f['fixed_share']:.4f}%** ({f['iterations']} iterations of "

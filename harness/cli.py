@@ -1,5 +1,6 @@
 """Command line: ``python -m harness <command> --help`` (run, evaluate, report, status, plan,
-weights, check-data, convert-*, bench)."""
+weights, check-data, convert-*, bench). Each command turns its flags into the stages' inputs
+(a JobRequest's fields, a launcher) and hands over; the work is done in the stages' packages."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,15 @@ import signal
 import sys
 from pathlib import Path
 
-from .spec import REPO_ROOT, SpecError, available_tables, load_table
-
-DEFAULT_WORK_ROOT = REPO_ROOT / 'work_dirs'
-DEFAULT_REPORTS = REPO_ROOT / 'reports'
+from .layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, REPO_ROOT
+from .prepare.request import (
+    DEFAULT_WANDB_PROJECT,
+    LAUNCHERS,
+    PRECISIONS,
+    PROFILES,
+    check_processes,
+)
+from .prepare.spec import SpecError, available_tables, load_table
 
 
 def _rows_arg(value: str) -> list[str]:
@@ -22,7 +28,7 @@ def _common(p: argparse.ArgumentParser, seeds_default: int | None = 1) -> None:
     p.add_argument('--table', action='append', required=True,
                    help=f"table spec to use, repeatable ({', '.join(available_tables())})")
     p.add_argument('--rows', type=_rows_arg, help='comma-separated row ids (default: all rows)')
-    p.add_argument('--profile', choices=('smoke', 'full'), default='smoke',
+    p.add_argument('--profile', choices=PROFILES, default='smoke',
                    help='smoke: tiny models on synthetic data, CPU; full: the paper run')
     p.add_argument('--work-root', type=Path, default=DEFAULT_WORK_ROOT,
                    help='jobs live in <work-root>/<profile>/<table>/<row>/seed<k>/')
@@ -49,15 +55,16 @@ def _data_root(args) -> Path:
 
 def _default_data_root(profile: str) -> Path:
     if profile == 'smoke':
-        from .synthetic import DEFAULT_ROOT
+        from .assets.synthetic import DEFAULT_ROOT
         return DEFAULT_ROOT
-    from .profiles import DEFAULT_ADE20K_ROOT
+    from .assets.data import DEFAULT_ADE20K_ROOT
     return Path(os.environ.get('ADE20K_ROOT', DEFAULT_ADE20K_ROOT))
 
 
-def _launch_options(args) -> dict:
-    """run_jobs' launcher arguments from --launcher/--gpus/--nodes/--partition/--time."""
-    from .profiles import TOTAL_BATCH
+def _launcher(args):
+    """The launcher --launcher/--gpus/--nodes/--partition/--time ask for, and the number of
+    processes that share each job's batch."""
+    from .launch.launchers import LocalLauncher, SlurmLauncher
     if args.gpus < 1 or args.nodes < 1:
         raise SpecError('--gpus and --nodes must be at least 1')
     if args.launcher == 'local' and args.gpus > 1:
@@ -65,36 +72,35 @@ def _launch_options(args) -> dict:
                         'process per job)')
     if args.launcher != 'slurm' and args.nodes > 1:
         raise SpecError('--nodes needs --launcher slurm')
-    if TOTAL_BATCH % (args.gpus * args.nodes):
-        raise SpecError(f'{args.gpus * args.nodes} processes (--gpus x --nodes) do not divide '
-                        f'the total batch {TOTAL_BATCH}')
-    options = {'launcher': args.launcher, 'gpus': args.gpus * args.nodes
-               if args.launcher != 'slurm' else args.gpus}
-    if args.launcher == 'slurm':
-        import shutil
+    check_processes(args.gpus, args.nodes)
+    processes = args.gpus * args.nodes
+    if args.launcher != 'slurm':
+        return LocalLauncher(processes=processes, verbose=args.verbose), processes
+    import shutil
 
-        from .slurm import SlurmOptions, parse_time
-        if shutil.which('sbatch') is None:
-            raise SpecError('--launcher slurm: no sbatch on PATH (run on a SLURM login node)')
-        try:
-            minutes = parse_time(args.time)
-        except ValueError as err:
-            raise SpecError(str(err)) from None
-        options['slurm'] = SlurmOptions(
-            partition=args.partition, time_min=minutes, nodes=args.nodes,
-            tasks_per_node=args.gpus, gpus_per_node=0 if args.profile == 'smoke' else args.gpus,
-            cpus_per_task=args.cpus_per_task, wait=args.wait)
-    return options
+    from .launch.slurm import SlurmOptions, parse_time
+    if shutil.which('sbatch') is None:
+        raise SpecError('--launcher slurm: no sbatch on PATH (run on a SLURM login node)')
+    try:
+        minutes = parse_time(args.time)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+    return SlurmLauncher(SlurmOptions(
+        partition=args.partition, time_min=minutes, nodes=args.nodes,
+        tasks_per_node=args.gpus, gpus_per_node=0 if args.profile == 'smoke' else args.gpus,
+        cpus_per_task=args.cpus_per_task, wait=args.wait)), processes
+
+
+def _report_after(args, table) -> None:
+    if args.report:
+        from .results.report import build_report
+        out = build_report(table, args.profile, args.work_root, args.reports)
+        print(f'report: {out / "report.md"}')
 
 
 def cmd_run(args) -> int:
-    from .launch import (
-        PreflightError,
-        check_configs,
-        check_writable,
-        preflight_full,
-        run_jobs,
-    )
+    from .launch.launchers import train_targets
+    from .launch.preflight import check_configs, check_writable, preflight_full
     if args.seeds < 1:
         raise SpecError('--seeds must be at least 1')
     # smoke jobs run on CPUs; SLURM jobs run on the cluster's GPUs, not this machine's
@@ -105,32 +111,24 @@ def cmd_run(args) -> int:
     if args.amp == 'tf32' and no_gpu:
         raise SpecError('--amp tf32 needs an NVIDIA GPU (Ampere or later: TF32 is a tensor-core '
                         'format; CPUs compute fp32 as is); --amp bf16 also runs on CPUs')
-    launch = _launch_options(args)
-    tables = [load_table(t) for t in args.table]
-    selected = _select(tables, args.rows)
+    launcher, processes = _launcher(args)
+    selected = _select([load_table(t) for t in args.table], args.rows)
     data_root = _data_root(args)
     all_rows = [r for _, rows in selected for r in rows]
-    try:
-        processes = args.gpus * args.nodes  # the total batch is divided among all of them
-        if args.profile == 'full':  # the cheap checks first
-            preflight_full(all_rows, data_root, processes, args.weights_root)
-        check_configs(all_rows, args.profile, processes, args.weights_root)
-        check_writable(args.work_root)
-    except PreflightError as err:
-        raise SpecError(str(err)) from None
+    if args.profile == 'full':  # the cheap checks first
+        preflight_full(all_rows, data_root, args.weights_root)
+    check_configs(all_rows, args.profile, processes, args.weights_root)
+    check_writable(args.work_root)
     if args.profile == 'smoke':
-        from .synthetic import ensure_dataset
+        from .assets.synthetic import ensure_dataset
         ensure_dataset(data_root)
     failed = 0
     for table, rows in selected:
-        failed += run_jobs(rows, args.profile, args.seeds, args.work_root, data_root,
-                           wandb_project=args.wandb_project, verbose=args.verbose,
-                           cpu=args.profile == 'smoke', weights_root=args.weights_root,
-                           amp=args.amp, **launch)
-        if args.report:
-            from .report import build_report
-            out = build_report(table, args.profile, args.work_root, args.reports)
-            print(f'report: {out / "report.md"}')
+        failed += launcher.run(train_targets(
+            rows, args.seeds, args.work_root, profile=args.profile, data_root=data_root,
+            gpus=processes, weights_root=args.weights_root, wandb_project=args.wandb_project,
+            amp=args.amp))
+        _report_after(args, table)
     if failed:
         print(f'{failed} job(s) did not finish; re-run the same command to retry/resume them.')
     return 1 if failed else 0
@@ -142,34 +140,32 @@ def _cuda_available() -> bool:
 
 
 def cmd_evaluate(args) -> int:
-    from .launch import PreflightError, preflight_full, run_jobs
-    launch = _launch_options(args)
-    tables = [load_table(t) for t in args.table]
-    selected = _select(tables, args.rows)
+    from .launch.launchers import evaluate_ours_targets, evaluate_released_targets
+    from .launch.preflight import preflight_full
+    launcher, processes = _launcher(args)
+    selected = _select([load_table(t) for t in args.table], args.rows)
     data_root = _data_root(args)
-    if args.profile == 'full':
-        try:  # the data only: the checkpoints replace the pretrained weights
-            preflight_full([], data_root, gpus=1)
-        except PreflightError as err:
-            raise SpecError(str(err)) from None
+    if args.profile == 'full':  # the data only: the checkpoints replace the pretrained weights
+        preflight_full([], data_root)
     if not args.ours and not args.checkpoints.is_dir():
         raise SpecError(f'no checkpoint folder {args.checkpoints} (convert the released '
                         'checkpoint.pth files into it with `python -m harness convert-official`)')
+    options = dict(profile=args.profile, data_root=data_root, gpus=processes,
+                   wandb_project=args.wandb_project, multi_scale=args.multi_scale)
     failed = 0
     for table, rows in selected:
-        failed += run_jobs(rows, args.profile, args.seeds or 1, args.work_root, data_root,
-                           wandb_project=args.wandb_project, verbose=args.verbose,
-                           cpu=args.profile == 'smoke', checkpoints=args.checkpoints,
-                           multi_scale=args.multi_scale, ours=args.ours, **launch)
-        if args.report:
-            from .report import build_report
-            out = build_report(table, args.profile, args.work_root, args.reports)
-            print(f'report: {out / "report.md"}')
+        if args.ours:
+            targets = evaluate_ours_targets(rows, args.seeds or 1, args.work_root, **options)
+        else:
+            targets = evaluate_released_targets(rows, args.work_root, args.checkpoints,
+                                                **options)
+        failed += launcher.run(targets)
+        _report_after(args, table)
     return 1 if failed else 0
 
 
 def cmd_check_data(args) -> int:
-    from .data import DataError, check_files, check_layout, unpack
+    from .assets.data import DataError, check_files, check_layout, unpack
     root = args.data_root or _default_data_root('full')
     try:
         if args.zip:
@@ -185,7 +181,7 @@ def cmd_check_data(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import build_report
+    from .results.report import build_report
     for name in args.table:
         out = build_report(load_table(name), args.profile, args.work_root, args.reports,
                            args.paper_version, args.tolerance)
@@ -194,8 +190,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .collect import collect_jobs
-    from .job import read_state
+    from .layout import read_state
+    from .results.collect import collect_jobs
     for table, rows in _select([load_table(name) for name in args.table], args.rows):
         jobs, _ = collect_jobs(rows, args.profile, args.work_root, args.seeds)
         print(f'{table.name} ({args.profile}):')
@@ -210,74 +206,33 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _save_new(path: Path, obj) -> None:
-    """Write ``obj`` to ``path`` atomically; an existing file is never replaced."""
-    import torch
-    if path.exists():
-        raise SpecError(f'{path} exists: remove it or pass another --out')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.partial')
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path) -> dict:
-    import pickle
-
-    import torch
-    try:  # restricted unpickling: a checkpoint from elsewhere runs no code while loading
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-        raise SpecError(f'cannot read checkpoint {path}: {str(err).splitlines()[0]}') from None
-
-
-def _check_keys(what: str, missing, unexpected) -> None:
-    if missing or unexpected:
-        raise SpecError(f'{what}: {len(missing)} missing keys {list(missing)[:3]}, '
-                        f'{len(unexpected)} unexpected keys {list(unexpected)[:3]}')
+def cmd_sync_help(args) -> int:
+    """How to upload the offline W&B runs of every job under the work root."""
+    from .layout import wandb_run_globs
+    wandb = Path(sys.executable).with_name('wandb')
+    shown = os.path.relpath(wandb) if wandb.is_relative_to(Path.cwd()) else wandb
+    print(f"W&B runs are offline ({os.environ.get('WANDB_MODE', 'offline')}). To upload them: "
+          f'{shown} login, then')
+    for pattern in wandb_run_globs(Path(os.path.relpath(args.work_root))):
+        print(f'  {shown} sync {pattern}')
+    return 0
 
 
 def cmd_convert_official(args) -> int:
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    from .convert import ConversionError, convert_official_segmenter
-    from .profiles import JobSpec, build_config
+    from .assets.convert import convert_official_checkpoint
     row = load_table(args.table).row(args.row)
-    try:
-        state, dropped = convert_official_segmenter(_load_checkpoint(args.checkpoint),
-                                                    row.decoder)
-    except ConversionError as err:
-        raise SpecError(f'{args.checkpoint}: {err}') from None
-    register_all_modules()
-    cfg = build_config(JobSpec(row=row, profile='full', seed=0, work_dir=args.out.parent,
-                               data_root=args.out.parent))
-    cfg.model.pretrained = None
-    model = MODELS.build(cfg.model)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # a shape that is not the row's architecture
-        raise SpecError(f'{args.checkpoint} is not a {row.model} checkpoint: '
-                        f'{str(err).splitlines()[1].strip()}') from None
-    _check_keys(f'{args.checkpoint} as {row.model}', missing, unexpected)
-    _save_new(args.out, {'state_dict': state, 'meta': {'converted_from': str(args.checkpoint),
-                                                        'row': row.id, 'dropped': dropped}})
-    print(f'{row.model}: {len(state)} tensors, 0 missing, 0 unexpected, dropped '
-          f'{len(dropped)} classifier tensors ({", ".join(dropped) or "none"}) -> {args.out}')
+    out = args.out or REPO_ROOT / 'checkpoints' / 'official' / f'{row.id}.pth'
+    print(convert_official_checkpoint(args.checkpoint, row, out))
     return 0
 
 
 def cmd_convert_pretrained(args) -> int:
-    from .convert import ConversionError, convert_pretrained_vit
+    """``weights --from FILE`` for one row, to its weights path or ``--out``: the same
+    conversion and the same key and shape checks."""
+    from .assets.weights import DEFAULT_ORIGINALS, install_row
     row = load_table(args.table).row(args.row)
-    try:
-        state, dropped = convert_pretrained_vit(_load_checkpoint(args.checkpoint))
-    except ConversionError as err:
-        raise SpecError(f'{args.checkpoint}: {err}') from None
-    out = args.out or REPO_ROOT / row.pretrained_file
-    _save_new(out, state)
-    print(f'{row.backbone} /{row.patch_size}: {len(state)} tensors (dropped '
-          f'{", ".join(dropped) or "none"}) -> {out}')
+    print(install_row(row, REPO_ROOT, REPO_ROOT / DEFAULT_ORIGINALS, source=args.checkpoint,
+                      out=args.out))
     return 0
 
 
@@ -304,12 +259,10 @@ def cmd_bench(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .plan import print_plan
-    from .profiles import TOTAL_BATCH
+    from .prepare.plan import print_plan
     if args.seeds < 1:
         raise SpecError('--seeds must be at least 1')
-    if args.gpus < 1 or TOTAL_BATCH % args.gpus:
-        raise SpecError(f'--gpus {args.gpus} does not divide the total batch {TOTAL_BATCH}')
+    check_processes(args.gpus)
     tables = [load_table(t) for t in args.table]
     print_plan(_select(tables, args.rows), args.profile, args.gpus, args.seeds, args.launcher,
                args.work_root, _data_root(args), args.weights_root)
@@ -317,7 +270,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from .weights import DEFAULT_ORIGINALS, install_rows
+    from .assets.weights import DEFAULT_ORIGINALS, install_rows
     selected = [row for _, rows in _select([load_table(t) for t in args.table], args.rows)
                 for row in rows]
     source = getattr(args, 'from')
@@ -332,7 +285,7 @@ def cmd_weights(args) -> int:
 
 
 def _launcher_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--launcher', choices=('local', 'torchrun', 'slurm'), default='local',
+    p.add_argument('--launcher', choices=LAUNCHERS, default='local',
                    help='local: one process per job, jobs one after another; torchrun: --gpus '
                         'processes per job on this machine; slurm: one SLURM job per row x seed')
     p.add_argument('--gpus', type=int, default=1,
@@ -361,11 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
                      'synthetic copy; full: $ADE20K_ROOT or data/ade/ADEChallengeData2016)')
     run.add_argument('--weights-root', type=Path, default=REPO_ROOT,
                      help="folder the spec's weight paths (weights/...) are relative to")
-    run.add_argument('--amp', choices=('bf16', 'fp16', 'tf32'),
+    run.add_argument('--amp', choices=PRECISIONS,
                      help='reduced-precision training (tf32: fp32 tensors, TF32 tensor-core '
                           'matmuls): faster, departs from the paper (fp32); evaluation stays '
                           'fp32; the report says so')
-    run.add_argument('--wandb-project', default=os.environ.get('WANDB_PROJECT', 'segmenter-repro'))
+    run.add_argument('--wandb-project',
+                     default=os.environ.get('WANDB_PROJECT', DEFAULT_WANDB_PROJECT))
     run.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
     run.add_argument('--no-report', dest='report', action='store_false',
                      help='do not rebuild the report afterwards')
@@ -386,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help='official multi-scale evaluation (ratios 0.5-1.75, flip)')
     evaluate.add_argument('--data-root', type=Path)
     evaluate.add_argument('--wandb-project',
-                          default=os.environ.get('WANDB_PROJECT', 'segmenter-repro'))
+                          default=os.environ.get('WANDB_PROJECT', DEFAULT_WANDB_PROJECT))
     evaluate.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
     evaluate.add_argument('--no-report', dest='report', action='store_false')
     evaluate.add_argument('-v', '--verbose', action='store_true')
@@ -416,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(plan)
     plan.set_defaults(profile='full')
     plan.add_argument('--gpus', type=int, default=1, help='GPUs per job (per-GPU batch = 8/gpus)')
-    plan.add_argument('--launcher', choices=('local', 'torchrun', 'slurm'), default='local')
+    plan.add_argument('--launcher', choices=LAUNCHERS, default='local')
     plan.add_argument('--data-root', type=Path)
     plan.add_argument('--weights-root', type=Path, default=REPO_ROOT,
                       help="folder the spec's weight paths (weights/...) are relative to")
@@ -440,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help='seconds without data before a download gives up')
     weights.set_defaults(func=cmd_weights)
 
+    sync = sub.add_parser('sync-help', help='how to upload the offline W&B runs of the jobs')
+    sync.add_argument('--work-root', type=Path, default=DEFAULT_WORK_ROOT)
+    sync.set_defaults(func=cmd_sync_help)
+
     status = sub.add_parser('status', help='state of every row x seed of a table')
     _common(status)
     status.set_defaults(func=cmd_status)
@@ -453,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--warmup', type=int, default=2)
     bench.add_argument('--rounds', type=int, default=3, help='training: alternate fresh stock '
                        'and ours processes this many times, --repeats steps split among them')
-    bench.add_argument('--amp', choices=('bf16', 'fp16'),
+    bench.add_argument('--amp', choices=[p for p in PRECISIONS if p != 'tf32'],
                        help='also time our training step under mixed precision')
     bench.add_argument('--compile', action='store_true', help='torch.compile our model')
     bench.add_argument('--tf32', action='store_true',
@@ -473,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
          "checkpoint.pth into this project's model (checks: no missing/unexpected key)",
          'default: checkpoints/official/<row>.pth'),
         ('convert-pretrained', cmd_convert_pretrained, 'convert a timm/DeiT ViT release (.pth) '
-         "into the mmseg layout, at the row's weights path", "default: the row's pretrained.file"),
+         "into the mmseg layout, at the row's weights path (as `weights --from`: every key and "
+         "shape checked against the row's encoder)", "default: the row's pretrained.file"),
     ]
     for name, func, help_text, out_help in converters:
         convert = sub.add_parser(name, help=help_text)
@@ -487,8 +446,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, 'func', None) is cmd_convert_official and args.out is None:
-        args.out = REPO_ROOT / 'checkpoints' / 'official' / f'{args.row}.pth'
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return args.func(args)

@@ -13,7 +13,7 @@ os.environ.setdefault('WANDB_SILENT', 'true')
 
 @pytest.fixture(scope='session')
 def synthetic_root(tmp_path_factory):
-    from harness.synthetic import ensure_dataset
+    from harness.assets.synthetic import ensure_dataset
     return ensure_dataset(tmp_path_factory.mktemp('data') / 'ADEChallengeData2016')
 
 

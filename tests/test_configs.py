@@ -4,8 +4,9 @@ import torch
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
-from harness.profiles import SMOKE, JobSpec, build_config
-from harness.spec import load_table
+from harness.prepare.job_config import SMOKE, build_config
+from harness.prepare.request import JobRequest as JobSpec
+from harness.prepare.spec import load_table
 
 register_all_modules()
 ROWS = [row for name in ('table3', 'table6') for row in load_table(name).rows]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.data import DataError, check_files, check_layout, unpack
-from harness.synthetic import SPLITS
+from harness.assets.data import DataError, check_files, check_layout, unpack
+from harness.assets.synthetic import SPLITS
 from tests.conftest import harness_cli
 
 SMALL_COUNTS = {split: count for split, (_, count) in SPLITS.items()}

@@ -12,9 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.job import read_state
-from harness.launch import released_dir
-from harness.spec import load_table
+from harness.layout import read_state, released_dir
+from harness.prepare.spec import load_table
 from tests.conftest import harness_cli, wandb_records
 from tests.layouts import official_shapes, random_state, row_dims
 

@@ -11,8 +11,9 @@ from mmseg.registry import MODELS
 
 from harness.bench import Case, build_pair, model_cfg, train_batch
 from harness.models.fused_block import FusedEncoderLayer, fuse_layers
-from harness.profiles import JobSpec, build_config
-from harness.spec import load_table
+from harness.prepare.job_config import build_config
+from harness.prepare.request import JobRequest as JobSpec
+from harness.prepare.spec import load_table
 
 SMALL = Case('table6', 'seg-t-mask-16', crop=64, batch=2, image=(64, 150), images=1)
 ROWS = [('table3', 'seg-s-16'), ('table6', 'seg-t-mask-16'), ('table6', 'seg-bd-mask-16')]

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from harness.collect import read_curves
-from harness.job import job_dir, read_state
-from harness.profiles import SMOKE, TOTAL_BATCH
+from harness.layout import read_curves
+from harness.layout import job_dir, read_state
+from harness.prepare.job_config import SMOKE
+from harness.prepare.request import TOTAL_BATCH
 from tests.conftest import REPO_ROOT, harness_cli, wandb_history
 from tests.slurm_cluster import ClusterError, SlurmCluster
 

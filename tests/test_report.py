@@ -5,9 +5,10 @@ import math
 import pandas as pd
 import pytest
 
-from harness.collect import JOB_COLUMNS, read_curves
-from harness.report import build_report, seed_eval_curve, summarise
-from harness.spec import load_table
+from harness.layout import read_curves
+from harness.results.collect import JOB_COLUMNS
+from harness.results.report import build_report, seed_eval_curve, summarise
+from harness.prepare.spec import load_table
 
 TABLE3 = load_table('table3')
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 
-from harness.tracking import enable_safe_resume
+from harness.runtime.safe_resume import enable_safe_resume
 
 
 def _checkpoint():

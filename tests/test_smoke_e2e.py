@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness.collect import read_curves
-from harness.job import job_dir, ours_eval_dir, read_state
-from harness.profiles import SMOKE
-from harness.spec import load_table
+from harness.layout import read_curves
+from harness.layout import job_dir, ours_eval_dir, read_state
+from harness.prepare.job_config import SMOKE
+from harness.prepare.spec import load_table
 from tests.conftest import REPO_ROOT, harness_cli, harness_popen, wandb_history, wandb_records
 
 JOBS = [('table3', 'seg-t-16'), ('table6', 'seg-bd-mask-16')]  # a linear row, a mask B† row
@@ -218,7 +218,7 @@ def test_sigterm_saves_the_current_iteration_and_resumes_from_it(tmp_path, synth
     # the stopped launcher still logged what the job said while it stopped
     assert f'Stop signal: saved iter_{stopped_at}.pth' in (work_dir / 'job.log').read_text()
     import torch
-    from harness.tracking import enable_safe_resume
+    from harness.runtime.safe_resume import enable_safe_resume
     enable_safe_resume()
     assert torch.load(checkpoint, weights_only=True)['meta']['iter'] == stopped_at
 

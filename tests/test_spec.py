@@ -3,7 +3,7 @@ import re
 import pytest
 import yaml
 
-from harness.spec import EXPERIMENTS, SpecError, load_table
+from harness.prepare.spec import EXPERIMENTS, SpecError, load_table
 from tests.conftest import harness_cli
 
 

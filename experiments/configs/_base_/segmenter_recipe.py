@@ -9,8 +9,7 @@ _base_ = [
 ]
 
 # registers the project's modules (models, IterationWandbVisBackend, hooks, AMP wrapper)
-custom_imports = dict(imports=['harness.models', 'harness.tracking', 'harness.metrics',
-                               'harness.checkpointing', 'harness.precision', 'harness.preempt'],
+custom_imports = dict(imports=['harness.models', 'harness.runtime'],
                       allow_failed_imports=False)
 
 crop_size = (512, 512)

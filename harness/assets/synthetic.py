@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .spec import REPO_ROOT
+from ..layout import REPO_ROOT
 
 DEFAULT_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k' / 'ADEChallengeData2016'
 SCENE_CLASSES = (1, 3, 5, 13, 22, 37, 61, 88, 120, 150)  # ADE20K label values (1-based)

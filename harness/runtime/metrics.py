@@ -1,7 +1,7 @@
 """Per-class IoU of the last evaluation, kept for W&B and the job folder.
 
 mmseg's ``IoUMetric`` prints the per-class table to the log only; ``PerClassIoUMetric`` also
-keeps it, and ``RunSummaryHook`` writes it (``per_class_iou.json``, a W&B table) together with
+keeps it, and ``RunSummaryHook`` writes it (a file of the job folder, a W&B table) together with
 the W&B run summary: final and best single-scale mIoU and the iteration of the best.
 """
 from __future__ import annotations
@@ -14,9 +14,7 @@ from mmengine.hooks import Hook
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import HOOKS, METRICS
 
-from .collect import read_curves
-
-PER_CLASS_FILE = 'per_class_iou.json'
+from ..layout import PER_CLASS_FILE, read_curves
 
 
 @METRICS.register_module()

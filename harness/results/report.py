@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from pathlib import Path
 
@@ -16,12 +15,10 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..layout import REPO_ROOT, read_per_class, read_state, released_dir  # noqa: E402
+from ..prepare.job_config import FULL_MAX_ITERS, SMOKE  # noqa: E402
+from ..prepare.spec import SEED_LOGS, Table  # noqa: E402
 from .collect import collect_jobs  # noqa: E402
-from .job import read_state  # noqa: E402
-from .launch import released_dir  # noqa: E402
-from .metrics import PER_CLASS_FILE  # noqa: E402
-from .profiles import FULL_MAX_ITERS, SMOKE  # noqa: E402
-from .spec import REPO_ROOT, SEED_LOGS, Table  # noqa: E402
 
 DEFAULT_TOLERANCE = 1.0
 REFERENCE_COLUMNS = {'seed_repo': 'seed repo', 'official_zoo': 'official zoo',
@@ -285,14 +282,6 @@ def _html(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, png: bytes,
             f'<h2>Curves</h2><img alt="mIoU and loss against iteration" '
             f'src="data:image/png;base64,{image}">'
             f'{"".join(n for n in notes if "banner" not in n)}{jobs_html}</body></html>\n')
-
-
-def read_per_class(work_dir: str) -> dict[str, float]:
-    """Per-class IoU of a job's last evaluation (classes seen in prediction or label)."""
-    path = Path(work_dir) / PER_CLASS_FILE
-    if not path.is_file():
-        return {}
-    return {k: v for k, v in json.loads(path.read_text())['IoU'].items() if v is not None}
 
 
 def _relative(path: str) -> str:

@@ -1,11 +1,11 @@
 """SLURM through submitit: one SLURM job per row x seed, requeued on timeout or preemption.
 
 Each SLURM task is one training process (``--gpus`` tasks per node, ``--nodes`` nodes); it runs
-``python -m harness.job`` with the torch.distributed variables of its task. submitit warns a
+``python -m harness.launch.job`` on the job's request with the torch.distributed variables of its task. submitit warns a
 job with SIGUSR2 before its time limit or a preemption: the job process saves a checkpoint of
 the current iteration and stops (``harness.preempt``), and submitit requeues the SLURM job,
-which resumes from that checkpoint. The SLURM job id, state and submitit's log folder are
-kept in the job's ``job.json``; the logs themselves under ``<work_dir>/slurm/``.
+which resumes from that checkpoint. The SLURM job id and submitit's log folder are
+kept in the job's state; the logs themselves in the job folder (``harness.layout``).
 """
 from __future__ import annotations
 
@@ -13,16 +13,14 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import submitit
 
-from .job import read_state, write_state
-from .spec import REPO_ROOT
+from ..layout import LOG_FILE, REPO_ROOT, REQUEST_FILE, SLURM_DIR, read_state, write_state
+from .job import job_command
 
-LOG_DIR = 'slurm'
 STOP_WAIT_S = 80  # submitit's warning comes 90 s before the kill
 
 
@@ -59,8 +57,8 @@ class SlurmTask(submitit.helpers.Checkpointable):
     """One SLURM task of one job: runs the job process, stops it with a checkpoint on
     submitit's warning and asks to be requeued."""
 
-    def __init__(self, job_args: list[str], work_dir: Path, env: dict):
-        self.job_args, self.work_dir, self.env = list(job_args), Path(work_dir), dict(env)
+    def __init__(self, request_file: Path, work_dir: Path, env: dict):
+        self.request_file, self.work_dir, self.env = Path(request_file), Path(work_dir), dict(env)
         self._proc = None
 
     def __getstate__(self):  # the running process stays behind when submitit pickles us
@@ -73,9 +71,9 @@ class SlurmTask(submitit.helpers.Checkpointable):
             dist.export(set_cuda_visible_devices=False, overwrite=True)
             env.update({k: os.environ[k] for k in ('MASTER_ADDR', 'MASTER_PORT', 'RANK',
                                                    'WORLD_SIZE', 'LOCAL_RANK')})
-        cmd = [sys.executable, '-m', 'harness.job', *self.job_args]
+        cmd = job_command(self.request_file)
         if dist.rank == 0:  # rank 0 writes the job's log; the others stay in submitit's
-            with open(self.work_dir / 'job.log', 'ab') as log:
+            with open(self.work_dir / LOG_FILE, 'ab') as log:
                 self._proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log,
                                               stderr=subprocess.STDOUT)
         else:
@@ -84,7 +82,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
         while (rc := self._proc.poll()) is None:
             time.sleep(1)
         if rc != 0 and read_state(self.work_dir).get('status') != 'interrupted':
-            raise RuntimeError(f'job process exited with {rc}: see {self.work_dir / "job.log"}')
+            raise RuntimeError(f'job process exited with {rc}: see {self.work_dir / LOG_FILE}')
         return rc
 
     def checkpoint(self, *args, **kwargs):
@@ -100,13 +98,14 @@ class SlurmTask(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
 
-def submit(jobs: list[tuple[str, Path, list[str]]], opts: SlurmOptions, env: dict) -> list:
-    """Submit ``(tag, work_dir, job_args)`` jobs; record each SLURM job id in its job.json."""
+def submit(targets: list, opts: SlurmOptions, env_of) -> list:
+    """Submit each ``Target`` (its request already in its folder; ``env_of(request)``: its
+    environment); record each SLURM job id in the job's state. Returns (target, job) pairs."""
     submitted = []
-    for tag, work_dir, job_args in jobs:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        executor = submitit.SlurmExecutor(folder=work_dir / LOG_DIR, max_num_timeout=20)
-        params = dict(job_name=tag.split('] ', 1)[-1].replace('/', '-').replace(' ', '-'),
+    for target in targets:
+        tag, work_dir = target.tag, target.work_dir
+        executor = submitit.SlurmExecutor(folder=work_dir / SLURM_DIR, max_num_timeout=20)
+        params = dict(job_name=target.request.name.replace('/', '-').replace(' ', '-'),
                       time=opts.time_min, nodes=opts.nodes, ntasks_per_node=opts.tasks_per_node,
                       signal_delay_s=90,
                       # a requeued job's task appends to its logs instead of truncating them
@@ -119,9 +118,10 @@ def submit(jobs: list[tuple[str, Path, list[str]]], opts: SlurmOptions, env: dic
             params['cpus_per_task'] = opts.cpus_per_task
         executor.update_parameters(**params)
         # 'queued' before sbatch: once submitted, the job itself may write 'running' any time
-        write_state(work_dir, status='queued', error=None, slurm_logs=str(work_dir / LOG_DIR))
+        write_state(work_dir, status='queued', error=None, slurm_logs=str(work_dir / SLURM_DIR))
         try:
-            job = executor.submit(SlurmTask(job_args, work_dir, env))
+            job = executor.submit(SlurmTask(work_dir / REQUEST_FILE, work_dir,
+                                            env_of(target.request)))
         except Exception as err:  # noqa: BLE001 - sbatch refused it: recorded, next job
             message = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
             write_state(work_dir, status='failed', error=f'sbatch: {message}')
@@ -129,7 +129,7 @@ def submit(jobs: list[tuple[str, Path, list[str]]], opts: SlurmOptions, env: dic
             continue
         write_state(work_dir, slurm_job_id=job.job_id)
         print(f'{tag}: submitted as SLURM job {job.job_id} -> {work_dir}', flush=True)
-        submitted.append((tag, work_dir, job))
+        submitted.append((target, job))
     return submitted
 
 
@@ -158,7 +158,8 @@ def wait(submitted: list, poll_s: float = 5.0) -> dict:
     pending = list(submitted)
     while pending:
         for item in list(pending):
-            tag, work_dir, job = item
+            target, job = item
+            tag, work_dir = target.tag, target.work_dir
             status = read_state(work_dir).get('status')
             if seen.get(work_dir) != status:
                 seen[work_dir] = status

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..layout import REPO_ROOT
+
+DEFAULT_ADE20K_ROOT = REPO_ROOT / 'data' / 'ade' / 'ADEChallengeData2016'
 ADE20K_COUNTS = {'training': 20210, 'validation': 2000}
 NUM_CLASSES = 150  # label values 0 (other, ignored) .. 150
 

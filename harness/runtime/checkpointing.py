@@ -1,7 +1,7 @@
 """Checkpoints that are never written in place.
 
-mmengine's ``CheckpointHook`` writes ``iter_N.pth`` with ``open(path, 'wb')`` and the
-``last_checkpoint`` pointer with ``open(path, 'w')``: a full disk (or a kill) mid-write leaves a
+mmengine's ``CheckpointHook`` writes each checkpoint with ``open(path, 'wb')`` and the
+checkpoint pointer with ``open(path, 'w')``: a full disk (or a kill) mid-write leaves a
 truncated file under the final name, a checkpoint saved again over a good one (a job resumed
 from an earlier checkpoint) destroys it, and a truncated pointer makes the next start lose its
 place. Here each file is written under a temporary name and renamed over the final one, so a
@@ -17,8 +17,7 @@ from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
-POINTER = 'last_checkpoint'
-STAGING = '.checkpoint-staging'  # same filesystem as the work dir, so the rename is atomic
+from ..layout import CHECKPOINT_STAGING, POINTER
 
 
 class CheckpointSaveError(OSError):
@@ -62,7 +61,7 @@ class AtomicCheckpointHook(CheckpointHook):
         work_dir = Path(runner.work_dir)
         pointer = work_dir / POINTER
         previous = pointer.read_text().strip() if pointer.is_file() else ''
-        staging = work_dir / STAGING
+        staging = work_dir / CHECKPOINT_STAGING
         staging.mkdir(exist_ok=True)
         # the parent class writes its pointer in place into runner.work_dir (and uses the work
         # dir for nothing else here): let it write into the staging folder, then rename

@@ -16,7 +16,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .spec import REPO_ROOT, Row, SpecError
+from ..layout import REPO_ROOT
+from ..prepare.spec import Row, SpecError
 
 DEFAULT_ORIGINALS = Path('weights') / 'original'  # relative to the weights root
 CHUNK = 1 << 20
@@ -77,14 +78,8 @@ def download(url: str, dest: Path, timeout: float) -> str:
 
 def _row_backbone(row: Row):
     """The row's encoder as the full profile builds it (random init): the target layout."""
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    from .profiles import JobSpec, build_config
-    register_all_modules()
-    cfg = build_config(JobSpec(row=row, profile='full', seed=0, work_dir=Path('.'),
-                               data_root=Path('.')))
-    return MODELS.build(cfg.model.backbone)
+    from ..prepare.model import build_model
+    return build_model(row, 'full').backbone
 
 
 def check_against_row(state: dict, row: Row) -> None:
@@ -113,7 +108,7 @@ def convert_into(source: Path, row: Row, out: Path) -> int:
 
     import torch
 
-    from .convert import ConversionError, convert_pretrained_vit
+    from .convert import ConversionError, convert_pretrained_vit, save_new
     try:  # restricted unpickling: a downloaded file runs no code while loading
         checkpoint = torch.load(source, map_location='cpu', weights_only=True)
         state, _ = convert_pretrained_vit(checkpoint)
@@ -124,13 +119,7 @@ def convert_into(source: Path, row: Row, out: Path) -> int:
                            ) from None
     if out.exists():
         raise WeightsError(f'{out} exists: remove it to convert again')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f'.{out.name}.partial')
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, out)
-    finally:
-        _remove(tmp)
+    save_new(out, state)
     return len(state)
 
 
@@ -140,12 +129,13 @@ def _shown(path: Path) -> str:
 
 
 def install_row(row: Row, weights_root: Path, originals: Path, source: Path | None = None,
-                url_base: str | None = None, timeout: float = 60.0) -> str:
-    """Put the row's converted weights at ``weights_root/pretrained.file``; return what was
-    done (one line). Raises :class:`WeightsError` with one line naming the file, the expected
+                url_base: str | None = None, timeout: float = 60.0,
+                out: Path | None = None) -> str:
+    """Put the row's converted weights at ``out`` (default ``weights_root/pretrained.file``);
+    return what was done (one line). Raises :class:`WeightsError` with one line naming the file, the expected
     hash and where to put the release."""
     tag = f'{row.table}/{row.id}'
-    out = Path(weights_root) / row.pretrained_file
+    out = Path(out or Path(weights_root) / row.pretrained_file)
     if out.exists():
         return f'{tag}: {_shown(out)} present, kept'
     expected = row.pretrained_sha256

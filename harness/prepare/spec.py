@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from ..layout import REPO_ROOT
+
 EXPERIMENTS = REPO_ROOT / 'experiments'
 SEED_LOGS = EXPERIMENTS / 'reference' / 'seed_logs'
 PAPER_VERSIONS = ('v1', 'v3')

@@ -13,10 +13,14 @@ The image classifiers (``head``, ``head_dist``) have no counterpart and are drop
 """
 from __future__ import annotations
 
+import os
 import re
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
+
+from ..prepare.spec import Row, SpecError
 
 # one transformer block: official Segmenter / timm name -> mmseg TransformerEncoderLayer name
 _BLOCK = {
@@ -118,3 +122,52 @@ def convert_official_segmenter(checkpoint: dict, decoder: str) -> tuple[dict, li
         else:
             raise ConversionError(f'not an official Segmenter key: {key}')
     return converted, dropped
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint file read with restricted unpickling: a file from elsewhere runs no code
+    while loading. Raises SpecError (one line) when it is no readable checkpoint."""
+    import pickle
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+        raise SpecError(f'cannot read checkpoint {path}: {str(err).splitlines()[0]}') from None
+
+
+def save_new(path: Path, obj) -> None:
+    """Write ``obj`` to ``path`` through a temporary file and a rename; an existing file is
+    never replaced and a failure leaves nothing behind."""
+    path = Path(path)
+    if path.exists():
+        raise SpecError(f'{path} exists: remove it or pass another --out')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.partial')
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def convert_official_checkpoint(source: Path, row: Row, out: Path) -> str:
+    """Convert an authors' released ``checkpoint.pth`` into ``out`` for ``row``, after loading
+    it into the row's model with no missing and no unexpected key; returns what was done."""
+    from ..prepare.model import build_model
+    try:
+        state, dropped = convert_official_segmenter(load_checkpoint(source), row.decoder)
+    except ConversionError as err:
+        raise SpecError(f'{source}: {err}') from None
+    model = build_model(row, 'full')
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape that is not the row's architecture
+        raise SpecError(f'{source} is not a {row.model} checkpoint: '
+                        f'{str(err).splitlines()[1].strip()}') from None
+    if missing or unexpected:
+        raise SpecError(f'{source} as {row.model}: {len(missing)} missing keys '
+                        f'{list(missing)[:3]}, {len(unexpected)} unexpected keys '
+                        f'{list(unexpected)[:3]}')
+    save_new(out, {'state_dict': state, 'meta': {'converted_from': str(source), 'row': row.id,
+                                                  'dropped': dropped}})
+    return (f'{row.model}: {len(state)} tensors, 0 missing, 0 unexpected, dropped '
+            f'{len(dropped)} classifier tensors ({", ".join(dropped) or "none"}) -> {out}')

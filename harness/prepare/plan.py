@@ -12,11 +12,11 @@ import dataclasses
 import warnings
 from pathlib import Path
 
-from .job import job_dir, read_state
-from .profiles import JobSpec, build_config
+from ..layout import job_dir, read_curves, read_state
+from .job_config import build_config
+from .request import JobRequest
 from .spec import Row
 
-LAUNCHERS = ('local', 'torchrun', 'slurm')
 BYTES_PER_VALUE = 4  # fp32 weights and optimiser buffers
 # text logs, curves, per-class IoU and the offline W&B run of a 160k-iteration job: a generous
 # allowance rather than a measurement (they are megabytes next to gigabytes of checkpoints)
@@ -60,25 +60,18 @@ def _kept_checkpoints(cfg, iters: int) -> int:
     return min(saved, keep) if keep > 0 else saved
 
 
-def _count_params(cfg) -> int:
+def _count_params(row: Row, profile: str, depth: int) -> int:
     """Parameters of the job's model. The encoder's blocks are identical, so the count is
     linear in their number: built with 1 and 2 blocks (fast, even for ViT-L), extrapolated
     exactly to the config's depth."""
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    register_all_modules()
-    counts = []
-    for depth in (1, 2):
-        model_cfg = cfg.model.deepcopy()
-        model_cfg.pretrained = None  # built to be counted, not loaded
-        model_cfg.backbone.update(num_layers=depth, out_indices=-1)
-        counts.append(sum(p.numel() for p in MODELS.build(model_cfg).parameters()))
-    return counts[0] + (cfg.model.backbone.num_layers - 1) * (counts[1] - counts[0])
+    from .model import build_model
+    counts = [sum(p.numel() for p in build_model(row, profile, num_layers=n).parameters())
+              for n in (1, 2)]
+    return counts[0] + (depth - 1) * (counts[1] - counts[0])
 
 
 def _logged_speed(row: Row, profile: str, work_root: Path, seeds: int) -> tuple[float, str] | None:
     """Seconds per iteration x GPUs, from the training log of a job of this row on disk."""
-    from .collect import read_curves
     for seed in range(max(seeds, 1)):
         work_dir = job_dir(work_root, profile, row.table, row.id, seed)
         train, _ = read_curves(work_dir)
@@ -106,10 +99,10 @@ def plan_job(row: Row, seed: int, profile: str, gpus: int, work_root: Path, data
     if row.id not in cache:  # the seed changes nothing but the random state
         with warnings.catch_warnings():  # mmseg's deprecation notes are not part of the plan
             warnings.simplefilter('ignore')
-            cfg = build_config(JobSpec(row=row, profile=profile, seed=seed, work_dir=work_dir,
-                                       data_root=data_root, gpus=gpus,
-                                       weights_root=weights_root))
-            cache[row.id] = cfg, _count_params(cfg)
+            cfg = build_config(JobRequest(row=row, profile=profile, seed=seed,
+                                          work_dir=work_dir, data_root=data_root, gpus=gpus,
+                                          weights_root=weights_root))
+            cache[row.id] = cfg, _count_params(row, profile, cfg.model.backbone.num_layers)
     cfg, params = cache[row.id]
     iters = cfg.train_cfg.max_iters
     buffers = _optimizer_buffers(cfg.optim_wrapper.optimizer)
@@ -135,7 +128,7 @@ def plan_job(row: Row, seed: int, profile: str, gpus: int, work_root: Path, data
 def data_status(profile: str, data_root: Path) -> str:
     if profile == 'smoke':
         return f'synthetic, generated on first use at {data_root}'
-    from .data import DataError, check_layout
+    from ..assets.data import DataError, check_layout
     try:
         found = check_layout(Path(data_root))
     except DataError as err:

@@ -1,43 +1,22 @@
 """Collect: what the job folders on disk say, as tables (no job is contacted, nothing recomputed).
 
-A job's curves are ``vis_data/scalars.json`` (one JSON object a line, written by mmengine's
-LocalVisBackend and appended to across restarts). A restart re-logs the iterations between its
-checkpoint and the interruption, so for each (kind, step) the last line wins.
+A job's curves and state are read through :mod:`harness.layout`, which owns the job folder.
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 from pathlib import Path
 
 import pandas as pd
 
-from .job import CURVES_FILE, job_dir, ours_eval_dir, read_state
-from .spec import Row
+from ..layout import job_dir, ours_eval_dir, read_curves, read_state, seed_dirs
+from ..prepare.spec import Row
 
 VAL_METRICS = ('mIoU', 'mAcc', 'aAcc')
 JOB_COLUMNS = ['row', 'seed', 'status', 'error', 'iters', 'mIoU_final', 'mAcc_final',
                'aAcc_final', 'miou_first', 'miou_ms', 'wandb_run_id', 'wandb_run',
                'device_hours', 'meta', 'work_dir']
-
-
-def read_curves(work_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, val) curves of one job, indexed by iteration; empty frames when none yet."""
-    path = Path(work_dir) / CURVES_FILE
-    train, val = {}, {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            step = record.get('step')
-            if step is None:
-                continue
-            (val if 'mIoU' in record else train)[step] = record
-    return (pd.DataFrame.from_dict(train, orient='index').sort_index(),
-            pd.DataFrame.from_dict(val, orient='index').sort_index())
 
 
 def _evaluated_miou(eval_dir: Path) -> float | None:
@@ -76,8 +55,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
     """One record per row x seed found on disk (seeds 0..n-1 when ``seeds`` is given)."""
     records, curves = [], {}
     for row in rows:
-        base = Path(work_root) / profile / row.table / row.id
-        found = sorted(int(p.name[4:]) for p in base.glob('seed*') if p.name[4:].isdigit())
+        found = seed_dirs(work_root, profile, row.table, row.id)
         for seed in (range(seeds) if seeds else found):
             work_dir = job_dir(work_root, profile, row.table, row.id, seed)
             state = read_state(work_dir)

@@ -1,4 +1,5 @@
-"""Row spec + profile -> the mmengine config of one job.
+"""Job request -> the mmengine config of one job (data, schedule, seed, resume, evaluation,
+W&B, hooks, precision).
 
 ``full`` is the row's config as the paper ran it (real ADE20K, pretrained weights, 160k
 iterations, total batch 8). ``smoke`` applies a size-and-schedule override to the very same
@@ -12,14 +13,12 @@ import dataclasses
 from pathlib import Path
 
 from mmengine.config import Config
-from mmengine.config import config as config_module
 
-from .spec import REPO_ROOT, Row
+from ..layout import STATE_FILE
+from . import mmengine_patch  # noqa: F401 - the config-path shortcut, before any config loads
+from .request import TOTAL_BATCH, JobRequest
 
-PROFILES = ('smoke', 'full')
-TOTAL_BATCH = 8
 FULL_MAX_ITERS = 160000  # the recipe's schedule (experiments/configs/_base_/segmenter_recipe.py)
-DEFAULT_ADE20K_ROOT = REPO_ROOT / 'data' / 'ade' / 'ADEChallengeData2016'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,23 +36,6 @@ class SmokeSize:
 
 
 SMOKE = SmokeSize()
-
-
-@dataclasses.dataclass(frozen=True)
-class JobSpec:
-    """Everything that identifies one job (a row, a profile, a seed) and where it lives."""
-    row: Row
-    profile: str
-    seed: int
-    work_dir: Path
-    data_root: Path
-    gpus: int = 1  # processes (GPUs) sharing the total batch of 8
-    weights_root: Path = REPO_ROOT  # the spec's weight paths (weights/...) are relative to it
-    wandb_project: str = 'segmenter-repro'
-    wandb_run_id: str | None = None
-    checkpoint: Path | None = None  # evaluate this trained model instead of training
-    multi_scale: bool = False  # with checkpoint: the official multi-scale + flip evaluation
-    amp: str | None = None  # 'bf16' / 'fp16' / 'tf32' training precision (paper: fp32)
 
 
 def _set_crop(pipeline: list[dict], crop: int) -> None:
@@ -97,7 +79,7 @@ def _apply_smoke(cfg: Config, size: SmokeSize) -> None:
     cfg.env_cfg.update(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 
 
-def _apply_full(cfg: Config, job: JobSpec) -> None:
+def _apply_full(cfg: Config, job: JobRequest) -> None:
     cfg.model.pretrained = str(Path(job.weights_root) / job.row.pretrained_file)
 
 
@@ -119,35 +101,10 @@ def _use_multi_scale(cfg: Config, crop: int) -> None:
     cfg.model = dict(type='BatchedSegTTAModel', module=cfg.model)
 
 
-def _find_base_configs_directly() -> None:
-    """mmengine resolves each ``mmseg::`` base by first loading all ~200 of mmseg's model
-    metafiles (YAML) in search of a model config of that name. For ``_base_/`` files that
-    search always fails (model configs are ``<model>/<name>``), and mmengine then takes the
-    file from the package's config folder: failing it at once saves ~0.2 s per base, ~0.7 s
-    per row config (measured), paid by every job and by the pre-launch check of every row."""
-    if getattr(config_module._get_external_cfg_path, 'skips_bases', False):
-        return
-    search = config_module._get_external_cfg_path
-
-    def external_cfg_path(package_path: str, cfg_file: str) -> str:
-        if cfg_file.startswith('_base_/'):
-            raise ValueError(cfg_file)  # what mmengine's search raises: use the config folder
-        return search(package_path, cfg_file)
-
-    external_cfg_path.skips_bases = True
-    external_cfg_path.__wrapped__ = search
-    config_module._get_external_cfg_path = external_cfg_path
 
 
-_find_base_configs_directly()
-
-
-def build_config(job: JobSpec) -> Config:
+def build_config(job: JobRequest) -> Config:
     """The resolved mmengine config of ``job``, ready for ``Runner.from_cfg``."""
-    if job.profile not in PROFILES:
-        raise ValueError(f"unknown profile '{job.profile}' (profiles: {', '.join(PROFILES)})")
-    if job.gpus < 1 or TOTAL_BATCH % job.gpus:
-        raise ValueError(f'{job.gpus} processes do not divide the total batch {TOTAL_BATCH}')
     cfg = Config.fromfile(job.row.config_path)
     # the total batch stays 8 however many processes share it (smoke and full alike)
     cfg.train_dataloader.batch_size = TOTAL_BATCH // job.gpus
@@ -160,7 +117,7 @@ def build_config(job: JobSpec) -> Config:
 
     cfg.work_dir = str(job.work_dir)
     cfg.randomness = dict(seed=job.seed)
-    cfg.resume = True  # mmengine resumes from work_dir/last_checkpoint when there is one
+    cfg.resume = True  # mmengine resumes from the job's checkpoint pointer when there is one
     if job.checkpoint is not None:  # evaluation: the job loads the checkpoint itself, strictly
         cfg.model.pretrained = None
         cfg.resume = False
@@ -171,22 +128,32 @@ def build_config(job: JobSpec) -> Config:
         init_kwargs=dict(
             project=job.wandb_project, group=job.row.table, name=f'{job.row.id}-seed{job.seed}',
             tags=[job.row.table, job.profile, job.row.id],
-            job_type='train' if job.checkpoint is None else 'eval',
+            job_type='train' if job.kind == 'train' else 'eval',
             id=job.wandb_run_id, resume='allow', reinit='finish_previous'),
-        # the run's provenance (git, versions, hardware, dataset) is read from job.json when
+        # the run's provenance (git, versions, hardware, dataset) is read from the state when
         # the run starts: kept out of the config, whose pretty-printing (yapf, in every
         # checkpoint) takes ~1.5 s per save with it nested inside
-        meta_file=None if job.work_dir is None else str(Path(job.work_dir) / 'job.json'))
+        meta_file=None if job.work_dir is None else str(Path(job.work_dir) / STATE_FILE))
     # save_dir = the job folder, not mmengine's per-start <timestamp>/ folder: a resumed job
-    # appends to the same vis_data/scalars.json and W&B run instead of starting new ones.
+    # appends to the same curves file and W&B run instead of starting new ones.
     # keeps per-class IoU and the W&B summary (final/best mIoU) of every validation
     cfg.val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
     cfg.test_evaluator = cfg.val_evaluator
     # PreemptionHook: a stop signal ends training with a checkpoint; torch RNG in checkpoints
     cfg.custom_hooks = [dict(type='RunSummaryHook'), dict(type='PreemptionHook')]
     if job.amp:
-        from .precision import apply_amp
-        apply_amp(cfg, job.amp)
+        _apply_amp(cfg, job.amp)
     cfg.visualizer = dict(type='SegLocalVisualizer', name='visualizer', save_dir=str(job.work_dir),
                           vis_backends=[dict(type='LocalVisBackend'), wandb])
     return cfg
+
+
+def _apply_amp(cfg: Config, amp: str) -> None:
+    """Train in ``amp`` precision (same optimiser, schedule); the modules named here live in
+    ``harness.runtime.precision``."""
+    if amp == 'bf16':
+        cfg.optim_wrapper.type = 'BF16AutocastOptimWrapper'
+    elif amp == 'fp16':
+        cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='float16', loss_scale='dynamic')
+    else:
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='TF32TrainingHook')]

@@ -19,7 +19,8 @@ from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from .checkpointing import POINTER, write_atomically
+from ..layout import POINTER, checkpoint_name
+from .checkpointing import write_atomically
 
 RNG_KEY = 'harness_rng'
 
@@ -97,7 +98,7 @@ class PreemptionHook(Hook):
         if not signum:
             return
         iteration = runner.iter + 1  # the loop counts this iteration after the hooks
-        filename = f'iter_{iteration}.pth'
+        filename = checkpoint_name(iteration)
         path = Path(runner.work_dir) / filename
         if is_main_process() and not path.is_file():  # the CheckpointHook may have saved it
             # written to a temporary name and renamed, like the periodic checkpoints

@@ -17,9 +17,6 @@ from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
 from mmseg.registry import HOOKS, OPTIM_WRAPPERS
 
-AMP_CHOICES = ('bf16', 'fp16', 'tf32')
-
-
 @OPTIM_WRAPPERS.register_module()
 class BF16AutocastOptimWrapper(OptimWrapper):
     """``OptimWrapper`` whose forward/loss context is bf16 autocast on the model's device."""
@@ -68,16 +65,3 @@ class TF32TrainingHook(Hook):
         if self.saved:
             set_tf32_flags(*self.saved)
         self.saved = None
-
-
-def apply_amp(cfg, amp: str) -> None:
-    """Switch the config's training to ``amp`` precision (same optimiser, schedule); call it
-    on a config whose ``custom_hooks`` are set."""
-    if amp not in AMP_CHOICES:
-        raise ValueError(f"unknown --amp '{amp}' (choices: {', '.join(AMP_CHOICES)})")
-    if amp == 'bf16':
-        cfg.optim_wrapper.type = 'BF16AutocastOptimWrapper'
-    elif amp == 'fp16':
-        cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='float16', loss_scale='dynamic')
-    else:
-        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='TF32TrainingHook')]

@@ -1,0 +1,177 @@
+"""The job process: one JobRequest (a row x profile x seed, trained or evaluated) run by
+mmengine's Runner.
+
+``python -m harness.launch.job REQUEST_FILE`` (the request the launcher wrote into the job
+folder) is what every launcher starts (alone, under torchrun or in a SLURM task). Rank 0 owns the job folder: its lock, its state and the W&B
+run (``harness.layout`` names the files).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ..layout import CONFIG_FILE, LOCK_FILE, REPO_ROOT, read_state, write_state
+
+EXIT_LOCKED = 75  # EX_TEMPFAIL: the job is running in another process
+
+
+def job_command(request_file: Path, processes: int = 1) -> list[str]:
+    """The job as one process, or as ``processes`` processes under torchrun on this machine."""
+    job = ['-m', 'harness.launch.job', str(request_file)]
+    if processes == 1:
+        return [sys.executable, *job]
+    # --standalone: a rendezvous on a free local port, so jobs never collide
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+            f'--nproc-per-node={processes}', *job]
+
+
+def job_env(request) -> dict:
+    """The environment of a job process: offline W&B unless asked, the harness importable,
+    smoke jobs on the CPU."""
+    env = dict(os.environ)
+    env.setdefault('WANDB_MODE', 'offline')
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get('PYTHONPATH')]))
+    if request.profile == 'smoke':
+        env['CUDA_VISIBLE_DEVICES'] = ''
+    return env
+
+
+def error_summary(err: BaseException) -> str:
+    """One line for the job's state: the line of the message that names the problem."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if 'Unsupported global' in line]  # torch's safe loader
+    if isinstance(err, KeyboardInterrupt):
+        return 'stopped by Ctrl-C'
+    return f'{type(err).__name__}: {(named or lines or [""])[0]}'[:300]
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ''
+
+
+def _on_stop_signal(signum, frame):
+    """SIGTERM (a scheduler, ``kill``) or SIGUSR2 (submitit's warning before a timeout or a
+    preemption): during training, stop after this iteration with a checkpoint; else now."""
+    from ..runtime.preempt import Stopped, request_stop
+    if not request_stop(signum):
+        raise Stopped(signum)
+
+
+def _init_distributed() -> None:
+    """Start the process group of a torchrun / SLURM-task process (WORLD_SIZE > 1).
+
+    mmengine's own init_dist always calls torch.cuda.set_device, which fails on CPU: the group
+    is started here (NCCL on GPUs, gloo on CPU) and mmengine then uses it as it is."""
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
+        import torch
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+            dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print('usage: python -m harness.launch.job REQUEST_FILE (written by a launcher)',
+              file=sys.stderr)
+        return 2
+    from ..prepare.request import JobRequest
+    request = JobRequest.read(Path(argv[0]))
+    for signum in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(signum, _on_stop_signal)
+    os.environ.setdefault('WANDB_MODE', 'offline')
+    work_dir = request.work_dir
+    work_dir.mkdir(parents=True, exist_ok=True)
+    rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
+    # rank 0 alone owns the job folder's state, its lock and the W&B run
+    record = write_state if rank == 0 else (lambda work_dir, **fields: fields)
+    if rank == 0:
+        # one owner per job; the OS drops the lock of a dead process, so a stale one never blocks
+        lock = FileLock(work_dir / LOCK_FILE, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = read_state(work_dir)
+            print(f"error: {request.name} is already running "
+                  f"(host {holder.get('host')}, pid {holder.get('pid')})", file=sys.stderr)
+            return EXIT_LOCKED
+    state = read_state(work_dir)
+    row = request.row
+    run_id = (state.get('wandb_run_id')  # one W&B run per job, across restarts
+              or f'{row.table}-{row.id}-s{request.seed}-{secrets.token_hex(3)}')
+    slurm = {'slurm_job_id': os.environ['SLURM_JOB_ID']} if 'SLURM_JOB_ID' in os.environ else {}
+    record(work_dir, table=row.table, row=row.id, profile=request.profile,
+           seed=request.seed, status='running', host=socket.gethostname(), pid=os.getpid(),
+           started=time.time(), wandb_run_id=run_id, starts=state.get('starts', 0) + 1,
+           error=None, **slurm)
+    try:
+        _init_distributed()
+        from mmengine.runner import Runner
+
+        from ..prepare.job_config import build_config
+        from ..runtime.safe_resume import enable_safe_resume
+        from .provenance import dataset_identity, git_state, hardware, package_versions
+
+        request = dataclasses.replace(request, gpus=world, wandb_run_id=run_id)
+        meta = {'table': row.table, 'row': row.id, 'model': row.model,
+                'profile': request.profile, 'seed': request.seed, 'processes': world,
+                'amp': request.amp, 'request': request.to_json(), 'git': git_state(),
+                'versions': package_versions(), 'hardware': hardware(),
+                'dataset': dataset_identity(request.data_root)}
+        record(work_dir, meta=meta, gpus=world,
+               wandb_run=f'{request.wandb_project}/{run_id}')
+        cfg = build_config(request)  # the W&B run reads meta from the job's state
+        if world > 1:
+            _distribute(cfg)
+        if rank == 0:
+            cfg.dump(work_dir / CONFIG_FILE)
+        enable_safe_resume()
+        runner = Runner.from_cfg(cfg)
+        if request.kind == 'train':
+            runner.train()
+        else:
+            metrics = evaluate(runner, request.checkpoint)
+    except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
+        error = error_summary(err)
+        failed = isinstance(err, Exception)  # not Ctrl-C / SystemExit: those resume next time
+        record(work_dir, status='failed' if failed else 'interrupted', error=error,
+               finished=time.time())
+        if failed:
+            traceback.print_exc()
+            return 1
+        raise
+    record(work_dir, status='finished', finished=time.time(),
+           **({'metrics': metrics} if request.kind == 'evaluate' else {}))
+    return 0
+
+
+def _distribute(cfg) -> None:
+    """mmengine distributed training in the process group ``_init_distributed`` started."""
+    import torch
+    cfg.launcher = 'pytorch'
+    if not torch.cuda.is_available():  # DDP on CPU takes no device ids (mmengine passes some)
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+
+
+def evaluate(runner, checkpoint: Path) -> dict:
+    """Test metrics of ``checkpoint``, loaded strictly (mmengine's load_from is lenient, so a
+    checkpoint of another model would be evaluated half-random without failing). mmengine
+    loads into the model that SegTTAModel wraps by itself."""
+    runner.load_checkpoint(str(checkpoint), strict=True, revise_keys=[])
+    return {key: float(value) for key, value in runner.test().items()}
+
+
+if __name__ == '__main__':
+    sys.exit(main())

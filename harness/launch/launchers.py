@@ -1,0 +1,249 @@
+"""Launchers: run a list of job targets, each one :class:`JobRequest` in its own job folder.
+
+``local`` runs one process per job, one job after another; ``torchrun`` runs each job as
+``--gpus`` processes on this machine sharing the total batch; ``slurm`` submits each job as a
+SLURM job through submitit (``harness.launch.slurm``). All three write the request into the job
+folder and start ``python -m harness.launch.job`` on it. Finished jobs are skipped; interrupted
+or failed ones start again and resume from their last checkpoint; a crashing job is recorded
+and the next one starts. ``run`` and ``evaluate`` differ only in the targets they build.
+"""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ..layout import (
+    LOCK_FILE,
+    LOG_FILE,
+    REPO_ROOT,
+    REQUEST_FILE,
+    job_dir,
+    last_checkpoint,
+    log_tail,
+    ours_eval_dir,
+    read_curves,
+    read_state,
+    released_dir,
+    slurm_log,
+    write_state,
+)
+from ..prepare.request import JobRequest
+from ..prepare.spec import Row
+from .job import EXIT_LOCKED, job_command, job_env, last_line
+
+STOP_WAIT_S = 120  # a stopped job saves a checkpoint first (torchrun kills after 30 s)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One job to launch: its request and how the launcher's lines name it."""
+    request: JobRequest
+    tag: str  # '[n/N] table/row seedK'
+
+    @property
+    def work_dir(self) -> Path:
+        return self.request.work_dir
+
+
+def _tagged(requests: list[JobRequest], total: int, numbers: list[int]) -> list[Target]:
+    return [Target(r, f'[{n}/{total}] {r.name}') for r, n in zip(requests, numbers)]
+
+
+def train_targets(rows: list[Row], seeds: int, work_root: Path, **options) -> list[Target]:
+    """Every row x seed trained in ``<work_root>/<profile>/<table>/<row>/seed<k>/``;
+    ``options``: the JobRequest fields common to all of them (profile, data_root, ...)."""
+    requests = [JobRequest(row=row, seed=seed, work_dir=job_dir(work_root, options['profile'],
+                                                                 row.table, row.id, seed),
+                           **options)
+                for row in rows for seed in range(seeds)]
+    return _tagged(requests, len(requests), list(range(1, len(requests) + 1)))
+
+
+def evaluate_ours_targets(rows: list[Row], seeds: int, work_root: Path, multi_scale: bool,
+                          **options) -> list[Target]:
+    """The last checkpoint of each finished row x seed, evaluated inside its job folder."""
+    pairs = [(row, seed) for row in rows for seed in range(seeds)]
+    requests, numbers = [], []
+    for n, (row, seed) in enumerate(pairs, 1):
+        trained = job_dir(work_root, options['profile'], row.table, row.id, seed)
+        checkpoint = last_checkpoint(trained)
+        if read_state(trained).get('status') != 'finished' or checkpoint is None:
+            print(f'[{n}/{len(pairs)}] {row.table}/{row.id} seed{seed}: not trained yet, skipped')
+            continue
+        requests.append(JobRequest(row=row, seed=seed, checkpoint=checkpoint,
+                                   multi_scale=multi_scale,
+                                   work_dir=ours_eval_dir(trained, multi_scale), **options))
+        numbers.append(n)
+    return _tagged(requests, len(pairs), numbers)
+
+
+def evaluate_released_targets(rows: list[Row], work_root: Path, checkpoints: Path,
+                              multi_scale: bool, **options) -> list[Target]:
+    """Each row's converted released checkpoint ``<checkpoints>/<row>.pth``."""
+    requests, numbers = [], []
+    for n, row in enumerate(rows, 1):
+        checkpoint = Path(checkpoints) / f'{row.id}.pth'
+        if not checkpoint.is_file():
+            print(f'[{n}/{len(rows)}] {row.table}/{row.id}: no {checkpoint}, skipped')
+            continue
+        requests.append(JobRequest(row=row, seed=0, checkpoint=checkpoint,
+                                   multi_scale=multi_scale,
+                                   work_dir=released_dir(work_root, row.table, row.id,
+                                                         multi_scale), **options))
+        numbers.append(n)
+    return _tagged(requests, len(rows), numbers)
+
+
+def _held_elsewhere(work_dir: Path) -> bool:
+    """Whether another process owns the job (torchrun hides the job's own exit code)."""
+    if not (work_dir / LOCK_FILE).exists():
+        return False
+    lock = FileLock(work_dir / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def _resume_note(work_dir: Path) -> str:
+    """What a restarted job continues from (mmengine resumes from the checkpoint pointer)."""
+    checkpoint = last_checkpoint(work_dir)
+    if checkpoint is not None:
+        return f' (resuming from {checkpoint.name})'
+    return ' (restarting: no checkpoint yet)' if read_state(work_dir) else ''
+
+
+def report_end(target: Target, rc: int, took: float, log: Path | None = None) -> bool:
+    """Print how one job ended (recording a death it could not record itself); True when
+    it finished."""
+    work_dir, tag = target.work_dir, target.tag
+    log = log or work_dir / LOG_FILE
+    state = read_state(work_dir)
+    if rc == 0 and state.get('status') == 'finished':
+        if 'metrics' in state:
+            miou = f"mIoU {state['metrics']['mIoU']:.2f}"
+        else:
+            _, val = read_curves(work_dir)
+            miou = f"mIoU {val['mIoU'].iloc[-1]:.2f}" if len(val) else 'no evaluation'
+        print(f'{tag}: finished in {took:.0f}s, {miou}', flush=True)
+        return True
+    if rc == EXIT_LOCKED:  # another process owns this job: leave its state alone
+        print(f"{tag}: already running (host {state.get('host')}, pid {state.get('pid')}),"
+              ' skipped', flush=True)
+        return False
+    if state.get('status') in ('running', 'queued'):  # died before it could record anything
+        state = write_state(work_dir, status='failed',
+                            error=last_line(log_tail(work_dir)) or f'exit code {rc}')
+    # one line on stderr per job that did not finish, naming its problem
+    print(f"error: {target.request.name} {state.get('status')} after {took:.0f}s "
+          f"(exit {rc}): {state.get('error')} -- log: {log}", file=sys.stderr, flush=True)
+    return False
+
+
+class Launcher:
+    """Runs job targets; ``run`` returns how many did not finish (or were not submitted)."""
+
+    def run(self, targets: list[Target]) -> int:
+        ready, failed = [], 0
+        for target in targets:
+            state = read_state(target.work_dir)
+            if state.get('status') == 'finished':
+                print(f'{target.tag}: finished before, skipped', flush=True)
+            elif _held_elsewhere(target.work_dir):
+                failed += 1
+                print(f"{target.tag}: already running (host {state.get('host')}, pid "
+                      f"{state.get('pid')}), skipped", flush=True)
+            else:
+                target.work_dir.mkdir(parents=True, exist_ok=True)
+                target.request.write(target.work_dir / REQUEST_FILE)
+                ready.append(target)
+        return failed + self.launch(ready)
+
+    def launch(self, targets: list[Target]) -> int:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class LocalLauncher(Launcher):
+    """One job at a time on this machine, as ``processes`` processes (torchrun when > 1)."""
+    processes: int = 1
+    verbose: bool = False
+
+    def launch(self, targets: list[Target]) -> int:
+        failed = 0
+        for target in targets:
+            request = target.request
+            action = (f'evaluating {request.checkpoint}' if request.kind == 'evaluate'
+                      else f'training{_resume_note(target.work_dir)}')
+            print(f'{target.tag}: {action} -> {target.work_dir}', flush=True)
+            start = time.monotonic()
+            rc = self._run_one(job_command(target.work_dir / REQUEST_FILE, self.processes),
+                               target.work_dir, job_env(request))
+            failed += not report_end(target, rc, time.monotonic() - start)
+        return failed
+
+    def _run_one(self, cmd: list[str], work_dir: Path, env: dict) -> int:
+        """Run one job process, its output teed to the job's log (and the terminal when
+        verbose) by a thread, so that a stopped launcher still records what the job says
+        while it stops."""
+        with open(work_dir / LOG_FILE, 'ab') as log:
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+
+            def tee():
+                for chunk in iter(proc.stdout.readline, b''):
+                    log.write(chunk)
+                    log.flush()
+                    if self.verbose:
+                        sys.stdout.buffer.write(chunk)
+                        sys.stdout.flush()
+
+            copier = threading.Thread(target=tee, daemon=True)
+            copier.start()
+            try:
+                rc = proc.wait()
+            except BaseException as err:
+                # Ctrl-C reached the job too; SIGTERM stopped the launcher alone: pass it on.
+                # Either way the job saves a checkpoint and records its state before it exits.
+                if not isinstance(err, KeyboardInterrupt):
+                    proc.terminate()
+                try:
+                    proc.wait(timeout=STOP_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                copier.join(timeout=10)
+                raise
+            copier.join()
+        return rc
+
+
+@dataclasses.dataclass
+class SlurmLauncher(Launcher):
+    """Each job one SLURM job (submitit); waits for them unless ``options.wait`` is off."""
+    options: object  # harness.launch.slurm.SlurmOptions
+
+    def launch(self, targets: list[Target]) -> int:
+        if not targets:
+            return 0
+        from . import slurm
+        submitted = slurm.submit(targets, self.options, job_env)
+        failed = len(targets) - len(submitted)
+        if not self.options.wait:
+            print(f'{len(submitted)} SLURM job(s) submitted; `python -m harness status` follows '
+                  'them', flush=True)
+            return failed
+        took = slurm.wait(submitted)
+        for target, job in submitted:
+            rc = 0 if read_state(target.work_dir).get('status') == 'finished' else 1
+            failed += not report_end(target, rc, took[target.work_dir],
+                                     log=slurm_log(target.work_dir, job.job_id))
+        return failed

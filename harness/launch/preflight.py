@@ -1,0 +1,60 @@
+"""Checks before any job starts: a failure here is one line, and no job has run yet."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..assets.data import ADE20K_COUNTS
+from ..layout import REPO_ROOT
+from ..prepare.spec import Row, SpecError
+
+
+class PreflightError(SpecError):
+    """Something the jobs need is missing; the message is one line."""
+
+
+def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_ROOT) -> None:
+    """Check the data and every row's weights before any full job starts training."""
+    for split in ADE20K_COUNTS:
+        for kind in ('images', 'annotations'):
+            folder = Path(data_root) / kind / split
+            if not folder.is_dir():
+                raise PreflightError(
+                    f'ADE20K not found: no {folder} (download ADEChallengeData2016.zip from '
+                    'http://data.csail.mit.edu/places/ADEchallenge/ and unzip it there, or set '
+                    'ADE20K_ROOT=/path/to/ADEChallengeData2016)')
+    for row in rows:
+        weights = Path(weights_root) / row.pretrained_file
+        if not weights.is_file():
+            origin = (f'convert the {row.pretrained_id} release with `python -m harness '
+                      f'weights --table {row.table} --rows {row.id} --from FILE`'
+                      if row.pretrained_id else
+                      'no public release matches the paper\'s: supply your own file there')
+            raise PreflightError(f'{row.table}/{row.id}: pretrained weights missing: '
+                                 f'{row.pretrained_file} ({origin})')
+
+
+def check_configs(rows: list[Row], profile: str, gpus: int = 1,
+                  weights_root: Path = REPO_ROOT) -> None:
+    """Build each row's job config and model (random init, nothing loaded) before any job
+    starts: a config that cannot build stops the run with one line instead of failing in the
+    job process, after the rows before it have run."""
+    from ..prepare.model import build_model
+    for row in rows:
+        try:
+            build_model(row, profile, gpus=gpus, weights_root=weights_root)
+        except Exception as err:  # noqa: BLE001 - whatever mmengine/mmseg raise, one line
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            raise PreflightError(f'{row.table}/{row.id}: config {row.config} does not build: '
+                                 f'{type(err).__name__}: {(lines or [""])[0][:200]}') from None
+
+
+def check_writable(folder: Path) -> None:
+    """The work root takes job folders: refuse before any job starts when it cannot."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PreflightError(f'cannot write to the work dir {folder}: '
+                             f'{err.strerror or err}') from None

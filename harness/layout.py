@@ -1,0 +1,140 @@
+"""The checkout, the work root and the job folder: every name a job's files go by, in one place.
+
+Every stage reads or writes the job folder (the launcher creates it, the job process and the
+code inside mmengine's Runner write it, the results stage reads it), so this module sits at the
+package root and imports nothing of the harness::
+
+    <work_root>/<profile>/<table>/<row>/seed<k>/      a training job (JobRequest.work_dir)
+        request.json         the JobRequest it runs, written by the launcher
+        job.json             state: status, host, pid, W&B run, provenance, evaluation metrics
+        job.log              the job process's output (rank 0)
+        .lock                held by the process that owns the job
+        job_config.py        the resolved mmengine config
+        iter_<N>.pth         checkpoints; last_checkpoint points to the newest
+        vis_data/scalars.json  the curves (mmengine's LocalVisBackend); vis_data/wandb/ the run
+        per_class_iou.json   per-class IoU of the last evaluation
+        slurm/               submitit's logs
+        eval-single-scale/, eval-multi-scale/   evaluations of its last checkpoint (job folders)
+    <work_root>/released-ss|released-ms/<table>/<row>/seed0/   a released checkpoint's evaluation
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WORK_ROOT = REPO_ROOT / 'work_dirs'
+DEFAULT_REPORTS = REPO_ROOT / 'reports'
+
+REQUEST_FILE = 'request.json'
+STATE_FILE = 'job.json'
+LOG_FILE = 'job.log'
+LOCK_FILE = '.lock'
+CONFIG_FILE = 'job_config.py'
+POINTER = 'last_checkpoint'  # mmengine's name: its resume reads it
+CHECKPOINT_STAGING = '.checkpoint-staging'  # same filesystem as the job, so a rename is atomic
+VIS_DIR = 'vis_data'  # mmengine's LocalVisBackend writes here under the visualizer's save_dir
+CURVES_FILE = Path(VIS_DIR) / 'scalars.json'
+WANDB_DIR = Path(VIS_DIR) / 'wandb'
+PER_CLASS_FILE = 'per_class_iou.json'
+SLURM_DIR = 'slurm'
+EVAL_DIRS = {False: 'eval-single-scale', True: 'eval-multi-scale'}
+RELEASED_PROFILES = {False: 'released-ss', True: 'released-ms'}
+
+
+def job_dir(work_root: Path, profile: str, table: str, row: str, seed: int) -> Path:
+    return Path(work_root) / profile / table / row / f'seed{seed}'
+
+
+def seed_dirs(work_root: Path, profile: str, table: str, row: str) -> list[int]:
+    """The seeds of a row that have a job folder, in order."""
+    base = Path(work_root) / profile / table / row
+    return sorted(int(p.name[4:]) for p in base.glob('seed*') if p.name[4:].isdigit())
+
+
+def ours_eval_dir(trained: Path, multi_scale: bool) -> Path:
+    """Where the evaluation of a trained job's last checkpoint lives (inside its folder)."""
+    return Path(trained) / EVAL_DIRS[multi_scale]
+
+
+def released_dir(work_root: Path, table: str, row: str, multi_scale: bool) -> Path:
+    """Where the evaluation of a row's released checkpoint lives."""
+    return job_dir(work_root, RELEASED_PROFILES[multi_scale], table, row, 0)
+
+
+def wandb_run_globs(work_root: Path) -> list[str]:
+    """Shell patterns of every offline W&B run folder under a work root (training jobs,
+    evaluations of ours and of released checkpoints)."""
+    root = Path(work_root)
+    return [str(root / '*' / '*' / '*' / 'seed*' / WANDB_DIR / 'offline-run-*'),
+            str(root / '*' / '*' / '*' / 'seed*' / 'eval-*' / WANDB_DIR / 'offline-run-*')]
+
+
+def checkpoint_name(iteration: int) -> str:
+    return f'iter_{iteration}.pth'
+
+
+def last_checkpoint(work_dir: Path) -> Path | None:
+    """The checkpoint mmengine would resume from, or None before the first one."""
+    pointer = Path(work_dir) / POINTER
+    return Path(pointer.read_text().strip()) if pointer.is_file() else None
+
+
+def slurm_log(work_dir: Path, slurm_job_id: str, task: int = 0) -> Path:
+    """submitit's stderr file of one task of a SLURM job."""
+    return Path(work_dir) / SLURM_DIR / f'{slurm_job_id}_{task}_log.err'
+
+
+def read_state(work_dir: Path) -> dict:
+    try:
+        return json.loads((Path(work_dir) / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def write_state(work_dir: Path, **fields) -> dict:
+    """Merge ``fields`` into job.json, atomically (a reader never sees half a file)."""
+    path = Path(work_dir) / STATE_FILE
+    state = {**read_state(work_dir), **fields, 'updated': time.time()}
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}')
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+    return state
+
+
+def log_tail(work_dir: Path, chars: int = 4000) -> str:
+    path = Path(work_dir) / LOG_FILE
+    return path.read_text(errors='replace')[-chars:] if path.is_file() else ''
+
+
+def read_per_class(work_dir: Path) -> dict[str, float]:
+    """Per-class IoU of a job's last evaluation (classes seen in prediction or label)."""
+    path = Path(work_dir) / PER_CLASS_FILE
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in json.loads(path.read_text())['IoU'].items() if v is not None}
+
+
+def read_curves(work_dir: Path):
+    """(train, val) curves of one job as pandas frames indexed by iteration (empty when none).
+
+    The file is one JSON object a line, appended to across restarts; a restart re-logs the
+    iterations between its checkpoint and the interruption, so for each step the last line
+    wins."""
+    import pandas as pd
+    path = Path(work_dir) / CURVES_FILE
+    train, val = {}, {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            step = record.get('step')
+            if step is None:
+                continue
+            (val if 'mIoU' in record else train)[step] = record
+    return (pd.DataFrame.from_dict(train, orient='index').sort_index(),
+            pd.DataFrame.from_dict(val, orient='index').sort_index())

@@ -1,0 +1,88 @@
+"""The job request: the one description of a job, from the command line to the mmengine config.
+
+The CLI builds a :class:`JobRequest` per row x seed, every launcher hands it on (written into
+the job folder as ``request.json``, read back by the job process) and
+:func:`harness.prepare.job_config.build_config` turns it into the job's config. A new job
+option is one field here, one CLI flag and the one place that applies it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ..layout import REPO_ROOT
+from .spec import Row, SpecError, load_table, table_arg
+
+PROFILES = ('smoke', 'full')
+PRECISIONS = ('bf16', 'fp16', 'tf32')  # reduced-precision training; the paper trained in fp32
+LAUNCHERS = ('local', 'torchrun', 'slurm')
+TOTAL_BATCH = 8  # the paper's batch, divided among all processes of a job
+DEFAULT_WANDB_PROJECT = 'segmenter-repro'
+
+
+def check_processes(gpus: int, nodes: int | None = None) -> None:
+    """The total batch is divided among a job's processes (``gpus``, or ``gpus`` per node on
+    ``nodes`` nodes): refuse a count that does not divide it."""
+    processes = gpus * (nodes or 1)
+    if gpus >= 1 and (nodes or 1) >= 1 and not TOTAL_BATCH % processes:
+        return
+    if nodes is None:
+        raise SpecError(f'--gpus {gpus} does not divide the total batch {TOTAL_BATCH}')
+    raise SpecError(f'{processes} processes (--gpus x --nodes) do not divide the total batch '
+                    f'{TOTAL_BATCH}')
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRequest:
+    """One job: a row, a profile and a seed, trained (or, with ``checkpoint``, evaluated) in
+    ``work_dir`` by ``gpus`` processes."""
+    row: Row
+    profile: str
+    seed: int
+    work_dir: Path | None
+    data_root: Path | None
+    gpus: int = 1  # processes (GPUs) sharing the total batch of 8
+    weights_root: Path = REPO_ROOT  # the spec's weight paths (weights/...) are relative to it
+    wandb_project: str = DEFAULT_WANDB_PROJECT
+    wandb_run_id: str | None = None  # chosen by the job process, kept across restarts
+    checkpoint: Path | None = None  # evaluate this trained model instead of training
+    multi_scale: bool = False  # with checkpoint: the official multi-scale + flip evaluation
+    amp: str | None = None  # one of PRECISIONS (paper: fp32)
+
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise SpecError(f"unknown profile '{self.profile}' (profiles: {', '.join(PROFILES)})")
+        if self.amp is not None and self.amp not in PRECISIONS:
+            raise SpecError(f"unknown --amp '{self.amp}' (choices: {', '.join(PRECISIONS)})")
+        check_processes(self.gpus)
+
+    @property
+    def kind(self) -> str:
+        return 'train' if self.checkpoint is None else 'evaluate'
+
+    @property
+    def name(self) -> str:
+        """How the job is named in the launcher's lines: table/row seed."""
+        return f'{self.row.table}/{self.row.id} seed{self.seed}'
+
+    def to_json(self) -> dict:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields['row'] = self.row.id
+        fields['table'] = table_arg(self.row)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in fields.items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> 'JobRequest':
+        data = dict(data)
+        row = load_table(data.pop('table')).row(data.pop('row'))
+        paths = {'work_dir', 'data_root', 'weights_root', 'checkpoint'}
+        return cls(row=row, **{k: Path(v) if k in paths and v is not None else v
+                               for k, v in data.items()})
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def read(cls, path: Path) -> 'JobRequest':
+        return cls.from_json(json.loads(Path(path).read_text()))
