@@ -24,7 +24,9 @@ TIME ?=
 # AMP=bf16|fp16|tf32: reduced-precision training (faster, not the paper's fp32; the report
 # says so); tf32 and fp16 need a GPU
 AMP ?=
-TRAIN_ARGS = $(if $(AMP),--amp $(AMP),)
+# MAX_ITERS=N: a shortened schedule for cheap trials (the report gives such rows no verdict)
+MAX_ITERS ?=
+TRAIN_ARGS = $(if $(AMP),--amp $(AMP),) $(if $(MAX_ITERS),--max-iters $(MAX_ITERS),)
 LAUNCH_ARGS = --launcher $(LAUNCHER) --gpus $(GPUS) --nodes $(NODES) \
 	$(if $(PARTITION),--partition $(PARTITION),) $(if $(TIME),--time $(TIME),)
 CHECKPOINTS ?= checkpoints/official

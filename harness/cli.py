@@ -127,7 +127,7 @@ def cmd_run(args) -> int:
         failed += launcher.run(train_targets(
             rows, args.seeds, args.work_root, profile=args.profile, data_root=data_root,
             gpus=processes, weights_root=args.weights_root, wandb_project=args.wandb_project,
-            amp=args.amp))
+            amp=args.amp, max_iters=args.max_iters))
         _report_after(args, table)
     if failed:
         print(f'{failed} job(s) did not finish; re-run the same command to retry/resume them.')
@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                      'synthetic copy; full: $ADE20K_ROOT or data/ade/ADEChallengeData2016)')
     run.add_argument('--weights-root', type=Path, default=REPO_ROOT,
                      help="folder the spec's weight paths (weights/...) are relative to")
+    run.add_argument('--max-iters', type=int, metavar='N',
+                     help='a shortened schedule for cheap trials: train N iterations (the poly '
+                          'decay ends at N); the report marks the row shortened, no verdict')
     run.add_argument('--amp', choices=PRECISIONS,
                      help='reduced-precision training (tf32: fp32 tensors, TF32 tensor-core '
                           'matmuls): faster, departs from the paper (fp32); evaluation stays '

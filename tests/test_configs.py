@@ -86,3 +86,26 @@ def test_base_configs_resolve_as_mmengine_resolves_them(table, monkeypatch):
     monkeypatch.setattr(config_module, '_get_external_cfg_path', shortcut.__wrapped__)
     assert Config.fromfile(row.config_path).to_dict() == fast
     assert fast['model']['decode_head']['num_classes'] == 150  # mmseg's ADE20K bases arrived
+
+
+@pytest.mark.parametrize('profile', ['full', 'smoke'])
+def test_shortened_schedule_ends_everything_at_max_iters(profile, tmp_path):
+    """``max_iters`` ends training, the poly decay and the checkpoints there and keeps the
+    profile's evaluation pattern; everything else is the row's config unchanged."""
+    row = load_table('table6').row('seg-s-mask-16')
+    whole = _config(row, profile, tmp_path)
+    n = whole.train_cfg.val_interval + 3  # past the first evaluation, short of the end
+    short = build_config(JobSpec(row=row, profile=profile, seed=0, work_dir=tmp_path / 'job',
+                                 data_root=tmp_path / 'data', max_iters=n))
+    assert short.train_cfg.max_iters == n and short.param_scheduler[0].end == n
+    assert short.param_scheduler[0].begin == whole.param_scheduler[0].begin
+    assert short.default_hooks.checkpoint.interval == min(
+        whole.default_hooks.checkpoint.interval, n)
+    assert short.train_cfg.val_interval == whole.train_cfg.val_interval
+    for (start, interval), (_, was) in zip(short.train_cfg.get('dynamic_intervals', []),
+                                           whole.train_cfg.get('dynamic_intervals', [])):
+        assert interval == min(was, n + 1)  # after the switch, the next evaluation is the last
+    changed = {key for key in whole.to_dict() if whole[key] != short[key]}
+    assert changed == {'train_cfg', 'param_scheduler', 'default_hooks'}
+    with pytest.raises(ValueError, match='--max-iters must be at least 1'):
+        JobSpec(row=row, profile=profile, seed=0, work_dir=None, data_root=None, max_iters=0)

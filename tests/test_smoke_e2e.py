@@ -352,3 +352,30 @@ def test_mixed_precision_is_an_option_the_report_states(smoke, tmp_path, synthet
         assert refused.returncode == 2 and not (tmp_path / 'w2').exists()
         assert refused.stderr.strip().startswith(f'error: --amp {gpu_only} needs {needs}')
         assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_shortened_job_is_recorded_and_gets_no_verdict(tmp_path, synthetic_root):
+    """``run --max-iters N``: N iterations, the decay ending at N, an evaluation at N; the job
+    records the request and the report marks the row shortened instead of judging it."""
+    table, row = JOBS[0]
+    n = 2 * SMOKE.log_interval  # logged at its last iteration
+    work, reports = tmp_path / 'work', tmp_path / 'reports'
+    result = harness_cli(*_run_args(table, row, work, reports, synthetic_root), '--max-iters', n)
+    assert result.returncode == 0, result.stdout + result.stderr
+    work_dir = job_dir(work, 'smoke', table, row, 0)
+    assert read_state(work_dir)['meta']['request']['max_iters'] == n
+    train, val = read_curves(work_dir)
+    assert train.index.max() == n and list(val.index) == [SMOKE.first_val, n]
+    # the poly decay ends at n: the last iteration's lr is the one the closed form gives there,
+    # far below what the full smoke schedule has at that iteration
+    from mmengine.config import Config
+    cfg = Config.fromfile(work_dir / 'job_config.py')
+    decay, lr = cfg.param_scheduler[0], cfg.optim_wrapper.optimizer.lr
+
+    def poly(end):
+        return (lr - decay.eta_min) * (1 - (n - 1) / end) ** decay.power + decay.eta_min
+    assert train['lr'].iloc[-1] == pytest.approx(poly(n), rel=1e-3)
+    assert poly(n) < poly(SMOKE.max_iters) / 5
+    results = pd.read_csv(reports / 'smoke' / table / 'results.csv').set_index('row')
+    assert results.loc[row, 'verdict'] == f'shortened ({n} iterations)'
+    assert f'| shortened ({n} iterations) |' in (reports / 'smoke' / table / 'report.md').read_text()

@@ -103,6 +103,19 @@ def _use_multi_scale(cfg: Config, crop: int) -> None:
 
 
 
+def _shorten(cfg: Config, max_iters: int) -> None:
+    """End training, the poly decay and the checkpoints at ``max_iters``, keeping the profile's
+    evaluation pattern (mmengine always validates at the last iteration)."""
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = min(cfg.train_cfg.val_interval, max_iters)
+    if 'dynamic_intervals' in cfg.train_cfg:
+        cfg.train_cfg.dynamic_intervals = [(start, min(interval, max_iters + 1))
+                                           for start, interval in cfg.train_cfg.dynamic_intervals]
+    cfg.param_scheduler[0].update(end=max_iters)
+    hook = cfg.default_hooks.checkpoint
+    hook.interval = min(hook.interval, max_iters)
+
+
 def build_config(job: JobRequest) -> Config:
     """The resolved mmengine config of ``job``, ready for ``Runner.from_cfg``."""
     cfg = Config.fromfile(job.row.config_path)
@@ -112,6 +125,8 @@ def build_config(job: JobRequest) -> Config:
         _apply_smoke(cfg, SMOKE)
     else:
         _apply_full(cfg, job)
+    if job.max_iters is not None:
+        _shorten(cfg, job.max_iters)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(job.data_root)
 

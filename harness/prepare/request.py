@@ -49,12 +49,15 @@ class JobRequest:
     checkpoint: Path | None = None  # evaluate this trained model instead of training
     multi_scale: bool = False  # with checkpoint: the official multi-scale + flip evaluation
     amp: str | None = None  # one of PRECISIONS (paper: fp32)
+    max_iters: int | None = None  # a shortened schedule for cheap trials; None: the row's
 
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise SpecError(f"unknown profile '{self.profile}' (profiles: {', '.join(PROFILES)})")
         if self.amp is not None and self.amp not in PRECISIONS:
             raise SpecError(f"unknown --amp '{self.amp}' (choices: {', '.join(PRECISIONS)})")
+        if self.max_iters is not None and self.max_iters < 1:
+            raise SpecError(f'--max-iters must be at least 1, got {self.max_iters}')
         check_processes(self.gpus)
 
     @property

@@ -61,6 +61,12 @@ def _verdict(delta: float | None, paper: float | None, profile: str, tolerance: 
     return 'reproduced' if abs(delta) <= tolerance else 'not reproduced'
 
 
+def _shortened(jobs: pd.DataFrame) -> list[int]:
+    """The shortened schedules (``run --max-iters``) the jobs of a row trained with."""
+    return sorted({meta['request']['max_iters'] for meta in jobs['meta']
+                   if isinstance(meta, dict) and (meta.get('request') or {}).get('max_iters')})
+
+
 def released_mious(table: Table, work_root: Path) -> dict[tuple[str, bool], float]:
     """mIoU of each evaluated released checkpoint, by (row, multi_scale)."""
     found = {}
@@ -89,6 +95,9 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
         delta = miou - paper if (profile == 'full' and miou is not None and paper is not None) \
             else None
         firsts = list(done['miou_first'].dropna())
+        verdict = _verdict(delta, paper, profile, tolerance)
+        if shortened := _shortened(mine):  # a cheap trial says nothing about the paper's run
+            verdict = f"shortened ({', '.join(map(str, shortened))} iterations)"
         lines.append({
             'row': row.id, 'model': row.model,
             'paper_miou_v1': row.paper['v1'].miou, 'paper_miou_v3': row.paper['v3'].miou,
@@ -96,7 +105,7 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
                for kind in REFERENCE_COLUMNS},
             'miou_ss': miou, 'miou_ss_std': std, 'n_seeds': len(finals), 'delta': delta,
             'status': _row_status(mine),
-            'verdict': _verdict(delta, paper, profile, tolerance),
+            'verdict': verdict,
             'miou_first': sum(firsts) / len(firsts) if firsts else None,
             'miou_ms': done['miou_ms'].dropna().mean() if done['miou_ms'].notna().any() else None,
             'released_ss': released.get((row.id, False)),
