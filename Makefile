@@ -2,9 +2,27 @@
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
-PY := $(VENV)/bin/python
+VENV_PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# The Python that runs everything: the project's .venv (built on first use), or an existing
+# environment used as it is, never installed into: PY=/path/to/bin/python, or USE_ENV=1 for
+# the active conda or virtual environment (CONDA_PREFIX, VIRTUAL_ENV)
+ifdef USE_ENV
+ACTIVE_ENV := $(or $(VIRTUAL_ENV),$(CONDA_PREFIX))
+ifeq ($(ACTIVE_ENV),)
+$(error USE_ENV=1: no conda or virtual environment is active (activate one, or give PY=/path/to/python))
+endif
+PY := $(ACTIVE_ENV)/bin/python
+endif
+PY ?= $(VENV_PY)
+# what an existing environment must hold (environment.yml installs all of them)
+RUN_MODULES := torch mmengine mmcv mmcv.ops mmseg wandb pandas matplotlib rich filelock yaml \
+	ftfy regex
+TEST_MODULES := pytest selenium submitit
+has_modules = $(PY) -c "import importlib.util as u, sys; m = [n for n in sys.argv[1:] \
+	if u.find_spec(n.split('.')[0]) is None or u.find_spec(n) is None]; m and sys.exit('error: ' + sys.executable + ' lacks ' + \
+	', '.join(m) + ' (environment.yml installs them; or leave PY unset to use .venv)')" $(1)
 # pip resolves torch's requirements again at each step and would lift setuptools past 82,
 # which lacks pkg_resources (mmcv's setup.py and mmengine's `mmseg::` lookup need it)
 SETUPTOOLS := 'setuptools>=77.0.3,<82'
@@ -15,12 +33,21 @@ SEEDS ?= 1
 ROWS ?=
 ROWS_ARG := $(if $(ROWS),--rows $(ROWS),)
 # how each row x seed runs: LAUNCHER=local (one process), torchrun (GPUS processes on this
-# machine) or slurm (one SLURM job each: GPUS per node, NODES nodes, PARTITION, TIME limit)
+# machine) or slurm (one job array, a task each: GPUS per node, NODES nodes, PARTITION, TIME
+# limit, ACCOUNT, QOS, CONSTRAINT, MEM per node, EXCLUSIVE=1 for whole nodes; NO_WAIT=1 submits
+# and returns, POLL= seconds between two squeue calls while waiting)
 LAUNCHER ?= local
 GPUS ?= 1
 NODES ?= 1
 PARTITION ?=
 TIME ?=
+ACCOUNT ?=
+QOS ?=
+CONSTRAINT ?=
+MEM ?=
+EXCLUSIVE ?=
+NO_WAIT ?=
+POLL ?=
 # AMP=bf16|fp16|tf32: reduced-precision training (faster, not the paper's fp32; the report
 # says so); tf32 and fp16 need a GPU
 AMP ?=
@@ -28,27 +55,36 @@ AMP ?=
 MAX_ITERS ?=
 TRAIN_ARGS = $(if $(AMP),--amp $(AMP),) $(if $(MAX_ITERS),--max-iters $(MAX_ITERS),)
 LAUNCH_ARGS = --launcher $(LAUNCHER) --gpus $(GPUS) --nodes $(NODES) \
-	$(if $(PARTITION),--partition $(PARTITION),) $(if $(TIME),--time $(TIME),)
+	$(if $(PARTITION),--partition $(PARTITION),) $(if $(TIME),--time $(TIME),) \
+	$(if $(ACCOUNT),--account $(ACCOUNT),) $(if $(QOS),--qos $(QOS),) \
+	$(if $(CONSTRAINT),--constraint '$(CONSTRAINT)',) $(if $(MEM),--mem $(MEM),) \
+	$(if $(EXCLUSIVE),--exclusive,) $(if $(NO_WAIT),--no-wait,) \
+	$(if $(POLL),--poll-interval $(POLL),)
 CHECKPOINTS ?= checkpoints/official
 TABLE ?= table3
 TABLES ?= table3 table6
 TABLES_ARG := $(foreach t,$(TABLES),--table $(t))
 
 .PHONY: install browser slurm smoke test bench data weights plan plan-table3 plan-table6 \
-	reproduce-table3 reproduce-table6 evaluate-table3 \
+	reproduce-table3 reproduce-table6 evaluate-table3 rehearse \
 	evaluate-table6 report clean sync-help
 
+ifeq ($(PY),$(VENV_PY))
 install: $(STAMP)
+else
+install:
+	@$(call has_modules,$(RUN_MODULES))
+endif
 
 $(STAMP): requirements.txt requirements-post.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -r requirements.txt
 	@# mmcv 2.1.0 has no wheel: build it against the installed torch. No build isolation, or
 	@# its compiled ops can be silently skipped; pip's wheel cache keeps the result.
 	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation $(SETUPTOOLS) mmcv==2.1.0
 	$(PIP) install -r requirements-post.txt
-	$(PY) -c "import mmcv.ops, mmseg, wandb; print('mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
+	$(VENV_PY) -c "import mmcv.ops, mmseg, wandb; print('mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
 	@touch $@
 
 smoke: install
@@ -70,6 +106,7 @@ slurm:
 		command -v munged >/dev/null || $(APT_SLURM) || ($(SUDO) apt-get update -q && $(APT_SLURM))
 
 test: install browser slurm
+	@$(call has_modules,$(TEST_MODULES))
 	$(PY) -m pytest -q tests
 
 # verify ADE20K at ADE20K_ROOT (ZIP=path/ADEChallengeData2016.zip unpacks it there first)
@@ -114,6 +151,15 @@ evaluate-table3: install
 
 evaluate-table6: install
 	$(call evaluate,table6)
+
+# every row's full-profile job at its real size for a few iterations (synthetic ADE20K-sized
+# data, random weights in the release layout): train, resume, evaluate, measured into
+# reports/rehearsal/ (what `plan` takes GPU-hours from). The default suits a CPU (the real
+# batch of ViT-L at 640 pixels does not fit a small machine); on a GPU, at the real batch:
+# make rehearse REHEARSE_ARGS='--device cuda'
+REHEARSE_ARGS ?= --iters 2 --batch 1
+rehearse: install
+	$(PY) -m harness rehearse $(TABLES_ARG) $(ROWS_ARG) $(REHEARSE_ARGS)
 
 # speed of our row models against stock mmseg (reports/bench/bench.md); on a GPU machine:
 # make bench BENCH_ARGS='--device cuda --amp bf16 --tf32'

@@ -76,25 +76,44 @@ def _launcher(args):
     processes = args.gpus * args.nodes
     if args.launcher != 'slurm':
         return LocalLauncher(processes=processes, verbose=args.verbose), processes
+    import re
     import shutil
-
-    from .launch.slurm import SlurmOptions, parse_time
-    if shutil.which('sbatch') is None:
-        raise SpecError('--launcher slurm: no sbatch on PATH (run on a SLURM login node)')
+    try:
+        from .launch.slurm import SlurmOptions, parse_time
+    except ImportError as err:  # an optional package of this launcher alone
+        raise SpecError(f'--launcher slurm needs the Python package {err.name} (pip install '
+                        f'{err.name}; environment.yml and requirements.txt include it)') from None
     try:
         minutes = parse_time(args.time)
     except ValueError as err:
         raise SpecError(str(err)) from None
+    if args.mem is not None and not re.fullmatch(r'\d+[KMGT]?', args.mem):
+        raise SpecError(f"--mem '{args.mem}' is not a SLURM memory size (e.g. 64G, 500000M)")
+    if args.poll_interval <= 0:
+        raise SpecError('--poll-interval must be a positive number of seconds')
+    for flag in ('account', 'qos', 'constraint', 'partition'):
+        value = getattr(args, flag)
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise SpecError(f"--{flag} '{value}' is not a SLURM name (no spaces)")
+    if shutil.which('sbatch') is None:
+        raise SpecError('--launcher slurm: no sbatch on PATH (run on a SLURM login node)')
+    tables = ' '.join(f'--table {t}' for t in args.table)
+    hint = (f'; `python -m harness status {tables} --profile {args.profile}'
+            f"{'' if args.work_root == DEFAULT_WORK_ROOT else f' --work-root {args.work_root}'}`"
+            ' follows them')
     return SlurmLauncher(SlurmOptions(
         partition=args.partition, time_min=minutes, nodes=args.nodes,
         tasks_per_node=args.gpus, gpus_per_node=0 if args.profile == 'smoke' else args.gpus,
-        cpus_per_task=args.cpus_per_task, wait=args.wait)), processes
+        cpus_per_task=args.cpus_per_task, account=args.account, qos=args.qos,
+        constraint=args.constraint, mem=args.mem, exclusive=args.exclusive, wait=args.wait,
+        poll_s=args.poll_interval), status_hint=hint), processes
 
 
 def _report_after(args, table) -> None:
     if args.report:
         from .results.report import build_report
-        out = build_report(table, args.profile, args.work_root, args.reports)
+        out = build_report(table, args.profile, args.work_root, args.reports,
+                           wandb=args.wandb_report)
         print(f'report: {out / "report.md"}')
 
 
@@ -167,13 +186,26 @@ def cmd_evaluate(args) -> int:
 def cmd_check_data(args) -> int:
     from .assets.data import DataError, check_files, check_layout, unpack
     root = args.data_root or _default_data_root('full')
+    if args.workers is not None and args.workers < 1:
+        raise SpecError('--workers must be at least 1')
     try:
         if args.zip:
             root = unpack(args.zip, root.parent)
             print(f'unpacked {args.zip} -> {root}')
-        found = (check_layout if args.layout_only else check_files)(root)
+        if args.layout_only:
+            found = check_layout(root)
+        else:
+            found = check_files(root, workers=args.workers)
     except DataError as err:
-        raise SpecError(str(err)) from None
+        if err.count == 1:
+            raise SpecError(str(err)) from None
+        for defect in err.defects:  # every defect on stdout, the verdict on stderr
+            print(f'  {defect}')
+        more = err.count - len(err.defects)
+        if more:
+            print(f'  ... and {more} more')
+        raise SpecError(f'{err.count} defects in {root} (listed above); the first: '
+                        f'{err.defects[0]}') from None
     what = 'layout' if args.layout_only else 'every file decoded, labels in range'
     print(f'ADE20K ok: {root} ({found["training"]} training, {found["validation"]} validation '
           f'images; {what})')
@@ -184,22 +216,31 @@ def cmd_report(args) -> int:
     from .results.report import build_report
     for name in args.table:
         out = build_report(load_table(name), args.profile, args.work_root, args.reports,
-                           args.paper_version, args.tolerance)
+                           args.paper_version, args.tolerance, wandb=args.wandb_report)
         print(f'report: {out / "report.md"}')
     return 0
 
 
 def cmd_status(args) -> int:
-    from .layout import read_state
+    import time
+
+    from .layout import progress_text, read_state
     from .results.collect import collect_jobs
     for table, rows in _select([load_table(name) for name in args.table], args.rows):
         jobs, _ = collect_jobs(rows, args.profile, args.work_root, args.seeds)
         print(f'{table.name} ({args.profile}):')
         for j in jobs.itertuples():
-            extra = (f'mIoU {j.mIoU_final:.2f}' if j.status == 'finished' and j.mIoU_final
-                     is not None else j.error or (f'at iteration {j.iters}' if j.iters else ''))
+            state = read_state(j.work_dir)
+            progress = state.get('progress')
+            if j.status == 'finished' and j.mIoU_final is not None:
+                extra = f'mIoU {j.mIoU_final:.2f}'
+            elif progress:  # iteration/total, percent and, while it runs, the time left
+                extra = progress_text(progress, time.time(), left=j.status == 'running')
+                extra += f' -- {j.error}' if j.error else ''
+            else:
+                extra = j.error or (f'at iteration {j.iters}' if j.iters else '')
             status = j.status
-            slurm_id = read_state(j.work_dir).get('slurm_job_id')
+            slurm_id = state.get('slurm_job_id')
             if slurm_id and status in ('queued', 'running'):
                 status = f'{status} (slurm job {slurm_id})'
             print(f'  {j.row:<16} seed{j.seed}  {status:<12} {extra}')
@@ -258,14 +299,41 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_rehearse(args) -> int:
+    import warnings
+    # mmengine imports pkg_resources, whose deprecation notice would sit among the rows' lines
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+    from .rehearse import rehearse
+    if args.device not in ('cpu', 'cuda'):
+        raise SpecError(f"--device {args.device}: choose cpu or cuda")
+    if args.device == 'cuda' and not _cuda_available():
+        raise SpecError('--device cuda: no CUDA device visible to torch')
+    if args.amp in ('fp16', 'tf32') and args.device == 'cpu':
+        raise SpecError(f'--amp {args.amp} needs a GPU; --amp bf16 also runs on CPUs')
+    if args.iters < 2:
+        raise SpecError('--iters must be at least 2 (the first iteration is the warm-up)')
+    if args.batch is not None and args.batch < 1:
+        raise SpecError(f'--batch must be at least 1, got {args.batch}')
+    rows = [r for _, rs in _select([load_table(t) for t in args.table], args.rows) for r in rs]
+    run = rehearse(rows, args.device, args.amp, args.iters, args.batch, args.multi_scale,
+                   args.work_root, args.out, args.data_root, args.keep_checkpoints,
+                   args.resume)
+    failed = [key for key, entry in run['rows'].items() if 'error' in entry]
+    print(f"rehearsal: {args.out / 'rehearsal.md'} ({len(run['rows']) - len(failed)} of "
+          f"{len(run['rows'])} rows rehearsed)")
+    return 1 if failed else 0
+
+
 def cmd_plan(args) -> int:
     from .prepare.plan import print_plan
     if args.seeds < 1:
         raise SpecError('--seeds must be at least 1')
     check_processes(args.gpus)
     tables = [load_table(t) for t in args.table]
+    from .prepare.plan import load_rehearsals
     print_plan(_select(tables, args.rows), args.profile, args.gpus, args.seeds, args.launcher,
-               args.work_root, _data_root(args), args.weights_root)
+               args.work_root, _data_root(args), args.weights_root,
+               load_rehearsals(args.rehearsals), args.device)
     return 0
 
 
@@ -287,7 +355,8 @@ def cmd_weights(args) -> int:
 def _launcher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--launcher', choices=LAUNCHERS, default='local',
                    help='local: one process per job, jobs one after another; torchrun: --gpus '
-                        'processes per job on this machine; slurm: one SLURM job per row x seed')
+                        'processes per job on this machine; slurm: one SLURM job array, a task '
+                        'per row x seed')
     p.add_argument('--gpus', type=int, default=1,
                    help='processes (GPUs) per job, per node with slurm; the total batch of 8 is '
                         'divided among all of them')
@@ -297,8 +366,25 @@ def _launcher_args(p: argparse.ArgumentParser) -> None:
                    help='slurm: time limit per job (a job that reaches it checkpoints, is '
                         'requeued and resumes)')
     p.add_argument('--cpus-per-task', type=int, help='slurm: CPUs per training process')
+    p.add_argument('--account', help='slurm: account to charge')
+    p.add_argument('--qos', help='slurm: quality of service')
+    p.add_argument('--constraint', help="slurm: node features, e.g. 'a100|h100'")
+    p.add_argument('--mem', help='slurm: memory per node (64G, 500000M; default: the '
+                                 "partition's)")
+    p.add_argument('--exclusive', action='store_true', help='slurm: whole nodes per job')
     p.add_argument('--no-wait', dest='wait', action='store_false',
                    help='slurm: submit and return (default: wait until the jobs end)')
+    p.add_argument('--poll-interval', type=float, default=30.0, metavar='S',
+                   help='slurm: seconds between two squeue calls while waiting (one call '
+                        'for all jobs)')
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--reports', type=Path, metavar='DIR',
+                   help='report folder root (default: reports/ for the default work root, '
+                        '<work-root>/reports/ for another)')
+    p.add_argument('--no-wandb-report', dest='wandb_report', action='store_false',
+                   help='do not log the report as a W&B run')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                           'fp32; the report says so')
     run.add_argument('--wandb-project',
                      default=os.environ.get('WANDB_PROJECT', DEFAULT_WANDB_PROJECT))
-    run.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
+    _report_args(run)
     run.add_argument('--no-report', dest='report', action='store_false',
                      help='do not rebuild the report afterwards')
     run.add_argument('-v', '--verbose', action='store_true', help='stream job logs')
@@ -344,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--data-root', type=Path)
     evaluate.add_argument('--wandb-project',
                           default=os.environ.get('WANDB_PROJECT', DEFAULT_WANDB_PROJECT))
-    evaluate.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
+    _report_args(evaluate)
     evaluate.add_argument('--no-report', dest='report', action='store_false')
     evaluate.add_argument('-v', '--verbose', action='store_true')
     _launcher_args(evaluate)
@@ -352,9 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser('report', help='rebuild the report from the job folders on disk')
     _common(report, seeds_default=None)
-    report.add_argument('--reports', type=Path, default=DEFAULT_REPORTS)
-    report.add_argument('--paper-version', choices=('v1', 'v3'), default='v1',
-                        help='paper version the delta is computed against')
+    _report_args(report)
+    report.add_argument('--paper-version', choices=('v1', 'v3'),
+                        help='paper version the delta is computed against for every row '
+                             "(default: the version matching each row's setup, its spec's "
+                             '`matches`)')
     report.add_argument('--tolerance', type=float, default=1.0,
                         help='|delta| in mIoU points that counts as reproduced')
     report.set_defaults(func=cmd_report)
@@ -366,7 +454,38 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument('--zip', type=Path, help='ADEChallengeData2016.zip to unpack beside it')
     data.add_argument('--layout-only', action='store_true',
                       help='folders, pairs and counts only (no file is decoded)')
+    data.add_argument('--workers', type=int,
+                      help='processes decoding files (default: one per core)')
     data.set_defaults(func=cmd_check_data)
+
+    rehearse = sub.add_parser('rehearse', help="each row's full-profile job at its real size "
+                              'for a few iterations (synthetic ADE20K-sized data, random weights '
+                              'in the release layout): train, resume, evaluate, measured')
+    rehearse.add_argument('--table', action='append', required=True,
+                          help=f"table spec, repeatable ({', '.join(available_tables())})")
+    rehearse.add_argument('--rows', type=_rows_arg, help='comma-separated row ids (default: all)')
+    rehearse.add_argument('--device', default='cpu', help='cpu or cuda')
+    rehearse.add_argument('--amp', choices=PRECISIONS, help='train in this precision (default: '
+                          "fp32, the paper's)")
+    rehearse.add_argument('--iters', type=int, default=4, metavar='N',
+                          help='training iterations per row (the first is the warm-up)')
+    rehearse.add_argument('--batch', type=int, metavar='B', help='per-GPU batch instead of the '
+                          'real 8 (for a device the real one does not fit; memory at the real '
+                          'batch is then not measured)')
+    rehearse.add_argument('--multi-scale', action='store_true',
+                          help='also time the multi-scale + flip evaluation')
+    rehearse.add_argument('--data-root', type=Path, help='the ADE20K-sized synthetic dataset '
+                          '(default: generated once into .cache/synthetic_ade20k_sized/)')
+    rehearse.add_argument('--work-root', type=Path, default=DEFAULT_WORK_ROOT / 'rehearsal',
+                          help="the rehearsal's job folders and converted weights (replaced "
+                          'row by row; checkpoints deleted once measured)')
+    rehearse.add_argument('--no-resume', dest='resume', action='store_false',
+                          help='skip the resume from the checkpoint (e.g. when rehearsing '
+                          'again in another precision)')
+    rehearse.add_argument('--keep-checkpoints', action='store_true',
+                          help="keep each row's checkpoints (deleted once measured by default)")
+    rehearse.add_argument('--out', type=Path, default=DEFAULT_REPORTS / 'rehearsal')
+    rehearse.set_defaults(func=cmd_rehearse)
 
     plan = sub.add_parser('plan', help='dry run: per row x seed the config, batch, iterations, '
                           'GPU-hours, disk, weights and data; launches nothing, writes nothing')
@@ -377,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument('--data-root', type=Path)
     plan.add_argument('--weights-root', type=Path, default=REPO_ROOT,
                       help="folder the spec's weight paths (weights/...) are relative to")
+    plan.add_argument('--rehearsals', type=Path, default=DEFAULT_REPORTS / 'rehearsal',
+                      help='where `rehearse` wrote its results (GPU-hours come from them)')
+    plan.add_argument('--device', help="the device kind whose rehearsals give the time, as "
+                      "rehearsal.md names it ('cuda: NVIDIA H200', 'cpu'; default: any GPU)")
     plan.set_defaults(func=cmd_plan)
 
     weights = sub.add_parser('weights', help="download, verify and convert the pretrained "

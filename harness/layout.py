@@ -13,7 +13,7 @@ package root and imports nothing of the harness::
         iter_<N>.pth         checkpoints; last_checkpoint points to the newest
         vis_data/scalars.json  the curves (mmengine's LocalVisBackend); vis_data/wandb/ the run
         per_class_iou.json   per-class IoU of the last evaluation
-        slurm/               submitit's logs
+        (slurm job id and submitit's folder in job.json: slurm/ beside the jobs of one array)
         eval-single-scale/, eval-multi-scale/   evaluations of its last checkpoint (job folders)
     <work_root>/released-ss|released-ms/<table>/<row>/seed0/   a released checkpoint's evaluation
 """
@@ -76,15 +76,22 @@ def checkpoint_name(iteration: int) -> str:
     return f'iter_{iteration}.pth'
 
 
-def last_checkpoint(work_dir: Path) -> Path | None:
+def latest_checkpoint(work_dir: Path) -> Path | None:
     """The checkpoint mmengine would resume from, or None before the first one."""
     pointer = Path(work_dir) / POINTER
     return Path(pointer.read_text().strip()) if pointer.is_file() else None
 
 
-def slurm_log(work_dir: Path, slurm_job_id: str, task: int = 0) -> Path:
-    """submitit's stderr file of one task of a SLURM job."""
-    return Path(work_dir) / SLURM_DIR / f'{slurm_job_id}_{task}_log.err'
+def slurm_folder(work_dirs: list[Path]) -> Path:
+    """submitit's folder of one submission (a job array: its script, pickles and every task's
+    logs): ``slurm/`` in the folder that holds all of its job folders."""
+    return Path(os.path.commonpath([str(Path(d)) for d in work_dirs])) / SLURM_DIR
+
+
+def slurm_log(folder: Path, slurm_job_id: str, task: int = 0) -> Path:
+    """submitit's stderr file of one task (process) of a SLURM job (``<array>_<index>`` in an
+    array), in the submission's ``slurm_folder``."""
+    return Path(folder) / f'{slurm_job_id}_{task}_log.err'
 
 
 def read_state(work_dir: Path) -> dict:
@@ -102,6 +109,33 @@ def write_state(work_dir: Path, **fields) -> dict:
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, path)
     return state
+
+
+# A training job's progress: ``job.json``'s ``progress`` record (iter, max_iters, loss, mIoU,
+# eta_s: mmengine's time-left estimate, at: when it was written), also printed every few
+# iterations as a line starting with PROGRESS_PREFIX, which the local launcher shows.
+PROGRESS_PREFIX = 'progress: '
+
+
+def progress_text(progress: dict, now: float | None = None, left: bool = True) -> str:
+    """``iter 40/100 (40%), loss 2.3141, mIoU 12.30, 0:01:20 left``; with ``now``, the time
+    left counts down from when the record was written; ``left=False``: no time left (a job
+    that is not running)."""
+    import datetime
+    done, total = progress['iter'], progress['max_iters']
+    parts = [f'iter {done}/{total} ({100 * done / total:.0f}%)']
+    if progress.get('loss') is not None:
+        parts.append(f"loss {progress['loss']:.4f}")
+    if progress.get('mIoU') is not None:
+        parts.append(f"mIoU {progress['mIoU']:.2f}")
+    if done < total and left:
+        left = progress.get('eta_s')
+        if left is None:
+            parts.append('time left unknown')
+        else:
+            left = max(left - (now - progress['at'] if now is not None else 0), 0)
+            parts.append(f'{datetime.timedelta(seconds=round(left))} left')
+    return ', '.join(parts)
 
 
 def log_tail(work_dir: Path, chars: int = 4000) -> str:

@@ -17,6 +17,14 @@ def synthetic_root(tmp_path_factory):
     return ensure_dataset(tmp_path_factory.mktemp('data') / 'ADEChallengeData2016')
 
 
+@pytest.fixture(scope='session')
+def ade_sized_root(tmp_path_factory):
+    """The synthetic dataset at ADE20K's image sizes (what rehearsals train on)."""
+    from harness.assets.synthetic import ensure_dataset
+    return ensure_dataset(tmp_path_factory.mktemp('data-sized') / 'ADEChallengeData2016',
+                          size='ade20k')
+
+
 def harness_popen(*args, **popen_kwargs):
     """Start ``python -m harness`` in the background (its output discarded)."""
     env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}

@@ -33,6 +33,8 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 class SlurmCluster:
+    FEATURE = 'harnesstest'
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self.conf = self.root / 'slurm.conf'
@@ -100,8 +102,9 @@ class SlurmCluster:
             f'SlurmdPidFile={self.pid_files[0]}',
             f'SlurmctldLogFile={self.logs[1]}',
             f'SlurmdLogFile={self.logs[2]}',
+            # a node feature, for jobs submitted with --constraint
             f'NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} '
-            f'RealMemory={mem_mb} State=UNKNOWN',
+            f'RealMemory={mem_mb} Feature={self.FEATURE} State=UNKNOWN',
             f'PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP',
             '']))
         self._run(['slurmctld', '-f', str(self.conf)], 'slurmctld')

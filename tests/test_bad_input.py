@@ -66,6 +66,12 @@ def test_malformed_spec(work, tmp_path):
     _assert_refused(_run(work, '--table', spec), work, "row 'seg-s-16': field 'decoder'")
 
 
+def test_row_id_that_cannot_be_a_folder_name(work, tmp_path):
+    spec = _broken_spec(tmp_path, lambda rows: rows[0].update(id='../seg-t-16'))
+    _assert_refused(_run(work, '--table', spec), work,
+                    "row '../seg-t-16': field 'id': '../seg-t-16' is not a usable identifier")
+
+
 def test_config_that_does_not_build(work, tmp_path):
     bad = tmp_path / 'seg-t-16-wrong-type.py'
     bad.write_text(f"_base_ = [{str(REPO_ROOT / 'experiments/configs/table3/seg-t-16.py')!r}]\n"
@@ -100,6 +106,17 @@ def test_gpu_only_precision_without_a_gpu(work, tmp_path, amp):
     _assert_refused(result, work, '')
     assert '--amp' not in result.stderr and ('sbatch' in result.stderr
                                               or 'ADE20K not found' in result.stderr)
+
+
+@pytest.mark.parametrize('option, needle', [
+    (('--mem', '12X'), "--mem '12X' is not a SLURM memory size"),
+    (('--account', 'my project'), "--account 'my project' is not a SLURM name"),
+    (('--poll-interval', '0'), '--poll-interval must be a positive number'),
+    (('--time', '1:2:3:4'), "--time '1:2:3:4' is not a SLURM time"),
+])
+def test_bad_slurm_options(work, tmp_path, option, needle):
+    _assert_refused(_run(work, '--table', 'table3', '--rows', 'seg-t-16', '--launcher', 'slurm',
+                         *option, '--data-root', tmp_path / 'no-ade20k'), work, needle)
 
 
 def _in_namespace(script, *args, timeout=600):

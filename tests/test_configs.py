@@ -35,7 +35,7 @@ def test_full_profile_is_the_row(row, tmp_path):
     assert cfg.train_cfg.max_iters == 160000
     assert cfg.train_dataloader.batch_size == 8
     assert cfg.model.test_cfg.crop_size == (row.crop_size, row.crop_size)
-    crops = [s['crop_size'] for s in cfg.train_dataloader.dataset.pipeline
+    crops = [s['crop_size'] for s in cfg.train_dataloader.dataset.dataset.pipeline
              if s['type'] == 'RandomCrop']
     assert crops == [(row.crop_size, row.crop_size)]
     assert _config(row, 'full', tmp_path, gpus=4).train_dataloader.batch_size == 2
@@ -60,8 +60,8 @@ def test_smoke_profile_overrides_size_and_schedule_only(row, tmp_path):
     assert cfg.model.decode_head.type == full.model.decode_head.type
     assert cfg.optim_wrapper.optimizer.type == full.optim_wrapper.optimizer.type
     assert cfg.optim_wrapper.optimizer.nesterov == full.optim_wrapper.optimizer.nesterov
-    assert [s['type'] for s in cfg.train_dataloader.dataset.pipeline] == \
-        [s['type'] for s in full.train_dataloader.dataset.pipeline]
+    assert [s['type'] for s in cfg.train_dataloader.dataset.dataset.pipeline] == \
+        [s['type'] for s in full.train_dataloader.dataset.dataset.pipeline]
     assert cfg.model.data_preprocessor.mean == full.model.data_preprocessor.mean
 
     model = MODELS.build(cfg.model)
@@ -106,6 +106,7 @@ def test_shortened_schedule_ends_everything_at_max_iters(profile, tmp_path):
                                            whole.train_cfg.get('dynamic_intervals', [])):
         assert interval == min(was, n + 1)  # after the switch, the next evaluation is the last
     changed = {key for key in whole.to_dict() if whole[key] != short[key]}
-    assert changed == {'train_cfg', 'param_scheduler', 'default_hooks'}
+    hooks = {'default_hooks'} if whole.default_hooks.checkpoint.interval > n else set()
+    assert changed == {'train_cfg', 'param_scheduler'} | hooks
     with pytest.raises(ValueError, match='--max-iters must be at least 1'):
         JobSpec(row=row, profile=profile, seed=0, work_dir=None, data_root=None, max_iters=0)

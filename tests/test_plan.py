@@ -55,7 +55,7 @@ def test_plan_of_real_rows_from_their_configs_writes_nothing(tmp_path):
     result = harness_cli('plan', '--table', spec, '--rows', 'seg-t-16,seg-s-16,seg-b-8',
                          '--gpus', '2', '--seeds', '2', '--launcher', 'torchrun',
                          '--work-root', work, '--weights-root', weights,
-                         '--data-root', tmp_path / 'no-ade')
+                         '--data-root', tmp_path / 'no-ade', '--rehearsals', tmp_path / 'none')
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert _tree(tmp_path) == before and _git_status() == status  # nothing written
@@ -74,11 +74,13 @@ def test_plan_of_real_rows_from_their_configs_writes_nothing(tmp_path):
     assert f'disk {disk:.2f} GB: 2 checkpoints' in t16 and f'{params} params' in t16
     assert f'weights present ({row.pretrained_file})' in t16
     # speed from the logged job (mean 0.5 s/iteration on 2 GPUs): 0.5 x 2 x 160000 / 3600
-    assert 'GPU-hours 44.4 (logged by' in t16
+    assert 'GPU-hours 44.4, wall-clock hours 22.2 (logged by' in t16
     assert 'job interrupted' in _job_block(out, 'seg-t-16', 1)
-    assert 'GPU-hours 40.0 (spec: 0.9 s/iteration on 1 x V100' in _job_block(out, 'seg-s-16', 0)
+    assert 'GPU-hours 40.0, wall-clock hours 40.0 (spec: 0.9 s/iteration on 1 x V100' in \
+        _job_block(out, 'seg-s-16', 0)
     b8 = _job_block(out, 'seg-b-8', 1)
     assert 'GPU-hours unknown' in b8 and 'needs a user-supplied file' in b8
+    assert 'no rehearsal on a GPU yet (make rehearse)' in b8
     total = out.strip().splitlines()[-1]
     assert total.startswith('total: 6 job(s), 168.9 GPU-hours + unknown for 2 job(s)')
     assert 'weights/vit_base_p8_384.pth, weights/vit_small_p16_384.pth' in total
@@ -93,3 +95,46 @@ def test_smoke_plan_and_bad_gpu_count():
     bad = harness_cli('plan', '--table', 'table3', '--gpus', '3')
     assert bad.returncode == 2 and bad.stderr == 'error: --gpus 3 does not divide the total ' \
         'batch 8\n'
+
+
+def _rehearsal_record(folder, kind, rows):
+    """A rehearsal result as `harness rehearse` files it: device kind -> precision -> rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / 'rehearsal.json').write_text(json.dumps({kind: {'fp32': {
+        'date': '2026-12-01 10:00', 'rows': rows}}}))
+
+
+def test_plan_hours_from_a_rehearsal_of_the_same_device_kind(tmp_path):
+    """GPU-hours = iterations x s/iteration x GPUs + evaluations x 2,000 images x s/image;
+    wall-clock = iterations x s/iteration + the evaluations split among the GPUs. Only a
+    rehearsal at the job's per-GPU batch on the asked device kind counts."""
+    step, per_image = 0.37, 0.052
+    kind = 'cuda: Test GPU'
+    _rehearsal_record(tmp_path / 'r', kind, {
+        'table6/seg-t-mask-16': {'batch': 4, 'train_s_per_iter': step,
+                                 'eval_s_per_image': per_image},
+        'table6/seg-s-mask-16': {'batch': 8, 'train_s_per_iter': step,
+                                 'eval_s_per_image': per_image},
+        'table6/seg-b-mask-16': {'error': 'CUDA out of memory'}})
+    result = harness_cli('plan', '--table', 'table6', '--rows',
+                         'seg-t-mask-16,seg-s-mask-16,seg-b-mask-16', '--gpus', 2,
+                         '--rehearsals', tmp_path / 'r', '--work-root', tmp_path / 'w')
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    cfg = build_config(JobSpec(row=load_table('table6').row('seg-t-mask-16'), profile='full',
+                               seed=0, work_dir=None, data_root=None, gpus=2))
+    iters, interval = cfg.train_cfg.max_iters, cfg.train_cfg.val_interval
+    evals = -(-iters // interval)
+    gpu_hours = (iters * step * 2 + evals * 2000 * per_image) / 3600
+    wall = (iters * step + evals * 2000 * per_image / 2) / 3600
+    t = _job_block(out, 'seg-t-mask-16', 0)
+    assert f'GPU-hours {gpu_hours:.1f}, wall-clock hours {wall:.1f} (rehearsal on {kind}' in t
+    assert f'{evals} evaluations' in t
+    assert "at batch 8, not the job's 4 per GPU" in _job_block(out, 'seg-s-mask-16', 0)
+    assert 'GPU-hours unknown' in _job_block(out, 'seg-b-mask-16', 0)
+    assert f'table6 total: GPU-hours {gpu_hours:.1f} + unknown for 2 job(s)' in out
+    # another device kind's rehearsal says nothing about this one
+    other = harness_cli('plan', '--table', 'table6', '--rows', 'seg-t-mask-16', '--gpus', 2,
+                        '--rehearsals', tmp_path / 'r', '--work-root', tmp_path / 'w',
+                        '--device', 'cuda: Other GPU')
+    assert 'GPU-hours unknown' in other.stdout and 'no rehearsal on cuda: Other GPU' in other.stdout

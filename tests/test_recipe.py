@@ -39,7 +39,7 @@ def test_data_and_augmentation(row_cfg):
     row, cfg = row_cfg
     crop = (row.crop_size, row.crop_size)
     short = row.crop_size
-    steps = {s['type']: s for s in cfg.train_dataloader.dataset.pipeline}
+    steps = {s['type']: s for s in cfg.train_dataloader.dataset.dataset.pipeline}
     assert list(steps) == ['LoadImageFromFile', 'LoadAnnotations', 'RandomResize', 'RandomCrop',
                            'RandomFlip', 'PhotoMetricDistortion', 'PackSegInputs']
     assert steps['LoadAnnotations']['reduce_zero_label'] is True
@@ -52,6 +52,20 @@ def test_data_and_augmentation(row_cfg):
     assert preprocessor.size == crop and preprocessor.seg_pad_val == 255
     norm = IMAGENET_NORM if row.backbone.startswith('DeiT') else VIT_NORM
     assert (preprocessor.mean, preprocessor.std) == (norm['mean'], norm['std'])
+
+
+@pytest.mark.parametrize('profile', ['full', 'smoke'])
+def test_data_is_seeded_by_position_in_both_profiles(profile, tmp_path):
+    """Data order and augmentations come from (seed, position), not from the loader workers;
+    a resume skips to its iteration without loading the batches before it."""
+    cfg = build_config(JobSpec(row=ROWS[0], profile=profile, seed=3, work_dir=tmp_path,
+                               data_root=tmp_path))
+    loader = cfg.train_dataloader
+    assert loader.sampler == dict(type='PositionSampler', shuffle=True)
+    assert loader.dataset.type == 'PositionSeededDataset'
+    assert loader.dataset.dataset.type == 'ADE20KDataset'
+    assert [h['type'] for h in cfg.custom_hooks].count('DataResumeHook') == 1
+    assert cfg.randomness.seed == 3  # mmengine hands it to the sampler
 
 
 def test_encoder(row_cfg):

@@ -1,14 +1,31 @@
 """The report's arithmetic and its reading of job folders."""
 import json
 import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
-from harness.layout import read_curves
+from harness.layout import (
+    CURVES_FILE,
+    DEFAULT_REPORTS,
+    PER_CLASS_FILE,
+    job_dir,
+    read_curves,
+    write_state,
+)
+from harness.prepare.job_config import SMOKE
+from harness.prepare.spec import EXPERIMENTS, SEED_LOGS
+from tests.conftest import REPO_ROOT, harness_cli
 from harness.results.collect import JOB_COLUMNS
-from harness.results.report import build_report, seed_eval_curve, summarise
 from harness.prepare.spec import load_table
+from harness.results.report import build_report, seed_eval_curve, summarise
 
 TABLE3 = load_table('table3')
 
@@ -32,20 +49,21 @@ def test_mean_std_delta_and_verdict_over_seeds():
     assert bd.miou_ss_std == pytest.approx(math.sqrt(0.32))  # sample std of 46.5, 47.3
     assert bd.n_seeds == 2
     assert bd.delta == pytest.approx(46.9 - 47.10)
-    assert bd.verdict == 'reproduced'
+    assert bd.verdict == 'reproduced' and bd.rule.startswith('interval')
     b16 = summary.loc['seg-b-16']
-    assert b16.delta == pytest.approx(43.0 - 45.69) and b16.verdict == 'not reproduced'
+    v3_b16 = TABLE3.row('seg-b-16').paper['v3'].miou
+    assert b16.delta == pytest.approx(43.0 - v3_b16) and b16.verdict == 'not reproduced'
+    assert b16.rule.startswith('tolerance')  # one seed
     assert summary.loc['seg-s-16'].status == 'failed: CUDA out of memory'
     assert summary.loc['seg-l-16'].status == 'running'
     assert summary.loc['seg-t-16'].status == 'not run'
-    assert summary.loc['seg-t-16'].verdict == 'no paper value'  # v1 unknown: no delta
+    assert summary.loc['seg-t-16'].verdict == 'no paper value'  # unknown in v1 and v3
     assert math.isnan(summary.loc['seg-t-16'].delta)
 
-    v3 = summarise(TABLE3, jobs, 'full', paper_version='v3', tolerance=2.0).set_index('row')
-    assert v3.loc['seg-b-16'].delta == pytest.approx(43.0 - 48.06)
-    assert v3.loc['seg-bd-16'].verdict == 'reproduced'
-    strict = summarise(TABLE3, jobs, 'full', tolerance=0.1).set_index('row')
-    assert strict.loc['seg-bd-16'].verdict == 'not reproduced'
+    v1 = summarise(TABLE3, jobs, 'full', paper_version='v1', tolerance=3.0).set_index('row')
+    assert v1.loc['seg-b-16'].delta == pytest.approx(43.0 - TABLE3.row('seg-b-16').paper['v1']
+                                                     .miou)
+    assert v1.loc['seg-b-16'].verdict == 'reproduced'  # |43.0 - 45.69| within 3
 
 
 def test_smoke_rows_are_never_compared_with_the_paper():
@@ -89,7 +107,7 @@ def test_seed_curves_are_the_published_ones_in_percent():
 
 
 def test_every_paper_value_in_the_table_has_its_source_as_a_footnote(tmp_path):
-    out = build_report(TABLE3, 'full', tmp_path / 'work', tmp_path / 'reports')
+    out = build_report(TABLE3, 'full', tmp_path / 'work', tmp_path / 'reports', wandb=False)
     report = (out / 'report.md').read_text()
     row_line = next(line for line in report.splitlines() if line.startswith('| seg-b-16 |'))
     v1_mark = row_line.split(' | ')[2].split('45.69')[1]
@@ -97,3 +115,195 @@ def test_every_paper_value_in_the_table_has_its_source_as_a_footnote(tmp_path):
     footnote = next(line for line in report.splitlines() if line.startswith(v1_mark + ':'))
     assert "seed repo README, '6th line in Table 3'" in footnote and '[read]' in footnote
     assert '| not run |' in row_line  # nothing ran: the report still builds from an empty disk
+
+
+# --- job folders on disk, as a job leaves them -------------------------------------------------
+
+def _write_job(work_root, profile, row, seed, status, val, train=None, max_iters=None,
+               per_class=None):
+    """A job folder with its state and curves (``val``: iteration -> mIoU), in the files and
+    formats the job process writes."""
+    work_dir = job_dir(work_root, profile, row.table, row.id, seed)
+    (work_dir / CURVES_FILE).parent.mkdir(parents=True, exist_ok=True)
+    lines = [{'loss': loss, 'lr': 0.001, 'time': 0.5, 'step': int(it)}
+             for it, loss in (train or {}).items()]
+    lines += [{'mIoU': float(m), 'mAcc': float(m), 'aAcc': float(m), 'step': int(it)}
+              for it, m in val.items()]
+    lines.sort(key=lambda line: line['step'])
+    (work_dir / CURVES_FILE).write_text(''.join(json.dumps(line) + '\n' for line in lines))
+    meta = {'request': {'max_iters': max_iters}} if max_iters else {}
+    write_state(work_dir, status=status, host=socket.gethostname(), pid=os.getpid(),
+                wandb_run=f'segmenter-repro/{row.id}-{seed}', wandb_run_id=f'{row.id}-{seed}',
+                meta=meta, gpus=1)
+    if per_class:
+        (work_dir / PER_CLASS_FILE).write_text(json.dumps({'iter': max(val), 'IoU': per_class}))
+    return work_dir
+
+
+def test_delta_defaults_to_the_paper_version_matching_each_row(tmp_path):
+    """Every row trains the v3 setup (AugReg weights; mmseg's normalised mask decoder): Δ and the
+    verdict are taken against v3, v1 stays in its column, and the report says which."""
+    row = TABLE3.row('seg-b-16')
+    assert row.matches == 'v3' and 'AugReg' in row.matches_reason
+    v1, v3 = row.paper['v1'].miou, row.paper['v3'].miou
+    ours = (v1 + v3) / 2 + 0.4  # within 1 mIoU of v3, not of v1: the verdicts differ
+    _write_job(tmp_path / 'work', 'full', row, 0, 'finished', {160000: ours})
+    out = build_report(TABLE3, 'full', tmp_path / 'work', tmp_path / 'reports', wandb=False)
+    results = pd.read_csv(out / 'results.csv').set_index('row')
+    assert results.loc[row.id, 'paper_version'] == 'v3'
+    assert results.loc[row.id, 'delta'] == pytest.approx(ours - v3)
+    assert results.loc[row.id, 'verdict'] == 'reproduced'
+    assert results.loc[row.id, 'paper_miou_v1'] == v1  # still shown
+    report = (out / 'report.md').read_text()
+    line = next(x for x in report.splitlines() if x.startswith(f'| {row.id} |'))
+    assert f'| v3 |' in line and f'| {ours - v3:+.2f} |' in line
+    assert f'- {row.model}: paper v3 ({v3:.2f}) — {row.matches_reason}' in report
+
+    out = build_report(TABLE3, 'full', tmp_path / 'work', tmp_path / 'reports', 'v1',
+                       wandb=False)
+    results = pd.read_csv(out / 'results.csv').set_index('row')
+    assert results.loc[row.id, 'paper_version'] == 'v1'
+    assert results.loc[row.id, 'delta'] == pytest.approx(ours - v1)
+    assert results.loc[row.id, 'verdict'] == 'not reproduced'
+    assert 'Δ against paper v1 for every row (`--paper-version v1`)' in \
+        (out / 'report.md').read_text()
+
+
+def test_seeds_get_a_student_t_interval_and_the_interval_rule():
+    """n ≥ 2: the 95% interval is mean ± t(0.975, n-1) s/√n, and the verdict asks whether the
+    paper value lies in it (a tight spread near but off the paper value is not reproduced even
+    within the tolerance); n = 1: the tolerance rule."""
+    paper = TABLE3.row('seg-bd-16').paper['v3'].miou
+    # t quantiles in closed form: 1 dof is Cauchy, 2 dof has an algebraic inverse
+    t1 = math.tan(math.pi * (0.975 - 0.5))
+    t2 = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)
+    two = [paper - 0.6, paper + 0.2]
+    three = [paper - 0.62, paper - 0.58, paper - 0.60]
+    for seeds, t, verdict in ((two, t1, 'reproduced'), (three, t2, 'not reproduced')):
+        jobs = _jobs(*({'row': 'seg-bd-16', 'seed': k, 'status': 'finished', 'mIoU_final': m}
+                       for k, m in enumerate(seeds)))
+        row = summarise(TABLE3, jobs, 'full').set_index('row').loc['seg-bd-16']
+        mean, std = sum(seeds) / len(seeds), pd.Series(seeds).std()
+        half = t * std / math.sqrt(len(seeds))
+        assert (row.ci_low, row.ci_high) == pytest.approx((mean - half, mean + half))
+        assert abs(row.delta) <= 1.0  # the tolerance alone would call both reproduced
+        assert row.verdict == verdict and row.rule.startswith('interval')
+        smoke = summarise(TABLE3, jobs, 'smoke').set_index('row').loc['seg-bd-16']
+        assert smoke.verdict == 'smoke: not comparable' and smoke.rule.startswith('interval')
+        assert (smoke.ci_low, smoke.ci_high) == pytest.approx((mean - half, mean + half))
+    one = _jobs({'row': 'seg-bd-16', 'seed': 0, 'status': 'finished', 'mIoU_final': paper - 0.6})
+    row = summarise(TABLE3, one, 'full').set_index('row').loc['seg-bd-16']
+    assert math.isnan(row.ci_low) and row.verdict == 'reproduced'
+    assert row.rule.startswith('tolerance')
+
+
+def _seed_repo_replay(work_root, row, until, shift):
+    """A running full job whose curve is the seed repository's published one up to iteration
+    ``until``, shifted by ``shift`` mIoU."""
+    prefix = SEED_LOGS / row.seed_curves
+    val = pd.read_csv(f'{prefix}_eval.csv').set_index('iter')['mIoU'] * 100 + shift
+    train = pd.read_csv(f'{prefix}_train.csv').set_index('iter')['loss']
+    return _write_job(work_root, 'full', row, 0, 'running', val[val.index <= until].to_dict(),
+                      train[train.index <= until].to_dict())
+
+
+@pytest.mark.parametrize('shift', [-3.0, 0.0])
+def test_running_job_is_measured_against_the_seed_repository_curve(tmp_path, shift):
+    row = TABLE3.row('seg-bd-16')
+    until = 96000
+    _seed_repo_replay(tmp_path / 'work', row, until, shift)
+    out = build_report(TABLE3, 'full', tmp_path / 'work', tmp_path / 'reports', wandb=False)
+    progress = pd.read_csv(out / 'results.csv').set_index('row').loc[row.id, 'progress']
+    at = f'{until / 160000:.0%}'
+    if shift < 0:
+        assert progress == f"seed0: behind by {-shift:.2f} mIoU at {at} (against the seed " \
+                           "repository's curve)"
+    else:
+        assert progress.startswith(f'seed0: on track (+0.00 mIoU against the seed repository')
+    assert f'| {progress.split(": ", 1)[1]} |' in (out / 'report.md').read_text()
+
+
+def test_without_a_published_curve_a_running_seed_is_measured_against_finished_ones(tmp_path):
+    """Smoke rows have no published curve: the row's finished seeds are the reference, at the
+    same fraction of the schedule (linear between their evaluations)."""
+    row = TABLE3.row('seg-t-16')
+    first, last = SMOKE.first_val, SMOKE.max_iters
+    _write_job(tmp_path / 'work', 'smoke', row, 0, 'finished', {first: 10.0, last: 50.0})
+    _write_job(tmp_path / 'work', 'smoke', row, 1, 'running', {first: 9.0, last // 2: 20.0})
+    out = build_report(TABLE3, 'smoke', tmp_path / 'work', tmp_path / 'reports', wandb=False)
+    expected = 10.0 + (50.0 - 10.0) * (last // 2 - first) / (last - first)
+    progress = pd.read_csv(out / 'results.csv').set_index('row').loc[row.id, 'progress']
+    assert progress == f'seed1: behind by {expected - 20.0:.2f} mIoU at ' \
+                       f'{(last // 2) / last:.0%} (against the finished seed (1))'
+
+
+def _tree(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()} \
+        if root.exists() else None
+
+
+def test_reports_belong_to_their_work_root_and_spec(tmp_path):
+    """Without --reports, another work root reports into its own reports/ and leaves the
+    default reports byte-identical; a spec given by path gets a folder of its own."""
+    row = load_table('table6').row('seg-t-mask-16')
+    work = tmp_path / 'work'
+    _write_job(work, 'smoke', row, 0, 'finished', {SMOKE.first_val: 5.0, SMOKE.max_iters: 9.0})
+    spec = tmp_path / 'mine.yaml'
+    shutil.copy(EXPERIMENTS / 'table6.yaml', spec)
+    before = _tree(DEFAULT_REPORTS)
+    result = harness_cli('report', '--table', 'table6', '--table', spec, '--profile', 'smoke',
+                         '--work-root', work, '--no-wandb-report')
+    assert result.returncode == 0, result.stderr
+    assert _tree(DEFAULT_REPORTS) == before
+    folders = sorted(p.name for p in (work / 'reports' / 'smoke').iterdir())
+    assert len(folders) == 2 and 'table6' in folders
+    for folder in folders:  # each report read the same job
+        results = pd.read_csv(work / 'reports' / 'smoke' / folder / 'results.csv')
+        assert results.set_index('row').loc[row.id, 'miou_ss'] == 9.0
+
+
+KILL_WHILE_WRITING = '''
+import os, signal, sys
+from pathlib import Path
+from harness.prepare.spec import load_table
+from harness.results.report import build_report
+
+def kill_on_open(event, args):  # when the HTML is opened for writing, the rest written
+    if event == 'open' and 'report.html' in str(args[0]) and 'w' in str(args[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(kill_on_open)
+build_report(load_table('table3'), 'smoke', Path(sys.argv[1]), Path(sys.argv[2]), wandb=False)
+'''
+
+
+def test_a_build_killed_while_writing_leaves_the_previous_report_whole(tmp_path):
+    row = TABLE3.row('seg-t-16')
+    work, reports = tmp_path / 'work', tmp_path / 'reports'
+    _write_job(work, 'smoke', row, 0, 'finished', {SMOKE.first_val: 5.0, SMOKE.max_iters: 9.0})
+    out = build_report(TABLE3, 'smoke', work, reports, wandb=False)
+    before = _tree(out)
+    _write_job(work, 'smoke', row, 1, 'finished', {SMOKE.first_val: 6.0, SMOKE.max_iters: 12.0})
+    killed = subprocess.run([sys.executable, '-c', KILL_WHILE_WRITING, work, reports],
+                            cwd=REPO_ROOT, env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = [p.name for p in out.iterdir() if p.name.startswith('.')]
+    # it died mid-build: the table, figures and Markdown written, the HTML about to be
+    assert any(name.startswith('.report.md.') for name in left), left
+    assert _tree(out) == {**before, **{p.relative_to(out): p.read_bytes() for p in
+                                       out.iterdir() if p.name in left}}
+    again = build_report(TABLE3, 'smoke', work, reports, wandb=False)  # tidies what was left
+    assert not [p for p in again.iterdir() if p.name.startswith('.')]
+    assert pd.read_csv(again / 'results.csv').set_index('row').loc[row.id, 'n_seeds'] == 2
+
+
+def test_html_cells_are_never_none_or_nan(tmp_path):
+    row = TABLE3.row('seg-bd-16')
+    _seed_repo_replay(tmp_path / 'work', row, 48000, -1.0)
+    out = build_report(TABLE3, 'full', tmp_path / 'work', tmp_path / 'reports', wandb=False)
+    page = (out / 'report.html').read_text()
+    text = re.sub(r'data:image/png;base64,[^"]+', '', page)
+    assert not re.search(r'\bNone\b|\bnan\b|\bNaN\b', text)
+    assert page.count('data:image/png;base64,') == 2  # comparison and curves
+    assert '<td>—</td>' in page

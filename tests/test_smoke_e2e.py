@@ -3,9 +3,12 @@
 Real mmseg/mmengine training on the synthetic ADE20K copy, real W&B offline runs read back with
 wandb's own record reader.
 """
+import hashlib
 import io
 import json
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +20,7 @@ import pytest
 from PIL import Image
 
 from harness.layout import read_curves
-from harness.layout import job_dir, ours_eval_dir, read_state
+from harness.layout import job_dir, latest_checkpoint, ours_eval_dir, read_state
 from harness.prepare.job_config import SMOKE
 from harness.prepare.spec import load_table
 from tests.conftest import REPO_ROOT, harness_cli, harness_popen, wandb_history, wandb_records
@@ -74,9 +77,14 @@ def test_report_is_rebuilt_from_disk(smoke, table, row):
             'status'} <= {*results.columns, 'row'}
     assert results.loc[row, 'miou_ss'] == pytest.approx(sum(finals) / seeds)
     assert results.loc[row, 'n_seeds'] == seeds
-    if seeds == 2:
-        assert results.loc[row, 'miou_ss_std'] == pytest.approx(pd.Series(finals).std())
+    if seeds == 2:  # mean ± std, the 95% Student t interval (1 dof: Cauchy) and its rule
+        std = pd.Series(finals).std()
+        assert results.loc[row, 'miou_ss_std'] == pytest.approx(std)
         assert f"{results.loc[row, 'miou_ss']:.2f} ± " in (out / 'report.md').read_text()
+        half = math.tan(math.pi * 0.475) * std / math.sqrt(2)
+        assert (results.loc[row, 'ci_low'], results.loc[row, 'ci_high']) == pytest.approx(
+            (sum(finals) / 2 - half, sum(finals) / 2 + half))
+        assert results.loc[row, 'rule'].startswith('interval')
     assert results.loc[row, 'device_hours'] > 0
     assert read_state(job_dir(work, 'smoke', table, row, 0))['wandb_run_id'] in \
         results.loc[row, 'wandb_runs']
@@ -88,9 +96,31 @@ def test_report_is_rebuilt_from_disk(smoke, table, row):
     assert f'| {row} |' in report
     with Image.open(out / 'curves.png') as png:
         assert png.format == 'PNG' and png.size[0] > 600
+    _check_report_run(out, table, results, [read_state(job_dir(work, 'smoke', table, row, k))
+                                             ['wandb_run'] for k in range(seeds)])
     page = (out / 'report.html').read_text()
-    assert page.count('data:image/png;base64,') == 1 and 'src="http' not in page
+    # comparison, curves and the row's per-class chart, all embedded
+    assert page.count('data:image/png;base64,') == 3 and 'src="http' not in page
+    assert (out / f'per-class-{row}.png').is_file() and (out / 'comparison.png').is_file()
     assert f'<td>{row}</td>' in page and 'Smoke run on synthetic data' in page
+
+
+def _check_report_run(out, table, results, job_runs):
+    """The report's W&B run (the newest in its folder) holds the results table, every figure
+    of the folder and the runs it summarises."""
+    run_dir = max((out / 'wandb').glob('offline-run-*'),
+                  key=lambda d: max(f.stat().st_mtime_ns for f in d.glob('*.wandb')))
+    records = wandb_records(run_dir)
+    run = next(r['run'] for r in records if r['type'] == 'run')
+    assert run['job_type'] == 'report' and run['display_name'] == f'report-{table}-smoke'
+    assert set(job_runs) <= set(run['config']['update']['summarises'])
+    (logged,) = [r['history']['item'] for r in records if r['type'] == 'history']
+    rows = json.loads((run_dir / 'files' / logged['results.path']).read_text())
+    logged_results = pd.DataFrame(rows['data'], columns=rows['columns']).set_index('row')
+    assert list(logged_results.index) == list(results.index)
+    assert logged_results['miou_ss'].astype(float).equals(results['miou_ss'].astype(float))
+    for png in out.glob('*.png'):
+        assert logged[f'figures/{png.stem}.sha256'] == hashlib.sha256(png.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize('table, row', JOBS)
@@ -107,8 +137,8 @@ def test_wandb_offline_run_holds_curves_against_iteration(smoke, table, row):
     assert mious == pytest.approx(val['mIoU'].to_dict())  # validation at its training iteration
     records = wandb_records(run_dir)
     run = next(r['run'] for r in records if r['type'] == 'run')
-    assert run['run_group'] == table and run['display_name'] == f'{row}-seed0'
-    assert {table, 'smoke', row} <= set(run['tags'])
+    assert run['run_group'] == f'{table}/{row}' and run['display_name'] == f'{row}-seed0'
+    assert {table, 'smoke', row, 'train'} <= set(run['tags']) and run['job_type'] == 'train'
     harness = run['config']['update']['harness']
     assert harness['git']['commit'] and harness['versions']['mmsegmentation'] == '1.2.2'
     assert harness['hardware']['cpu_count'] >= 1
@@ -279,7 +309,8 @@ def test_unreachable_wandb_server_falls_back_to_offline(tmp_path, synthetic_root
 
 
 def test_html_report_reads_in_a_headless_browser(smoke):
-    """Debian's Chromium renders the report: table and figure visible, nothing fetched."""
+    """Debian's Chromium renders the report: table and figures (comparison, curves, per-class)
+    loaded and drawn, no None or nan text, nothing fetched."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -292,13 +323,24 @@ def test_html_report_reads_in_a_headless_browser(smoke):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service('/usr/bin/chromedriver'), options=options)
     try:
-        for table, _ in JOBS:
+        for table, row in JOBS:
             driver.get((reports / 'smoke' / table / 'report.html').as_uri())
+            # every figure loaded, shown, and drawn (its share of dark pixels, read back from a
+            # canvas: a blank PNG has none)
             images = driver.execute_script(
-                'return [...document.images].map(i => [i.complete, i.naturalWidth, '
-                'i.getBoundingClientRect().width])')
-            assert images and all(done and natural > 600 and shown > 300
-                                  for done, natural, shown in images), images
+                'return [...document.images].map(i => { const c = document.createElement('
+                "'canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight; "
+                "const g = c.getContext('2d'); g.drawImage(i, 0, 0); "
+                'const d = g.getImageData(0, 0, c.width, c.height).data; let dark = 0; '
+                'for (let k = 0; k < d.length; k += 4) if (d[k] + d[k + 1] + d[k + 2] < 300) '
+                'dark++; return [i.alt, i.complete, i.naturalWidth, '
+                'i.getBoundingClientRect().width, dark / (d.length / 4)]; })')
+            assert images and all(done and natural > 600 and shown > 300 and dark > 0.002
+                                  for _, done, natural, shown, dark in images), images
+            alts = ' '.join(alt for alt, *_ in images)
+            assert 'comparison' in alts and f'per-class IoU: {row}' in alts, alts
+            text = driver.execute_script('return document.body.innerText')
+            assert not re.search(r'\bNone\b|\bnan\b|\bNaN\b', text)
             width, height, rows = driver.execute_script(
                 "const t = document.querySelector('table.results'); "
                 'const r = t.getBoundingClientRect(); return [r.width, r.height, t.rows.length]')
@@ -325,6 +367,28 @@ def test_our_models_evaluated_multi_scale_fill_their_column(smoke, synthetic_roo
     results = pd.read_csv(reports / 'smoke' / table / 'results.csv').set_index('row')
     assert results.loc[row, 'miou_ms'] == pytest.approx(sum(mious) / 2)
     assert all(0 < m <= 100 for m in mious)
+    for seed in range(2):  # W&B lineage: each evaluation used its training job's checkpoint
+        trained = job_dir(work, 'smoke', table, row, seed)
+        (train_run,) = (trained / 'vis_data' / 'wandb').glob('offline-run-*')
+        (eval_run,) = (ours_eval_dir(trained, True) / 'vis_data' / 'wandb').glob('offline-run-*')
+        logged = _artifacts(train_run)
+        used = _artifacts(eval_run)
+        assert [a['use_after_commit'] for a in logged] == [False]
+        assert [a['use_after_commit'] for a in used] == [True]
+        assert used[0]['name'] == logged[0]['name'] == f'checkpoint-smoke-{table}-{row}-seed{seed}'
+        assert used[0]['digest'] == logged[0]['digest']  # the same file, by checksum
+        assert logged[0]['manifest']['contents'][0]['ref'] == \
+            f'file://{latest_checkpoint(trained).resolve()}'
+        run = next(r['run'] for r in wandb_records(eval_run) if r['type'] == 'run')
+        assert run['display_name'] == f'{row}-seed{seed}-eval-multi-scale'
+        assert run['job_type'] == 'eval' and run['run_group'] == f'{table}/{row}'
+        assert {'eval', 'ours', 'multi-scale'} <= set(run['tags'])
+
+
+def _artifacts(run_dir):
+    """The model artifacts a run logged or used (W&B also stores logged tables as artifacts)."""
+    return [{'use_after_commit': False, **r['artifact']} for r in wandb_records(run_dir)
+            if r['type'] == 'artifact' and r['artifact']['type'] == 'model']
 
 
 def test_mixed_precision_is_an_option_the_report_states(smoke, tmp_path, synthetic_root):

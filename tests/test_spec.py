@@ -95,3 +95,49 @@ def test_full_run_stops_before_training_without_data_or_weights(tmp_path, synthe
     assert 'pretrained weights missing: weights/deit_base_distilled_p16_384.pth' in \
         no_weights.stderr
     assert not work.exists()  # nothing started
+
+
+@pytest.mark.parametrize('bad_id', ['seg/t-16', 'seg t 16', '-seg-t-16', 'seg-t,16', 'seg:t',
+                                    '../seg', 'seg-t-16é', 'x' * 65, ''])
+def test_row_ids_must_be_usable_as_folder_wandb_and_shell_names(tmp_path, bad_id):
+    path = _broken_spec(tmp_path, lambda rows: rows[2].update(id=bad_id))
+    with pytest.raises(SpecError) as err:
+        load_table(path)
+    message = str(err.value)
+    assert '\n' not in message and str(path) in message
+    assert f"field 'id': {bad_id!r} is not a usable identifier" in message
+
+
+@pytest.mark.parametrize('mutate, field, value', [
+    (lambda data: data.update(table='table 3'), 'table', 'table 3'),
+    (lambda data: data['rows'][2]['pretrained'].update(file='/etc/vit.pth'), 'pretrained.file',
+     '/etc/vit.pth'),
+    (lambda data: data['rows'][2]['pretrained'].update(file='weights/../../vit.pth'),
+     'pretrained.file', 'weights/../../vit.pth'),
+    (lambda data: data['rows'][2]['pretrained'].update(id='timm/vit small'), 'pretrained.id',
+     'timm/vit small'),
+    (lambda data: data['rows'][2].update(seed_curves='seg s 16'), 'seed_curves', 'seg s 16'),
+])
+def test_names_that_become_paths_are_checked_on_load(tmp_path, mutate, field, value):
+    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
+    mutate(data)
+    path = tmp_path / 'table3.yaml'
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(SpecError) as err:
+        load_table(path)
+    message = str(err.value)
+    assert '\n' not in message and str(path) in message
+    assert f"field '{field}': {value!r}" in message
+    if field != 'table':
+        assert "row 'seg-s-16'" in message
+
+
+def test_display_names_keep_unicode(tmp_path):
+    title, model = 'Tabelle 3 — lineärer Dekoder ✓', 'Seg-B†/16 (蒸留)'
+    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
+    data['title'] = title
+    data['rows'][3]['model'] = model
+    path = tmp_path / 'table3.yaml'
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding='utf-8')
+    table = load_table(path)
+    assert table.title == title and table.rows[3].model == model

@@ -42,3 +42,40 @@ def test_generated_once_and_refuses_foreign_folder(synthetic_root, tmp_path):
     with pytest.raises(FileExistsError, match='not a complete synthetic dataset'):
         ensure_dataset(foreign)
     assert (foreign / 'keep.txt').read_text() == 'mine'
+
+
+def test_ade20k_sized_dataset_has_ade20k_image_sizes(ade_sized_root):
+    from harness.assets.synthetic import (
+        ADE20K_ASPECTS,
+        ADE20K_SHORT_SIDE,
+        ADE20K_SIZED_SPLITS,
+    )
+    register_all_modules()
+    shapes = set()
+    for split, (prefix, count) in ADE20K_SIZED_SPLITS.items():
+        images = sorted((ade_sized_root / 'images' / split).iterdir())
+        labels = sorted((ade_sized_root / 'annotations' / split).iterdir())
+        assert len(images) == len(labels) == count
+        assert [p.name for p in images] == [f'ADE_{prefix}_{i:08d}.jpg'
+                                            for i in range(1, count + 1)]
+        for image_path, label_path in zip(images, labels):
+            image, label = Image.open(image_path), np.array(Image.open(label_path))
+            assert image.mode == 'RGB' and image.size == label.shape[::-1]
+            assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, *SCENE_CLASSES}
+            short, long = sorted(image.size)
+            assert short in ADE20K_SHORT_SIDE
+            assert any(abs(long - short * max(a, 1 / a)) <= 1 for a in ADE20K_ASPECTS)
+            shapes.add(image.size[0] > image.size[1])
+            assert len(np.unique(label)) >= 3  # several classes in every 512 crop's reach
+    assert shapes == {True, False}  # landscape and portrait images
+    dataset = ADE20KDataset(
+        data_root=str(ade_sized_root),
+        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+        pipeline=[dict(type='LoadAnnotations', reduce_zero_label=True)])
+    assert len(dataset) == ADE20K_SIZED_SPLITS['training'][1]
+
+
+def test_unknown_size_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown synthetic size 'huge'"):
+        ensure_dataset(tmp_path / 'x', size='huge')
+    assert not (tmp_path / 'x').exists()

@@ -4,6 +4,7 @@ a wrong hash, an unreachable server and a local file behave as documented."""
 import functools
 import hashlib
 import http.server
+import re
 import socket
 import threading
 import urllib.parse
@@ -86,6 +87,13 @@ def test_download_converts_and_loads_into_the_row_model(tmp_path, release):
     # the spec records no hash for the real release: the computed one is printed, unverified
     assert hashlib.sha256(blob).hexdigest() in result.stdout
     assert 'NOT verified' in result.stdout
+    # rich's transfer display: bytes of the total (decimal units, as rich prints them), speed
+    unit, suffix = next((1000 ** k, s) for k, s in enumerate(['bytes', 'kB', 'MB', 'GB'])
+                        if len(blob) < 1000 ** (k + 1))
+    size = f'{len(blob) / unit:,.{0 if unit == 1 else 1}f}'
+    shown = re.search(r'^vit_tiny_patch16_384\S*\.bin .*?(\S+)/(\S+) (\S+) +[\d.]+ (\S+)/s',
+                      result.stdout, re.M)
+    assert shown and shown.groups()[:3] == (size, size, suffix), result.stdout
     assert sorted(_files(tmp_path)) == [
         'weights/original/vit_tiny_patch16_384.augreg_in21k_ft_in1k.bin',
         'weights/vit_tiny_p16_384.pth']  # nothing partial

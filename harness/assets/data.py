@@ -1,14 +1,19 @@
 """ADE20K checks (``make data``): the folder a full run trains on, verified before it starts.
 
-Each defect is reported as one line naming the file; the first one found stops the check.
-``unpack`` extracts the official ``ADEChallengeData2016.zip`` first, into a temporary folder
-renamed into place, so an interrupted unpack leaves nothing half-written behind.
+Every defect is one line naming the file; a check goes on past the first and lists them all
+(the first ``MAX_LISTED`` of them) in :class:`DataError`. Files are decoded in parallel, one
+process per core, behind a progress bar. A missing dataset is reported the same helpful way
+whichever check meets it first (``require_folders``). ``unpack`` extracts the official
+``ADEChallengeData2016.zip`` (its ``ADEChallengeData2016/`` at the top or deeper) into a
+temporary folder renamed into place, so an interrupted unpack leaves nothing half-written.
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,80 +23,179 @@ from ..layout import REPO_ROOT
 DEFAULT_ADE20K_ROOT = REPO_ROOT / 'data' / 'ade' / 'ADEChallengeData2016'
 ADE20K_COUNTS = {'training': 20210, 'validation': 2000}
 NUM_CLASSES = 150  # label values 0 (other, ignored) .. 150
+DATASET_FOLDER = 'ADEChallengeData2016'
+MAX_LISTED = 20  # defects kept (and printed) per check; the rest are counted
+ADE20K_URL = 'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip'
 
 
 class DataError(ValueError):
-    """A defect of the dataset folder; the message is one line naming the file."""
+    """Defects of the dataset folder. The message is one line (the first defect, and how many
+    more); ``defects`` lists the first ``MAX_LISTED``, ``count`` is how many were found."""
+
+    def __init__(self, defects: list[str], count: int | None = None):
+        self.defects = list(defects[:MAX_LISTED])
+        self.count = len(defects) if count is None else count
+        more = f' (and {self.count - 1} more)' if self.count > 1 else ''
+        super().__init__(f'{self.defects[0]}{more}')
 
 
-def _pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+def missing_dataset(folder: Path) -> str:
+    """The one line for a dataset that is not there: what ADE20K is and how to get it."""
+    return (f'ADE20K not found: no {folder} (the scene-parsing benchmark of the paper, '
+            f'ADEChallengeData2016: 20,210 training + 2,000 validation images, 150 classes; '
+            f'download {ADE20K_URL} and run `make data ZIP=/path/to/ADEChallengeData2016.zip`, '
+            'or point ADE20K_ROOT= at an existing ADEChallengeData2016 folder)')
+
+
+def require_folders(root: Path, splits=tuple(ADE20K_COUNTS)) -> None:
+    """The four folders of the ADE20K layout exist; else the helpful one line."""
+    for split in splits:
+        for kind in ('images', 'annotations'):
+            folder = Path(root) / kind / split
+            if not folder.is_dir():
+                raise DataError([missing_dataset(folder)])
+
+
+def _pairs(root: Path, split: str, defects: list[str]) -> list[tuple[Path, Path]]:
+    """(image, annotation) pairs of a split; unpaired files are added to ``defects``."""
     images_dir, labels_dir = root / 'images' / split, root / 'annotations' / split
-    for folder in (images_dir, labels_dir):
-        if not folder.is_dir():
-            raise DataError(f'missing folder: {folder}')
     images = {p.stem: p for p in images_dir.iterdir() if p.suffix == '.jpg'}
     labels = {p.stem: p for p in labels_dir.iterdir() if p.suffix == '.png'}
-    for stem in sorted(images.keys() - labels.keys()):
-        raise DataError(f'image without annotation: {images[stem]} '
-                        f'(expected {labels_dir / (stem + ".png")})')
-    for stem in sorted(labels.keys() - images.keys()):
-        raise DataError(f'annotation without image: {labels[stem]}')
-    return [(images[s], labels[s]) for s in sorted(images)]
+    defects += [f'image without annotation: {images[stem]} '
+                f'(expected {labels_dir / (stem + ".png")})'
+                for stem in sorted(images.keys() - labels.keys())]
+    defects += [f'annotation without image: {labels[stem]}'
+                for stem in sorted(labels.keys() - images.keys())]
+    return [(images[s], labels[s]) for s in sorted(images.keys() & labels.keys())]
+
+
+def _layout(root: Path, counts: dict[str, int], defects: list[str]) -> tuple[dict, list]:
+    root = Path(root)
+    require_folders(root, tuple(counts))
+    found, pairs = {}, []
+    for split, expected in counts.items():
+        images = len(list((root / 'images' / split).glob('*.jpg')))
+        split_pairs = _pairs(root, split, defects)
+        found[split] = len(split_pairs)
+        if images != expected:
+            defects.append(f'{root / "images" / split}: {images} images, expected {expected}')
+        pairs += split_pairs
+    return found, pairs
 
 
 def check_layout(root: Path, counts: dict[str, int] = ADE20K_COUNTS) -> dict[str, int]:
-    """Folders, pairing and counts (fast: no file is decoded)."""
-    found = {}
-    for split, expected in counts.items():
-        found[split] = len(_pairs(Path(root), split))
-        if found[split] != expected:
-            raise DataError(f'{Path(root) / "images" / split}: {found[split]} images, '
-                            f'expected {expected}')
+    """Folders, pairing and counts (fast: no file is decoded). Returns the pairs per split."""
+    defects: list[str] = []
+    found, _ = _layout(root, counts, defects)
+    if defects:
+        raise DataError(defects)
     return found
 
 
 def _decode(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise DataError(f'unreadable file: {path} ({str(err).splitlines()[0]})') from None
+    with Image.open(path) as image:
+        image.load()
+        return image
 
 
-def check_files(root: Path, counts: dict[str, int] = ADE20K_COUNTS) -> dict[str, int]:
-    """``check_layout``, then every image and annotation is decoded and every label checked."""
-    found = check_layout(root, counts)
-    for split in counts:
-        for image_path, label_path in _pairs(Path(root), split):
-            size = _decode(image_path).size
-            label = np.asarray(_decode(label_path))
-            if label.ndim != 2 or label.shape[::-1] != size:
-                raise DataError(f'annotation shape {label.shape} does not match its image '
-                                f'{size[::-1]}: {label_path}')
-            if label.max() > NUM_CLASSES:
-                raise DataError(f'label {int(label.max())} out of range 0..{NUM_CLASSES}: '
-                                f'{label_path}')
+def check_pair(pair: tuple[Path, Path]) -> list[str]:
+    """The defects of one image and its annotation (both decoded, labels checked)."""
+    image_path, label_path = pair
+    defects, size, label = [], None, None
+    for path in pair:
+        try:
+            decoded = _decode(path)
+        except (OSError, UnidentifiedImageError, SyntaxError) as err:
+            defects.append(f'unreadable file: {path} ({str(err).splitlines()[0]})')
+            continue
+        if path == image_path:
+            size = decoded.size
+        else:
+            label = np.asarray(decoded)
+    if label is None:
+        return defects
+    if size is not None and (label.ndim != 2 or label.shape[::-1] != size):
+        defects.append(f'annotation shape {label.shape} does not match its image '
+                       f'{size[::-1]}: {label_path}')
+    elif label.size and label.max() > NUM_CLASSES:
+        defects.append(f'label {int(label.max())} out of range 0..{NUM_CLASSES}: {label_path}')
+    return defects
+
+
+def _progress():
+    """rich's progress bar on stdout (stderr carries the error line alone); in a log, one
+    final line wide enough for every column."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    return Progress(TextColumn('{task.description}'), BarColumn(), MofNCompleteColumn(),
+                    TextColumn('{task.fields[defects]} defects'), TimeElapsedColumn(),
+                    TextColumn('left'), TimeRemainingColumn(),
+                    console=Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120))
+
+
+def check_files(root: Path, counts: dict[str, int] = ADE20K_COUNTS,
+                workers: int | None = None) -> dict[str, int]:
+    """``check_layout``, then every image and annotation decoded and every label checked, in
+    ``workers`` processes (default: one per core); all defects are collected."""
+    defects: list[str] = []
+    found, pairs = _layout(root, counts, defects)
+    workers = max(1, workers or os.cpu_count() or 1)
+    # fork: the workers need nothing but this module, and start in milliseconds
+    with _progress() as progress, multiprocessing.get_context('fork').Pool(workers) as pool:
+        task = progress.add_task(f'decoding {2 * len(pairs)} files', total=len(pairs),
+                                 defects=len(defects))
+        for found_here in pool.imap(check_pair, pairs, chunksize=16):
+            defects += found_here
+            progress.update(task, advance=1, defects=len(defects))
+    if defects:
+        raise DataError(defects)
     return found
 
 
+def _dataset_prefix(names: list[str]) -> str | None:
+    """The archive path of the (shallowest) ``ADEChallengeData2016/`` folder, e.g.
+    ``'ADEChallengeData2016/'`` or ``'release/ADEChallengeData2016/'``; None when absent."""
+    best = None
+    for name in names:
+        parts = PurePosixPath(name).parts
+        if DATASET_FOLDER in parts:
+            depth = parts.index(DATASET_FOLDER)
+            if best is None or depth < best[0]:
+                best = (depth, '/'.join(parts[:depth + 1]) + '/')
+    return None if best is None else best[1]
+
+
 def unpack(zip_path: Path, data_dir: Path) -> Path:
-    """Extract ``ADEChallengeData2016.zip`` into ``data_dir``; return the dataset folder."""
-    target = Path(data_dir) / 'ADEChallengeData2016'
+    """Extract the dataset folder of ``ADEChallengeData2016.zip`` (found by name, at any depth)
+    into ``data_dir``; return it. Only that folder's members are extracted, once."""
+    from rich.progress import track
+    target = Path(data_dir) / DATASET_FOLDER
     if target.exists():
-        raise DataError(f'{target} exists: remove it to unpack again, or check it as it is')
+        raise DataError([f'{target} exists: remove it to unpack again, or check it as it is'])
     try:
         archive = zipfile.ZipFile(zip_path)
     except (OSError, zipfile.BadZipFile) as err:
-        raise DataError(f'cannot open {zip_path}: {err}') from None
-    tmp = Path(data_dir) / '.ADEChallengeData2016.unpacking'
-    shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError([f'cannot open {zip_path}: {err}']) from None
+    tmp = Path(data_dir) / f'.{DATASET_FOLDER}.unpacking'
     with archive:
-        archive.extractall(tmp)
-    inner = tmp / 'ADEChallengeData2016'
-    if not inner.is_dir():
+        prefix = _dataset_prefix(archive.namelist())
+        if prefix is None:  # said before anything is written
+            raise DataError([f'{zip_path} has no {DATASET_FOLDER}/ folder'])
+        members = [m for m in archive.infolist() if m.filename.startswith(prefix)]
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f'{zip_path} has no ADEChallengeData2016/ folder')
-    inner.rename(target)
-    shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            for member in track(members, description=f'unpacking {len(members)} files'):
+                archive.extract(member, tmp)
+            (tmp / prefix).rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -20,6 +20,15 @@ from ..layout import REPO_ROOT
 DEFAULT_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k' / 'ADEChallengeData2016'
 SCENE_CLASSES = (1, 3, 5, 13, 22, 37, 61, 88, 120, 150)  # ADE20K label values (1-based)
 SPLITS = {'training': ('train', 40), 'validation': ('val', 16)}
+
+# ``ade20k`` size: images as large as ADE20K's (most have a short side of 512 and a long side
+# of 512-1024), for rehearsing the full profile's pipeline, crops and sliding windows at their
+# real cost. A few dozen images: the pipeline's cost is per image, not per dataset.
+ADE20K_SIZED_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k_sized' / 'ADEChallengeData2016'
+ADE20K_SHORT_SIDE = (480, 512)  # most ADE20K images: 512; some a little smaller
+ADE20K_ASPECTS = (4 / 3, 3 / 4, 1.0, 1.5, 16 / 9, 2 / 3)  # long/short of ADE20K's common shapes
+ADE20K_SIZED_SPLITS = {'training': ('train', 24), 'validation': ('val', 4)}
+SIZES = ('smoke', 'ade20k')
 COMPLETE_MARK = '.complete'
 
 
@@ -33,10 +42,22 @@ def _class_styles(rng: np.random.Generator) -> dict[int, tuple[np.ndarray, float
     return styles
 
 
-def _scene(rng: np.random.Generator, styles) -> tuple[np.ndarray, np.ndarray]:
-    h, w = rng.integers(96, 161, size=2)
+def _ade20k_shape(rng: np.random.Generator, index: int) -> tuple[int, int]:
+    """(height, width) of the ``index``-th ADE20K-sized image: the aspects in turn (landscape
+    and portrait), the short side mostly 512."""
+    aspect = ADE20K_ASPECTS[index % len(ADE20K_ASPECTS)]
+    short = int(rng.choice(ADE20K_SHORT_SIDE, p=(0.25, 0.75)))
+    long = int(round(short * max(aspect, 1 / aspect)))
+    return (short, long) if aspect >= 1 else (long, short)
+
+
+def _scene(rng: np.random.Generator, styles,
+           shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    h, w = shape or rng.integers(96, 161, size=2)
     yy, xx = np.mgrid[0:h, 0:w]
-    seeds = rng.uniform((0, 0), (h, w), size=(rng.integers(3, 6), 2))
+    # cells a few dozen pixels across at either size: the smoke crops see several classes
+    cells = rng.integers(3, 6) if shape is None else rng.integers(12, 25)
+    seeds = rng.uniform((0, 0), (h, w), size=(cells, 2))
     dist = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
     cell = dist.argmin(-1)
     cell_labels = rng.choice(SCENE_CLASSES, size=len(seeds))
@@ -54,9 +75,14 @@ def _scene(rng: np.random.Generator, styles) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def ensure_dataset(root: Path | str = DEFAULT_ROOT, seed: int = 0) -> Path:
-    """Return ``root``, generating the dataset first if it is not complete there."""
-    root = Path(root)
+def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 'smoke') -> Path:
+    """Return ``root``, generating the dataset first if it is not complete there; ``size``:
+    ``smoke`` (images of 96-160 pixels, the default root ``DEFAULT_ROOT``) or ``ade20k``
+    (ADE20K's image sizes, ``ADE20K_SIZED_ROOT``)."""
+    if size not in SIZES:
+        raise ValueError(f"unknown synthetic size '{size}' (sizes: {', '.join(SIZES)})")
+    sized = size == 'ade20k'
+    root = Path(root or (ADE20K_SIZED_ROOT if sized else DEFAULT_ROOT))
     if (root / COMPLETE_MARK).is_file():
         return root
     if root.exists() and any(root.iterdir()):
@@ -67,15 +93,15 @@ def ensure_dataset(root: Path | str = DEFAULT_ROOT, seed: int = 0) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     rng = np.random.default_rng(seed)
     styles = _class_styles(rng)
-    for split, (prefix, count) in SPLITS.items():
+    for split, (prefix, count) in (ADE20K_SIZED_SPLITS if sized else SPLITS).items():
         (tmp / 'images' / split).mkdir(parents=True)
         (tmp / 'annotations' / split).mkdir(parents=True)
         for i in range(1, count + 1):
-            image, label = _scene(rng, styles)
+            image, label = _scene(rng, styles, _ade20k_shape(rng, i - 1) if sized else None)
             name = f'ADE_{prefix}_{i:08d}'
             Image.fromarray(image).save(tmp / 'images' / split / f'{name}.jpg', quality=95)
             Image.fromarray(label).save(tmp / 'annotations' / split / f'{name}.png')
-    (tmp / COMPLETE_MARK).write_text(f'seed={seed}\n')
+    (tmp / COMPLETE_MARK).write_text(f'seed={seed} size={size}\n')
     if root.exists():
         root.rmdir()  # empty folder left by someone; a full one was refused above
     try:

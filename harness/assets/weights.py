@@ -57,6 +57,25 @@ def _remove(path: Path) -> None:
         pass
 
 
+def _download_progress():
+    """rich's transfer display: bytes so far, total, speed and time left (on a terminal
+    its width; in a log, one final line wide enough for all of them)."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    return Progress(TextColumn('{task.description}'), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TextColumn('left'), TimeRemainingColumn(),
+                    console=Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120))
+
+
 def download(url: str, dest: Path, timeout: float) -> str:
     """Download ``url`` to ``dest`` (through ``dest.partial``); return its SHA-256. Nothing is
     left at either path when it fails, whatever stops it."""
@@ -66,10 +85,13 @@ def download(url: str, dest: Path, timeout: float) -> str:
     request = urllib.request.Request(url, headers={'User-Agent': 'segmenter-repro-harness'})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response, \
-                open(partial, 'wb') as out:
+                open(partial, 'wb') as out, _download_progress() as progress:
+            size = response.headers.get('Content-Length')
+            task = progress.add_task(dest.name, total=int(size) if size else None)
             for chunk in iter(lambda: response.read(CHUNK), b''):
                 digest.update(chunk)
                 out.write(chunk)
+                progress.advance(task, len(chunk))
         os.replace(partial, dest)
     finally:
         _remove(partial)
@@ -199,3 +221,53 @@ def install_rows(rows: list[Row], weights_root: Path, originals: Path,
             print(f'error: {err}', file=sys.stderr, flush=True)
             failures.append(str(err))
     return failures
+
+
+RELEASE_GRID = 24  # every release the rows start from is a 384-pixel model: 24 x 24 patches
+
+
+def release_shapes(row: Row) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the release ``row`` starts from, in its own layout (timm / DeiT names,
+    the 384-pixel position grid, the ImageNet classifiers), from the row's encoder config."""
+    from ..prepare.job_config import build_config
+    from ..prepare.request import JobRequest
+    backbone = build_config(JobRequest(row=row, profile='full', seed=0, work_dir=None,
+                                       data_root=None)).model.backbone
+    d, patch = backbone.embed_dims, backbone.patch_size
+    hidden = int(d * backbone.get('mlp_ratio', 4))
+    tokens = ['cls_token'] + (['dist_token'] if backbone.type == 'DistilledVisionTransformer'
+                              else [])
+    heads = ['head'] + (['head_dist'] if 'dist_token' in tokens else [])
+    shapes = {t: (1, 1, d) for t in tokens}
+    shapes.update({'pos_embed': (1, len(tokens) + RELEASE_GRID ** 2, d),
+                   'patch_embed.proj.weight': (d, 3, patch, patch), 'patch_embed.proj.bias': (d,),
+                   'norm.weight': (d,), 'norm.bias': (d,)})
+    for h in heads:
+        shapes.update({f'{h}.weight': (1000, d), f'{h}.bias': (1000,)})
+    for i in range(backbone.num_layers):
+        p = f'blocks.{i}.'
+        shapes.update({p + 'norm1.weight': (d,), p + 'norm1.bias': (d,),
+                       p + 'attn.qkv.weight': (3 * d, d), p + 'attn.qkv.bias': (3 * d,),
+                       p + 'attn.proj.weight': (d, d), p + 'attn.proj.bias': (d,),
+                       p + 'norm2.weight': (d,), p + 'norm2.bias': (d,),
+                       p + 'mlp.fc1.weight': (hidden, d), p + 'mlp.fc1.bias': (hidden,),
+                       p + 'mlp.fc2.weight': (d, hidden), p + 'mlp.fc2.bias': (d,)})
+    return shapes
+
+
+def write_random_release(row: Row, path: Path, seed: int = 0) -> Path:
+    """A stand-in for the row's release: its exact key layout and shapes, random values (what a
+    rehearsal converts and loads instead of the downloaded file). DeiT's files wrap the state
+    in ``model``; the timm hub files are the bare state."""
+    import torch
+
+    from .convert import save_new
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in release_shapes(row).items():
+        value = torch.randn(shape, generator=generator) * 0.02  # ViT's init scale
+        # LayerNorm scales around 1, as trained ones are
+        state[key] = value + 1 if key.endswith(('norm1.weight', 'norm2.weight',
+                                                'norm.weight')) else value
+    save_new(path, {'model': state} if 'dist_token' in state else state)
+    return path

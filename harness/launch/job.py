@@ -45,6 +45,13 @@ def job_env(request) -> dict:
     return env
 
 
+def slurm_job_id() -> str:
+    """This SLURM job's id as squeue and submitit name it: ``<array>_<index>`` in an array."""
+    if 'SLURM_ARRAY_JOB_ID' in os.environ and 'SLURM_ARRAY_TASK_ID' in os.environ:
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ['SLURM_JOB_ID']
+
+
 def error_summary(err: BaseException) -> str:
     """One line for the job's state: the line of the message that names the problem."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -111,7 +118,7 @@ def main(argv=None) -> int:
     row = request.row
     run_id = (state.get('wandb_run_id')  # one W&B run per job, across restarts
               or f'{row.table}-{row.id}-s{request.seed}-{secrets.token_hex(3)}')
-    slurm = {'slurm_job_id': os.environ['SLURM_JOB_ID']} if 'SLURM_JOB_ID' in os.environ else {}
+    slurm = {'slurm_job_id': slurm_job_id()} if 'SLURM_JOB_ID' in os.environ else {}
     record(work_dir, table=row.table, row=row.id, profile=request.profile,
            seed=request.seed, status='running', host=socket.gethostname(), pid=os.getpid(),
            started=time.time(), wandb_run_id=run_id, starts=state.get('starts', 0) + 1,
@@ -143,6 +150,7 @@ def main(argv=None) -> int:
             runner.train()
         else:
             metrics = evaluate(runner, request.checkpoint)
+        record(work_dir, measured=measured(runner))
     except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
         error = error_summary(err)
         failed = isinstance(err, Exception)  # not Ctrl-C / SystemExit: those resume next time
@@ -163,6 +171,44 @@ def _distribute(cfg) -> None:
     cfg.launcher = 'pytorch'
     if not torch.cuda.is_available():  # DDP on CPU takes no device ids (mmengine passes some)
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+
+
+def _summary(values: list[float]) -> dict:
+    """A timer's record: the first value apart (warm-up: allocation, kernel choice, caches)."""
+    import statistics
+    rest = values[1:]
+    return {'count': len(values), 'first': values[0], 'mean': statistics.fmean(values),
+            'steady_median': statistics.median(rest) if rest else None}
+
+
+def measured(runner) -> dict:
+    """What this process measured of itself, from mmengine's own records (seconds per
+    iteration, data waiting included, per phase: mmengine's IterTimerHook; the training loss),
+    the checkpoint saves, the sliding windows evaluated and the peak memory (GPU: max
+    allocated; CPU: RSS). A resumed job's records include those restored from its checkpoint."""
+    import resource
+
+    import torch
+    found = {}
+    for key, buffer in runner.message_hub.log_scalars.items():
+        name = key.rpartition('/')[2]
+        if name in ('time', 'data_time', 'save_time') and buffer.data[0].size:
+            found[key] = _summary([float(v) for v in buffer.data[0]])
+        elif key == 'train/loss' and buffer.data[0].size:
+            found[key] = {'count': int(buffer.data[0].size), 'first': float(buffer.data[0][0]),
+                          'last': float(buffer.data[0][-1])}
+    model = getattr(runner.model, 'module', runner.model)
+    model = getattr(model, 'module', model)  # multi-scale: the TTA wrapper's segmentor
+    found['windows'] = getattr(model, 'windows_evaluated', None)
+    found['images_evaluated'] = getattr(model, 'images_evaluated', None)
+    if torch.cuda.is_available():
+        found['peak_memory'] = {'bytes': torch.cuda.max_memory_allocated(),
+                                'kind': 'GPU max allocated',
+                                'device_total': torch.cuda.get_device_properties(0).total_memory}
+    else:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
+        found['peak_memory'] = {'bytes': rss, 'kind': 'process peak RSS'}
+    return found
 
 
 def evaluate(runner, checkpoint: Path) -> dict:

@@ -21,10 +21,11 @@ from filelock import FileLock, Timeout
 from ..layout import (
     LOCK_FILE,
     LOG_FILE,
+    PROGRESS_PREFIX,
     REPO_ROOT,
     REQUEST_FILE,
     job_dir,
-    last_checkpoint,
+    latest_checkpoint,
     log_tail,
     ours_eval_dir,
     read_curves,
@@ -36,6 +37,8 @@ from ..layout import (
 from ..prepare.request import JobRequest
 from ..prepare.spec import Row
 from .job import EXIT_LOCKED, job_command, job_env, last_line
+
+PROGRESS = PROGRESS_PREFIX.encode()  # the lines of a job's output shown on the terminal
 
 STOP_WAIT_S = 120  # a stopped job saves a checkpoint first (torchrun kills after 30 s)
 
@@ -72,7 +75,7 @@ def evaluate_ours_targets(rows: list[Row], seeds: int, work_root: Path, multi_sc
     requests, numbers = [], []
     for n, (row, seed) in enumerate(pairs, 1):
         trained = job_dir(work_root, options['profile'], row.table, row.id, seed)
-        checkpoint = last_checkpoint(trained)
+        checkpoint = latest_checkpoint(trained)
         if read_state(trained).get('status') != 'finished' or checkpoint is None:
             print(f'[{n}/{len(pairs)}] {row.table}/{row.id} seed{seed}: not trained yet, skipped')
             continue
@@ -115,7 +118,7 @@ def _held_elsewhere(work_dir: Path) -> bool:
 
 def _resume_note(work_dir: Path) -> str:
     """What a restarted job continues from (mmengine resumes from the checkpoint pointer)."""
-    checkpoint = last_checkpoint(work_dir)
+    checkpoint = latest_checkpoint(work_dir)
     if checkpoint is not None:
         return f' (resuming from {checkpoint.name})'
     return ' (restarting: no checkpoint yet)' if read_state(work_dir) else ''
@@ -157,7 +160,7 @@ class Launcher:
             state = read_state(target.work_dir)
             if state.get('status') == 'finished':
                 print(f'{target.tag}: finished before, skipped', flush=True)
-            elif _held_elsewhere(target.work_dir):
+            elif _held_elsewhere(target.work_dir) and not self.follows(state):
                 failed += 1
                 print(f"{target.tag}: already running (host {state.get('host')}, pid "
                       f"{state.get('pid')}), skipped", flush=True)
@@ -169,6 +172,11 @@ class Launcher:
 
     def launch(self, targets: list[Target]) -> int:
         raise NotImplementedError
+
+    def follows(self, state: dict) -> bool:
+        """Whether a job another process holds is one this launcher waits for (its own kind,
+        started by an earlier command) rather than refuses."""
+        return False
 
 
 @dataclasses.dataclass
@@ -186,14 +194,14 @@ class LocalLauncher(Launcher):
             print(f'{target.tag}: {action} -> {target.work_dir}', flush=True)
             start = time.monotonic()
             rc = self._run_one(job_command(target.work_dir / REQUEST_FILE, self.processes),
-                               target.work_dir, job_env(request))
+                               target.work_dir, job_env(request), target.tag)
             failed += not report_end(target, rc, time.monotonic() - start)
         return failed
 
-    def _run_one(self, cmd: list[str], work_dir: Path, env: dict) -> int:
-        """Run one job process, its output teed to the job's log (and the terminal when
-        verbose) by a thread, so that a stopped launcher still records what the job says
-        while it stops."""
+    def _run_one(self, cmd: list[str], work_dir: Path, env: dict, tag: str) -> int:
+        """Run one job process, its output teed to the job's log (and the terminal: all of it
+        when verbose, else its progress lines) by a thread, so that a stopped launcher still
+        records what the job says while it stops."""
         with open(work_dir / LOG_FILE, 'ab') as log:
             proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT)
@@ -205,6 +213,8 @@ class LocalLauncher(Launcher):
                     if self.verbose:
                         sys.stdout.buffer.write(chunk)
                         sys.stdout.flush()
+                    elif chunk.startswith(PROGRESS):
+                        print(f'{tag}: {chunk.decode(errors="replace").rstrip()}', flush=True)
 
             copier = threading.Thread(target=tee, daemon=True)
             copier.start()
@@ -228,22 +238,47 @@ class LocalLauncher(Launcher):
 
 @dataclasses.dataclass
 class SlurmLauncher(Launcher):
-    """Each job one SLURM job (submitit); waits for them unless ``options.wait`` is off."""
+    """All jobs as one SLURM job array (submitit); waits for them unless ``options.wait`` is
+    off. A job that SLURM still has queued or running is not submitted twice."""
     options: object  # harness.launch.slurm.SlurmOptions
+    status_hint: str = ''  # how `harness status` follows these jobs, for the lines that say so
 
     def launch(self, targets: list[Target]) -> int:
-        if not targets:
-            return 0
         from . import slurm
-        submitted = slurm.submit(targets, self.options, job_env)
+        queued, targets = self._in_queue(targets)
+        submitted = slurm.submit(targets, self.options, job_env) if targets else []
         failed = len(targets) - len(submitted)
         if not self.options.wait:
-            print(f'{len(submitted)} SLURM job(s) submitted; `python -m harness status` follows '
-                  'them', flush=True)
+            print(f'{len(submitted)} SLURM job(s) submitted{self.status_hint}', flush=True)
             return failed
-        took = slurm.wait(submitted)
-        for target, job in submitted:
-            rc = 0 if read_state(target.work_dir).get('status') == 'finished' else 1
+        took, left = slurm.wait(queued + submitted, self.options.poll_s,
+                                status_hint=self.status_hint)
+        for target, job_id in queued + submitted:
+            if target.work_dir not in took:  # still queued or running: not an end
+                continue
+            state = read_state(target.work_dir)
+            rc = 0 if state.get('status') == 'finished' else 1
             failed += not report_end(target, rc, took[target.work_dir],
-                                     log=slurm_log(target.work_dir, job.job_id))
-        return failed
+                                     log=slurm_log(state.get('slurm_logs', ''), job_id))
+        return failed + len(left)
+
+    def follows(self, state: dict) -> bool:
+        return bool(state.get('slurm_job_id'))  # a SLURM task of an earlier submission
+
+    @staticmethod
+    def _in_queue(targets: list[Target]) -> tuple[list, list[Target]]:
+        """(target, SLURM job id) of the jobs SLURM still has from an earlier submission (not
+        submitted again: waited for), and the targets to submit."""
+        from . import slurm
+        ids = {t.work_dir: read_state(t.work_dir).get('slurm_job_id') for t in targets}
+        try:
+            alive = slurm.in_queue([i for i in ids.values() if i])
+        except slurm.QueueError:  # sbatch will say what is wrong with SLURM
+            alive = set()
+        queued = []
+        for target in targets:
+            if ids[target.work_dir] in alive:
+                print(f'{target.tag}: in SLURM already as job {ids[target.work_dir]}, not '
+                      'submitted again', flush=True)
+                queued.append((target, ids[target.work_dir]))
+        return queued, [t for t in targets if ids[t.work_dir] not in alive]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..assets.data import ADE20K_COUNTS
+from ..assets.data import DataError, require_folders
 from ..layout import REPO_ROOT
 from ..prepare.spec import Row, SpecError
 
@@ -15,14 +15,10 @@ class PreflightError(SpecError):
 
 def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_ROOT) -> None:
     """Check the data and every row's weights before any full job starts training."""
-    for split in ADE20K_COUNTS:
-        for kind in ('images', 'annotations'):
-            folder = Path(data_root) / kind / split
-            if not folder.is_dir():
-                raise PreflightError(
-                    f'ADE20K not found: no {folder} (download ADEChallengeData2016.zip from '
-                    'http://data.csail.mit.edu/places/ADEchallenge/ and unzip it there, or set '
-                    'ADE20K_ROOT=/path/to/ADEChallengeData2016)')
+    try:
+        require_folders(data_root)
+    except DataError as err:  # the same helpful line as `check-data`, whichever runs first
+        raise PreflightError(str(err)) from None
     for row in rows:
         weights = Path(weights_root) / row.pretrained_file
         if not weights.is_file():

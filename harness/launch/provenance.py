@@ -1,4 +1,4 @@
-"""Provenance of a job, recorded by the job process in job.json (and from there in W&B):
+"""Provenance of a job, recorded by the job process in its state (and from there in W&B):
 code version, package versions, hardware, dataset identity."""
 from __future__ import annotations
 

@@ -1,11 +1,14 @@
-"""SLURM through submitit: one SLURM job per row x seed, requeued on timeout or preemption.
+"""SLURM through submitit: the rows x seeds of one command as one job array, each task requeued
+on timeout or preemption.
 
-Each SLURM task is one training process (``--gpus`` tasks per node, ``--nodes`` nodes); it runs
-``python -m harness.launch.job`` on the job's request with the torch.distributed variables of its task. submitit warns a
-job with SIGUSR2 before its time limit or a preemption: the job process saves a checkpoint of
-the current iteration and stops (``harness.preempt``), and submitit requeues the SLURM job,
-which resumes from that checkpoint. The SLURM job id and submitit's log folder are
-kept in the job's state; the logs themselves in the job folder (``harness.layout``).
+Each array task is one job (its own job folder, request, log and state); each SLURM task of it
+is one training process (``--gpus`` tasks per node, ``--nodes`` nodes) running ``python -m
+harness.launch.job`` on the job's request with the torch.distributed variables of its task.
+submitit warns a task with SIGUSR2 before its time limit or a preemption: the job process saves
+a checkpoint of the current iteration and stops (``harness.runtime.preempt``), and submitit
+requeues that array task alone, which resumes from that checkpoint. The SLURM job id
+(``<array>_<index>``) and submitit's folder (``harness.layout.slurm_folder``) are kept in each
+job's state. Waiting asks ``squeue`` about all jobs at once, every ``poll_s`` seconds.
 """
 from __future__ import annotations
 
@@ -13,15 +16,18 @@ import dataclasses
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import submitit
 
-from ..layout import LOG_FILE, REPO_ROOT, REQUEST_FILE, SLURM_DIR, read_state, write_state
+from ..layout import LOG_FILE, REPO_ROOT, REQUEST_FILE, read_state, slurm_folder, write_state
 from .job import job_command
 
 STOP_WAIT_S = 80  # submitit's warning comes 90 s before the kill
+POLL_S = 30.0  # between two squeue calls while waiting: one call for all jobs
+MAX_QUEUE_FAILURES = 3  # squeue failing this many polls in a row ends the wait
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +38,13 @@ class SlurmOptions:
     tasks_per_node: int = 1  # training processes per node (one per GPU)
     gpus_per_node: int = 0  # 0: CPU jobs (no GPU requested)
     cpus_per_task: int | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None  # node features, e.g. 'a100|h100'
+    mem: str | None = None  # per node, SLURM's format (64G, 500000M)
+    exclusive: bool = False  # whole nodes
     wait: bool = True
+    poll_s: float = POLL_S
 
 
 def parse_time(value: str) -> int:
@@ -98,75 +110,108 @@ class SlurmTask(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
 
+def _parameters(opts: SlurmOptions, name: str) -> dict:
+    params = dict(job_name=name, time=opts.time_min, nodes=opts.nodes,
+                  ntasks_per_node=opts.tasks_per_node, signal_delay_s=90,
+                  # a requeued task appends to its logs instead of truncating them
+                  srun_args=['--open-mode=append'])
+    optional = dict(partition=opts.partition, gpus_per_node=opts.gpus_per_node or None,
+                    cpus_per_task=opts.cpus_per_task, account=opts.account, qos=opts.qos,
+                    constraint=opts.constraint, exclusive=opts.exclusive or None)
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if opts.mem:  # as given: submitit's own `mem` expects gigabytes
+        params['additional_parameters'] = {'mem': opts.mem}
+    return params
+
+
 def submit(targets: list, opts: SlurmOptions, env_of) -> list:
-    """Submit each ``Target`` (its request already in its folder; ``env_of(request)``: its
-    environment); record each SLURM job id in the job's state. Returns (target, job) pairs."""
-    submitted = []
-    for target in targets:
-        tag, work_dir = target.tag, target.work_dir
-        executor = submitit.SlurmExecutor(folder=work_dir / SLURM_DIR, max_num_timeout=20)
-        params = dict(job_name=target.request.name.replace('/', '-').replace(' ', '-'),
-                      time=opts.time_min, nodes=opts.nodes, ntasks_per_node=opts.tasks_per_node,
-                      signal_delay_s=90,
-                      # a requeued job's task appends to its logs instead of truncating them
-                      srun_args=['--open-mode=append'])
-        if opts.partition:
-            params['partition'] = opts.partition
-        if opts.gpus_per_node:
-            params['gpus_per_node'] = opts.gpus_per_node
-        if opts.cpus_per_task:
-            params['cpus_per_task'] = opts.cpus_per_task
-        executor.update_parameters(**params)
-        # 'queued' before sbatch: once submitted, the job itself may write 'running' any time
-        write_state(work_dir, status='queued', error=None, slurm_logs=str(work_dir / SLURM_DIR))
-        try:
-            job = executor.submit(SlurmTask(work_dir / REQUEST_FILE, work_dir,
-                                            env_of(target.request)))
-        except Exception as err:  # noqa: BLE001 - sbatch refused it: recorded, next job
-            message = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
-            write_state(work_dir, status='failed', error=f'sbatch: {message}')
-            print(f'{tag}: not submitted: {message}', flush=True)
-            continue
-        write_state(work_dir, slurm_job_id=job.job_id)
-        print(f'{tag}: submitted as SLURM job {job.job_id} -> {work_dir}', flush=True)
-        submitted.append((target, job))
-    return submitted
+    """Submit the ``Target``s (their requests already in their folders; ``env_of(request)``:
+    a job's environment) as one job array; record each task's SLURM job id in its job's state.
+    Returns (target, SLURM job id) pairs (none when sbatch refused the array)."""
+    folder = slurm_folder([t.work_dir for t in targets])
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=20)
+    first = targets[0].request
+    executor.update_parameters(**_parameters(opts, f'segmenter-{first.row.table}-{first.profile}'))
+    for target in targets:  # 'queued' before sbatch: a started task may write 'running' any time
+        write_state(target.work_dir, status='queued', error=None, slurm_logs=str(folder))
+    try:
+        with executor.batch():
+            jobs = [executor.submit(SlurmTask(t.work_dir / REQUEST_FILE, t.work_dir,
+                                              env_of(t.request))) for t in targets]
+    except Exception as err:  # noqa: BLE001 - sbatch refused it: recorded in every job
+        message = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
+        for target in targets:
+            write_state(target.work_dir, status='failed', error=f'sbatch: {message}')
+            print(f'{target.tag}: not submitted: {message}', flush=True)
+        return []
+    for target, job in zip(targets, jobs):
+        write_state(target.work_dir, slurm_job_id=job.job_id)
+        print(f'{target.tag}: submitted as SLURM job {job.job_id} -> {target.work_dir}',
+              flush=True)
+    return [(target, job.job_id) for target, job in zip(targets, jobs)]
 
 
 ENDED = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_FAIL',
          'BOOT_FAIL', 'DEADLINE', 'PREEMPTED', 'SPECIAL_EXIT')
 
 
-def _in_queue(job_id: str) -> bool:
-    """Whether SLURM still has the job pending, running or requeued (squeue: no accounting
-    database needed; a requeued job is the same job again, its result file notwithstanding)."""
+class QueueError(RuntimeError):
+    """squeue did not answer; the message is one line."""
+
+
+def queue_states(job_ids: list[str]) -> dict[str, str]:
+    """{job id: state} of the given jobs that SLURM still lists, from one ``squeue`` call
+    (array tasks one by one, ``<array>_<index>``); a job absent from it has left the queue.
+    squeue needs no accounting database; a requeued job is listed again as pending."""
+    arrays = sorted({job_id.split('_')[0] for job_id in job_ids})
+    if not arrays:
+        return {}
     try:
-        out = subprocess.run(['squeue', '-h', '-j', job_id, '-o', '%T'], capture_output=True,
-                             text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return True  # unknown: keep waiting
+        out = subprocess.run(['squeue', '-h', '-r', '-j', ','.join(arrays), '-o', '%i %T'],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise QueueError(f'squeue: {err}') from None
     if out.returncode != 0:
-        return 'Invalid job id' not in out.stderr
-    states = out.stdout.split()
-    return bool(states) and not all(state in ENDED for state in states)
+        if 'Invalid job id' in out.stderr:  # every one of them has left SLURM's memory
+            return {}
+        lines = (out.stderr or out.stdout).strip().splitlines()
+        raise QueueError(f"squeue exited with {out.returncode}: {(lines or [''])[-1][:200]}")
+    states = dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) > 1)
+    return {job_id: states[job_id] for job_id in job_ids if job_id in states}
 
 
-def wait(submitted: list, poll_s: float = 5.0) -> dict:
-    """Wait until every submitted job has left the queue, printing each state change.
-    Returns {work_dir: seconds from submission to the end}."""
-    start, seen, took = time.monotonic(), {}, {}
+def in_queue(job_ids: list[str]) -> set[str]:
+    """The jobs SLURM still has pending, running or requeued."""
+    return {job_id for job_id, state in queue_states(job_ids).items() if state not in ENDED}
+
+
+def wait(submitted: list, poll_s: float = POLL_S, max_failures: int = MAX_QUEUE_FAILURES,
+         status_hint: str = '') -> tuple[dict, list]:
+    """Wait until every (target, SLURM job id) has left the queue, printing each state
+    change. Returns ({work_dir: seconds from now to its end}, the pairs still queued when squeue
+    failed ``max_failures`` polls in a row: the wait ends with one line, they go on)."""
+    start, seen, took, failures = time.monotonic(), {}, {}, 0
     pending = list(submitted)
     while pending:
-        for item in list(pending):
-            target, job = item
-            tag, work_dir = target.tag, target.work_dir
-            status = read_state(work_dir).get('status')
-            if seen.get(work_dir) != status:
-                seen[work_dir] = status
-                print(f'{tag}: {status} (SLURM job {job.job_id})', flush=True)
-            if not _in_queue(job.job_id):
-                took[work_dir] = time.monotonic() - start
+        for target, job_id in pending:
+            status = read_state(target.work_dir).get('status')
+            if seen.get(target.work_dir) != status:
+                seen[target.work_dir] = status
+                print(f'{target.tag}: {status} (SLURM job {job_id})', flush=True)
+        try:
+            queued = in_queue([job_id for _, job_id in pending])
+        except QueueError as err:
+            failures += 1
+            if failures >= max_failures:
+                print(f'error: {err} ({failures} polls in a row); stopped waiting: '
+                      f'{len(pending)} SLURM job(s) go on without this command'
+                      f'{status_hint}', file=sys.stderr, flush=True)
+                return took, pending
+        else:
+            failures = 0
+            for item in [item for item in pending if item[1] not in queued]:
+                took[item[0].work_dir] = time.monotonic() - start
                 pending.remove(item)
         if pending:
             time.sleep(poll_s)
-    return took
+    return took, []

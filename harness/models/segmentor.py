@@ -75,7 +75,11 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
             n, _, height, width = view.shape
             logits.append(view.new_zeros((n, self.out_channels, height, width)))
             counts.append(view.new_zeros((1, 1, height, width)))
-            for y1, y2, x1, x2 in window_boxes(height, width, crop, stride):
+            boxes = window_boxes(height, width, crop, stride)
+            # what a rehearsal reports: the windows and images this model evaluated so far
+            self.windows_evaluated = getattr(self, 'windows_evaluated', 0) + n * len(boxes)
+            self.images_evaluated = getattr(self, 'images_evaluated', 0) + n
+            for y1, y2, x1, x2 in boxes:
                 counts[v][..., y1:y2, x1:x2] += 1
                 for i in range(n):  # windows of one shape can share a forward
                     windows.setdefault((y2 - y1, x2 - x1), []).append((v, i, y1, y2, x1, x2))

@@ -86,21 +86,27 @@ def _apply_full(cfg: Config, job: JobRequest) -> None:
 MULTI_SCALE_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
-def _use_multi_scale(cfg: Config, crop: int) -> None:
-    """Official multi-scale evaluation: the test image (short side = crop) at each ratio, with
-    and without flip, logits averaged. mmseg's stock ``tta_pipeline`` scales the original image
-    instead of the crop-sized one, so the pipeline is built here from the row's crop."""
+def _set_tta(cfg: Config, crop: int) -> None:
+    """The official multi-scale evaluation as mmseg's test-time augmentation settings
+    (``tta_pipeline``, ``tta_model``), so mmseg's own test tool with ``--tta`` evaluates it too:
+    the test image (short side = crop) at each ratio, with and without flip, logits averaged.
+    mmseg's stock ``tta_pipeline`` scales the original image instead of the crop-sized one, so
+    the pipeline is built here from the row's crop."""
     resizes = [dict(type='Resize', scale=(int(4 * crop * r), int(crop * r)), keep_ratio=True)
                for r in MULTI_SCALE_RATIOS]
     flips = [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
              dict(type='RandomFlip', prob=1.0, direction='horizontal')]
-    cfg.test_dataloader.dataset.pipeline = [
+    cfg.tta_pipeline = [
         dict(type='LoadImageFromFile'),
         dict(type='TestTimeAug', transforms=[resizes, flips, [dict(type='LoadAnnotations')],
                                              [dict(type='PackSegInputs')]])]
-    cfg.model = dict(type='BatchedSegTTAModel', module=cfg.model)
+    cfg.tta_model = dict(type='BatchedSegTTAModel')
 
 
+def _use_multi_scale(cfg: Config) -> None:
+    """Evaluate with the config's TTA settings, as mmseg's test tool does under ``--tta``."""
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.model = dict(cfg.tta_model, module=cfg.model)
 
 
 def _shorten(cfg: Config, max_iters: int) -> None:
@@ -116,6 +122,49 @@ def _shorten(cfg: Config, max_iters: int) -> None:
     hook.interval = min(hook.interval, max_iters)
 
 
+def checkpoint_artifact(profile: str, table: str, row: str, seed: int) -> str:
+    """The W&B artifact name of a training job's finished checkpoint."""
+    return f'checkpoint-{profile}-{table}-{row}-seed{seed}'
+
+
+def _wandb_backend(job: JobRequest) -> dict:
+    """The job's W&B run: named and tagged so training, evaluation of ours (single- or
+    multi-scale) and of a released checkpoint read apart, grouped by row so its seeds and their
+    evaluations sit together, with the files it reads declared as artifacts (lineage)."""
+    row, scale = job.row, 'multi-scale' if job.multi_scale else 'single-scale'
+    tags = [row.table, job.profile, row.id]
+    uses = []
+    if job.kind == 'train':
+        name, kind = f'{row.id}-seed{job.seed}', 'train'
+        tags.append('train')
+        if job.profile == 'full':
+            weights = Path(job.weights_root) / row.pretrained_file
+            uses.append([f'pretrained-{weights.stem}', 'pretrained-weights', str(weights)])
+    elif job.work_dir is not None and \
+            Path(job.checkpoint).resolve().parent == Path(job.work_dir).resolve().parent:
+        # an evaluation of ours lives in the folder of the job that trained the checkpoint
+        name, kind = f'{row.id}-seed{job.seed}-eval-{scale}', 'eval'
+        tags += ['eval', 'ours', scale]
+        uses.append([checkpoint_artifact(job.profile, row.table, row.id, job.seed), 'model',
+                     str(job.checkpoint)])
+    else:
+        name, kind = f'{row.id}-released-{scale}', 'eval'
+        tags += ['eval', 'released', scale]
+        uses.append([f'released-{row.table}-{row.id}', 'model', str(job.checkpoint)])
+    return dict(
+        type='IterationWandbVisBackend',
+        init_kwargs=dict(
+            project=job.wandb_project, group=f'{row.table}/{row.id}', name=name, tags=tags,
+            job_type=kind, id=job.wandb_run_id, resume='allow', reinit='finish_previous'),
+        uses=uses,
+        checkpoint_artifact=(checkpoint_artifact(job.profile, row.table, row.id, job.seed)
+                             if job.kind == 'train' else None),
+        # the run's provenance (git, versions, hardware, dataset) is read from the state when
+        # the run starts: kept out of the config, whose pretty-printing (yapf, in every
+        # checkpoint) takes ~1.5 s per save with it nested inside
+        meta_file=None if job.work_dir is None else str(Path(job.work_dir) / STATE_FILE))
+
+
 def build_config(job: JobRequest) -> Config:
     """The resolved mmengine config of ``job``, ready for ``Runner.from_cfg``."""
     cfg = Config.fromfile(job.row.config_path)
@@ -127,6 +176,8 @@ def build_config(job: JobRequest) -> Config:
         _apply_full(cfg, job)
     if job.max_iters is not None:
         _shorten(cfg, job.max_iters)
+    if job.batch is not None:
+        cfg.train_dataloader.batch_size = job.batch
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(job.data_root)
 
@@ -136,31 +187,36 @@ def build_config(job: JobRequest) -> Config:
     if job.checkpoint is not None:  # evaluation: the job loads the checkpoint itself, strictly
         cfg.model.pretrained = None
         cfg.resume = False
-        if job.multi_scale:
-            _use_multi_scale(cfg, job.row.crop_size if job.profile == 'full' else SMOKE.crop)
-    wandb = dict(
-        type='IterationWandbVisBackend',
-        init_kwargs=dict(
-            project=job.wandb_project, group=job.row.table, name=f'{job.row.id}-seed{job.seed}',
-            tags=[job.row.table, job.profile, job.row.id],
-            job_type='train' if job.kind == 'train' else 'eval',
-            id=job.wandb_run_id, resume='allow', reinit='finish_previous'),
-        # the run's provenance (git, versions, hardware, dataset) is read from the state when
-        # the run starts: kept out of the config, whose pretty-printing (yapf, in every
-        # checkpoint) takes ~1.5 s per save with it nested inside
-        meta_file=None if job.work_dir is None else str(Path(job.work_dir) / STATE_FILE))
+    _set_tta(cfg, job.row.crop_size if job.profile == 'full' else SMOKE.crop)
+    if job.checkpoint is not None and job.multi_scale:
+        _use_multi_scale(cfg)
+    wandb = _wandb_backend(job)
     # save_dir = the job folder, not mmengine's per-start <timestamp>/ folder: a resumed job
     # appends to the same curves file and W&B run instead of starting new ones.
     # keeps per-class IoU and the W&B summary (final/best mIoU) of every validation
     cfg.val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
     cfg.test_evaluator = cfg.val_evaluator
     # PreemptionHook: a stop signal ends training with a checkpoint; torch RNG in checkpoints
-    cfg.custom_hooks = [dict(type='RunSummaryHook'), dict(type='PreemptionHook')]
+    # ProgressHook: a progress line and the job state's progress at the logger's interval
+    cfg.custom_hooks = [dict(type='RunSummaryHook'), dict(type='PreemptionHook'),
+                        dict(type='ProgressHook', interval=cfg.default_hooks.logger.interval)]
     if job.amp:
         _apply_amp(cfg, job.amp)
     cfg.visualizer = dict(type='SegLocalVisualizer', name='visualizer', save_dir=str(job.work_dir),
                           vis_backends=[dict(type='LocalVisBackend'), wandb])
+    _seed_data_by_position(cfg)
     return cfg
+
+
+def _seed_data_by_position(cfg: Config) -> None:
+    """Training data and its augmentations as a function of (seed, position in the run): the
+    same whatever the loader workers or processes, and a resume skips to its iteration without
+    loading the batches before it (``harness.runtime.sampling``). Wraps the train dataset:
+    its config is ``cfg.train_dataloader.dataset.dataset`` from here on."""
+    loader = cfg.train_dataloader
+    loader.dataset = dict(type='PositionSeededDataset', dataset=loader.dataset)
+    loader.sampler = dict(type='PositionSampler', shuffle=True)
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='DataResumeHook')]
 
 
 def _apply_amp(cfg: Config, amp: str) -> None:

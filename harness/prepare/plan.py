@@ -1,18 +1,20 @@
 """Plan: what running a table would take, per row x seed, before anything is launched.
 
 Every number comes from the job's resolved config (the one ``run`` would train) or from a
-measurement on record: per-GPU batch and iterations from the config; GPU-hours from the spec's
-``speed`` or from the logged seconds per iteration of a job already on disk ("unknown"
-otherwise); disk from the model's parameter count, the optimiser's state per parameter and the
-checkpoint hook's settings. Nothing is launched and nothing is written.
+measurement on record: per-GPU batch and iterations from the config; GPU-hours and wall-clock
+from the spec's ``speed``, from the logged seconds per iteration of a job already on disk, or
+from a rehearsal of the row on the same device kind (``harness.rehearse``: training plus the
+evaluations), "unknown" otherwise; disk from the model's parameter count, the optimiser's state
+per parameter and the checkpoint hook's settings. Nothing is launched and nothing is written.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from pathlib import Path
 
-from ..layout import job_dir, read_curves, read_state
+from ..layout import REPO_ROOT, job_dir, read_curves, read_state
 from .job_config import build_config
 from .request import JobRequest
 from .spec import Row
@@ -21,6 +23,8 @@ BYTES_PER_VALUE = 4  # fp32 weights and optimiser buffers
 # text logs, curves, per-class IoU and the offline W&B run of a 160k-iteration job: a generous
 # allowance rather than a measurement (they are megabytes next to gigabytes of checkpoints)
 LOG_ALLOWANCE = 100 * 2 ** 20
+DEFAULT_REHEARSALS = REPO_ROOT / 'reports' / 'rehearsal'
+REHEARSAL_FILE = 'rehearsal.json'
 
 
 @dataclasses.dataclass
@@ -37,6 +41,7 @@ class JobPlan:
     kept_checkpoints: int
     disk_bytes: int
     gpu_hours: float | None
+    wall_hours: float | None
     speed_source: str
     weights: str
     state: str
@@ -93,8 +98,52 @@ def _weights(row: Row, profile: str, weights_root: Path) -> str:
     return f'MISSING {row.pretrained_file} (make weights ROWS={row.id})'
 
 
+def load_rehearsals(folder: Path = DEFAULT_REHEARSALS) -> dict:
+    """{device kind: {precision: run}} of the rehearsals on record (``harness.rehearse``)."""
+    path = Path(folder) / REHEARSAL_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, gpus: int,
+                   results: dict, device: str | None) -> tuple[dict | None, str]:
+    """GPU-hours and wall-clock of one job from a rehearsal of its row on ``device`` (a device
+    kind; None: any GPU on record), in fp32 at the job's per-GPU batch: ``iters`` x seconds
+    per iteration x GPUs, plus the evaluations (every ``val_interval`` iterations, ADE20K's
+    2,000 validation images at the rehearsal's single-scale seconds per image, split among
+    the GPUs). Returns (None, why) when no such rehearsal is on record."""
+    from ..assets.data import ADE20K_COUNTS
+    kinds = [k for k in results if (k == device if device else k.startswith('cuda'))]
+    if not kinds:
+        return None, f"no rehearsal on {device or 'a GPU'} yet (make rehearse)"
+    key = f'{row.table}/{row.id}'
+    why = f"no fp32 rehearsal of {key} on {' / '.join(kinds)}"
+    for kind in kinds:
+        run = results[kind].get('fp32', {})
+        entry = run.get('rows', {}).get(key)
+        if not entry or 'error' in entry:
+            continue
+        if entry['batch'] != batch_per_gpu:
+            why = (f"rehearsal on {kind} at batch {entry['batch']}, not the job's "
+                   f'{batch_per_gpu} per GPU')
+            continue
+        if entry.get('eval_s_per_image') is None or entry.get('train_s_per_iter') is None:
+            why = f'rehearsal on {kind} without a training or evaluation time'
+            continue
+        # mmengine evaluates every val_interval iterations and always at the last one
+        evaluations = -(-iters // val_interval)
+        eval_s = evaluations * ADE20K_COUNTS['validation'] * entry['eval_s_per_image']
+        train_s = iters * entry['train_s_per_iter']
+        return ({'gpu_hours': (train_s * gpus + eval_s) / 3600,
+                 'wall_hours': (train_s + eval_s / gpus) / 3600},
+                f"rehearsal on {kind}, {run['date']}: {entry['train_s_per_iter']:.3f} "
+                f"s/iteration, {entry['eval_s_per_image']:.3f} s per evaluated image "
+                f'x {evaluations} evaluations')
+    return None, why
+
+
 def plan_job(row: Row, seed: int, profile: str, gpus: int, work_root: Path, data_root: Path,
-             weights_root: Path, seeds: int, cache: dict) -> JobPlan:
+             weights_root: Path, seeds: int, cache: dict, rehearsals: dict | None = None,
+             device: str | None = None) -> JobPlan:
     work_dir = job_dir(work_root, profile, row.table, row.id, seed)
     if row.id not in cache:  # the seed changes nothing but the random state
         with warnings.catch_warnings():  # mmseg's deprecation notes are not part of the plan
@@ -108,20 +157,29 @@ def plan_job(row: Row, seed: int, profile: str, gpus: int, work_root: Path, data
     buffers = _optimizer_buffers(cfg.optim_wrapper.optimizer)
     ckpt = params * BYTES_PER_VALUE * (1 + buffers)
     kept = _kept_checkpoints(cfg, iters)
-    hours, source = None, 'no speed in the spec, no job log yet'
+    hours, wall, source = None, None, 'no speed in the spec, no job log yet'
     if row.speed is not None:
         hours = row.speed.seconds_per_iter * row.speed.gpus * iters / 3600
+        wall = row.speed.seconds_per_iter * iters / 3600
         source = (f'spec: {row.speed.seconds_per_iter:g} s/iteration on {row.speed.gpus} x '
                   f'{row.speed.gpu} ({row.speed.source})')
     elif (logged := _logged_speed(row, profile, work_root, seeds)) is not None:
         hours, source = logged[0] * iters / 3600, logged[1]
+        wall = hours / gpus
+    elif profile == 'full':
+        found, why = rehearsed_time(row, iters, cfg.train_cfg.val_interval,
+                              cfg.train_dataloader.batch_size, gpus, rehearsals or {}, device)
+        if found is not None:
+            hours, wall = found['gpu_hours'], found['wall_hours']
+        source = f'{source}; {why}' if found is None else why
     state = 'job ' + read_state(work_dir).get('status', 'not run yet')
     return JobPlan(row=row, seed=seed, config=row.config, gpus=gpus,
                    batch_per_gpu=cfg.train_dataloader.batch_size, iters=iters, params=params,
                    buffers=buffers,
                    checkpoint_bytes=ckpt, kept_checkpoints=kept,
                    disk_bytes=ckpt * kept + LOG_ALLOWANCE, gpu_hours=hours,
-                   speed_source=source, weights=_weights(row, profile, weights_root),
+                   wall_hours=wall, speed_source=source,
+                   weights=_weights(row, profile, weights_root),
                    state=state)
 
 
@@ -147,29 +205,48 @@ def _launch(launcher: str, gpus: int) -> str:
             'slurm': f'slurm (one task, {gpus} GPU(s))'}[launcher]
 
 
+def _hours(value: float | None) -> str:
+    return 'unknown' if value is None else f'{value:.1f}'
+
+
+def _total(plans: list[JobPlan], field: str) -> str:
+    known = [getattr(p, field) for p in plans if getattr(p, field) is not None]
+    if not known:
+        return 'unknown'
+    unknown = len(plans) - len(known)
+    return f'{sum(known):.1f}' + (f' + unknown for {unknown} job(s)' if unknown else '')
+
+
 def print_plan(tables_rows, profile: str, gpus: int, seeds: int, launcher: str,
-               work_root: Path, data_root: Path, weights_root: Path) -> None:
+               work_root: Path, data_root: Path, weights_root: Path,
+               rehearsals: dict | None = None, device: str | None = None) -> None:
+    """``rehearsals``: :func:`load_rehearsals`; ``device``: the device kind whose
+    rehearsals estimate the time (None: any GPU on record)."""
     print(f'plan ({profile} profile, {seeds} seed(s), {gpus} GPU(s) per job, launcher '
           f'{launcher}); nothing is launched or written')
     print(f'data: {data_status(profile, data_root)}')
     plans, cache = [], {}
     for table, rows in tables_rows:
         print(f'{table.name}:')
+        in_table = []
         for row in rows:
             for seed in range(seeds):
                 p = plan_job(row, seed, profile, gpus, work_root, data_root, weights_root,
-                             seeds, cache)
-                plans.append(p)
-                hours = 'unknown' if p.gpu_hours is None else f'{p.gpu_hours:.1f}'
+                             seeds, cache, rehearsals, device)
+                in_table.append(p)
                 print(f'  {row.id} seed{seed}: {p.config} ({p.state})\n'
                       f'      launcher {_launch(launcher, gpus)}, GPUs {p.gpus}, batch/GPU '
                       f'{p.batch_per_gpu}, iterations {p.iters}\n'
-                      f'      GPU-hours {hours} ({p.speed_source})\n'
+                      f'      GPU-hours {_hours(p.gpu_hours)}, wall-clock hours '
+                      f'{_hours(p.wall_hours)} ({p.speed_source})\n'
                       f'      disk {_gb(p.disk_bytes)}: {p.kept_checkpoints} checkpoints x '
                       f'{_gb(p.checkpoint_bytes)} ({p.params} params x {BYTES_PER_VALUE} B x '
                       f'(weights + {p.buffers} optimiser buffer(s))) + '
                       f'{LOG_ALLOWANCE // 2 ** 20} MB logs\n'
                       f'      weights {p.weights}')
+        print(f'  {table.name} total: GPU-hours {_total(in_table, "gpu_hours")}, wall-clock '
+              f'hours {_total(in_table, "wall_hours")} (jobs one after another)')
+        plans += in_table
     known = [p.gpu_hours for p in plans if p.gpu_hours is not None]
     unknown = len(plans) - len(known)
     hours = ('GPU-hours unknown for all (no speed measured yet)' if not known else

@@ -1,7 +1,7 @@
 """The job request: the one description of a job, from the command line to the mmengine config.
 
 The CLI builds a :class:`JobRequest` per row x seed, every launcher hands it on (written into
-the job folder as ``request.json``, read back by the job process) and
+the job folder, read back by the job process) and
 :func:`harness.prepare.job_config.build_config` turns it into the job's config. A new job
 option is one field here, one CLI flag and the one place that applies it.
 """
@@ -50,6 +50,9 @@ class JobRequest:
     multi_scale: bool = False  # with checkpoint: the official multi-scale + flip evaluation
     amp: str | None = None  # one of PRECISIONS (paper: fp32)
     max_iters: int | None = None  # a shortened schedule for cheap trials; None: the row's
+    # per-process batch instead of the total batch's share (rehearsals on a small device);
+    # None: 8 / processes, the paper's
+    batch: int | None = None
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -58,6 +61,8 @@ class JobRequest:
             raise SpecError(f"unknown --amp '{self.amp}' (choices: {', '.join(PRECISIONS)})")
         if self.max_iters is not None and self.max_iters < 1:
             raise SpecError(f'--max-iters must be at least 1, got {self.max_iters}')
+        if self.batch is not None and self.batch < 1:
+            raise SpecError(f'--batch must be at least 1, got {self.batch}')
         check_processes(self.gpus)
 
     @property

@@ -25,6 +25,31 @@ class SpecError(ValueError):
     """A table spec that cannot be used; the message is one line."""
 
 
+# Table names and row ids become folder names, W&B run ids and names, and shell and --rows
+# arguments: ASCII letters, digits, '.', '_', '-' (W&B ids forbid '/', ':', '#', '?', '%'; a
+# comma would split --rows; a leading '-' reads as a flag). Display names (model, title) are
+# free text and keep any Unicode.
+IDENTIFIER = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
+IDENTIFIER_RULE = ("letters, digits, '.', '_' or '-', starting with a letter or digit, at most "
+                   '64 characters: it becomes a folder, a W&B run id and a shell argument')
+
+
+def _identifier(fields: '_Fields', field: str, value: str | None) -> str | None:
+    if value is not None and not IDENTIFIER.fullmatch(value):
+        fields.fail(field, f'{value!r} is not a usable identifier ({IDENTIFIER_RULE})')
+    return value
+
+
+def _relative_path(fields: '_Fields', field: str, value: str | None) -> str | None:
+    """A path the spec gives relative to a root (a weights file, a release id that names a
+    downloaded file): every part an identifier, so it stays under that root and is one shell
+    word."""
+    if value is not None and (Path(value).is_absolute() or not all(
+            IDENTIFIER.fullmatch(part) for part in Path(value).parts)):
+        fields.fail(field, f'{value!r} is not a relative path of identifiers ({IDENTIFIER_RULE})')
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class PaperValue:
     miou: float | None
@@ -67,6 +92,10 @@ class Row:
     pretrained_sha256: str | None = None  # None: unknown, a download is not verified
     speed: Speed | None = None  # None: not measured
     spec_path: Path | None = None  # the spec file the row was read from
+    # the paper version whose setup (weights, decoder) this row trains, and why: what the
+    # report's delta and verdict are taken against by default
+    matches: str | None = None
+    matches_reason: str | None = None
 
     @property
     def config_path(self) -> Path:
@@ -178,20 +207,24 @@ def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None)
                       sf.get('gpu', str), sf.get('source', str))
         if speed.seconds_per_iter <= 0 or speed.gpus < 1:
             sf.fail('seconds_per_iter', 'expected a positive time on at least one GPU')
-    seed_curves = f.get('seed_curves', str, optional=True) if 'seed_curves' in f.data else None
+    seed_curves = _identifier(f, 'seed_curves', f.get('seed_curves', str, optional=True)
+                              if 'seed_curves' in f.data else None)
     if seed_curves and not (SEED_LOGS / f'{seed_curves}_eval.csv').is_file():
         f.fail('seed_curves', f'no {seed_curves}_eval.csv in experiments/reference/seed_logs')
+    mf = f.sub('matches')
+    matches = mf.get('version', str, choices=PAPER_VERSIONS)
+    matches_reason = mf.get('reason', str)
     config = f.get('config', str)
     if not (REPO_ROOT / config).is_file():
         f.fail('config', f'no such file: {config}')
     return Row(
         table=table,
-        id=f.get('id', str),
+        id=_identifier(f, 'id', f.get('id', str)),
         paper_row=f.get('paper_row', int, optional=True),
         model=f.get('model', str),
         backbone=f.get('backbone', str),
-        pretrained_id=pretrained.get('id', str, optional=True),
-        pretrained_file=pretrained.get('file', str),
+        pretrained_id=_relative_path(pretrained, 'id', pretrained.get('id', str, optional=True)),
+        pretrained_file=_relative_path(pretrained, 'file', pretrained.get('file', str)),
         patch_size=f.get('patch_size', int, choices=(8, 16, 32)),
         decoder=f.get('decoder', str, choices=DECODERS),
         crop_size=f.get('crop_size', int),
@@ -203,6 +236,8 @@ def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None)
         pretrained_sha256=sha256,
         speed=speed,
         spec_path=spec_path,
+        matches=matches,
+        matches_reason=matches_reason,
     )
 
 
@@ -220,7 +255,7 @@ def load_table(name_or_path: str | Path) -> Table:
     except (OSError, yaml.YAMLError) as err:
         raise SpecError(f'{shown}: cannot read spec: {str(err).splitlines()[0]}') from None
     top = _Fields(data, str(shown))
-    name = top.get('table', str)
+    name = _identifier(top, 'table', top.get('table', str))
     rows_data = top.get('rows', list)
     rows, seen = [], set()
     for i, row_data in enumerate(rows_data):

@@ -16,7 +16,7 @@ from ..prepare.spec import Row
 VAL_METRICS = ('mIoU', 'mAcc', 'aAcc')
 JOB_COLUMNS = ['row', 'seed', 'status', 'error', 'iters', 'mIoU_final', 'mAcc_final',
                'aAcc_final', 'miou_first', 'miou_ms', 'wandb_run_id', 'wandb_run',
-               'device_hours', 'meta', 'work_dir']
+               'device_hours', 'schedule', 'meta', 'work_dir']
 
 
 def _evaluated_miou(eval_dir: Path) -> float | None:
@@ -30,6 +30,13 @@ def train_hours(train: pd.DataFrame) -> float:
         return 0.0
     steps = pd.Series(train.index, index=train.index).diff().fillna(train.index[0])
     return float((train['time'] * steps).sum() / 3600)
+
+
+def schedule_length(profile: str, meta: dict | None) -> int:
+    """The iterations a job is scheduled for: its ``run --max-iters``, else its profile's."""
+    from ..prepare.job_config import FULL_MAX_ITERS, SMOKE
+    shortened = ((meta or {}).get('request') or {}).get('max_iters')
+    return int(shortened or (SMOKE.max_iters if profile == 'smoke' else FULL_MAX_ITERS))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -74,6 +81,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 'wandb_run_id': state.get('wandb_run_id'),
                 'wandb_run': state.get('wandb_run'),
                 'device_hours': train_hours(train) * state.get('gpus', 1),
+                'schedule': schedule_length(profile, state.get('meta')),
                 'meta': state.get('meta'),
                 'work_dir': str(work_dir),
             })

@@ -10,6 +10,7 @@ name only ever holds a complete file; a failed save says which checkpoint is sti
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from mmengine.dist import is_main_process
@@ -67,7 +68,11 @@ class AtomicCheckpointHook(CheckpointHook):
         # dir for nothing else here): let it write into the staging folder, then rename
         runner._work_dir = str(staging)
         try:
+            start = time.perf_counter()
             super()._save_checkpoint_with_step(runner, step, meta)
+            # the job's record of what a save costs (rehearsals report it)
+            runner.message_hub.update_scalar('checkpoint/save_time',
+                                             time.perf_counter() - start)
             if is_main_process():  # every rank writes a pointer; rank 0's becomes the one
                 os.replace(staging / POINTER, pointer)
         except OSError as err:

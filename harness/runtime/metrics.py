@@ -14,7 +14,7 @@ from mmengine.hooks import Hook
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import HOOKS, METRICS
 
-from ..layout import PER_CLASS_FILE, read_curves
+from ..layout import PER_CLASS_FILE, latest_checkpoint, read_curves
 
 
 @METRICS.register_module()
@@ -40,11 +40,34 @@ class RunSummaryHook(Hook):
 
     priority = 'BELOW_NORMAL'
 
-    def after_test_epoch(self, runner, metrics=None) -> None:
-        """An evaluation job (job_type eval): its mIoU, single- or multi-scale, in the summary."""
+    @staticmethod
+    def _write_per_class(runner, evaluator, iteration: int | None) -> dict:
+        per_class = next((m.last_per_class_iou for m in evaluator.metrics
+                          if isinstance(m, PerClassIoUMetric)), {})
+        Path(runner.work_dir, PER_CLASS_FILE).write_text(
+            json.dumps({'iter': iteration, 'IoU': per_class}, indent=1))
+        return per_class
+
+    def after_train(self, runner) -> None:
+        """A job that trained to the end: its last checkpoint becomes a W&B artifact, the one
+        its evaluations declare they used (stopped early, it is not the finished model)."""
         backend = runner.visualizer.get_backend('IterationWandbVisBackend')
+        if backend is None or runner.iter < runner.max_iters or not is_main_process():
+            return
+        checkpoint = latest_checkpoint(runner.work_dir)
+        if checkpoint is not None and checkpoint.is_file():
+            backend.log_checkpoint(str(checkpoint), iter=runner.iter)
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        """An evaluation job (job_type eval): its per-class IoU to its folder, its mIoU, single-
+        or multi-scale, in the summary."""
         # rank 0 owns the W&B run (``experiment`` would start one on any rank) and the files
-        if not metrics or 'mIoU' not in metrics or backend is None or not is_main_process():
+        if not metrics or 'mIoU' not in metrics or not is_main_process():
+            return
+        # an evaluation job has no training loop (``runner.iter`` would build one)
+        self._write_per_class(runner, runner.test_evaluator, None)
+        backend = runner.visualizer.get_backend('IterationWandbVisBackend')
+        if backend is None:
             return
         from mmengine.model import BaseTTAModel
         scale = 'ms' if isinstance(runner.model, BaseTTAModel) else 'ss'
@@ -61,10 +84,7 @@ class RunSummaryHook(Hook):
         best = (miou, iteration)
         if len(earlier) and earlier['mIoU'].max() > miou:
             best = (float(earlier['mIoU'].max()), int(earlier['mIoU'].idxmax()))
-        per_class = next((m.last_per_class_iou for m in runner.val_evaluator.metrics
-                          if isinstance(m, PerClassIoUMetric)), {})
-        Path(runner.work_dir, PER_CLASS_FILE).write_text(
-            json.dumps({'iter': iteration, 'IoU': per_class}, indent=1))
+        per_class = self._write_per_class(runner, runner.val_evaluator, iteration)
         backend = runner.visualizer.get_backend('IterationWandbVisBackend')
         if backend is None:
             return

@@ -6,9 +6,10 @@ training loop runs, the job's signal handler only sets a flag (``request_stop``)
 which the job records as 'interrupted'. Outside the loop (startup, final evaluation) there is
 nothing to save and the handler stops the process at once.
 
-The hook also keeps the torch RNG state in every checkpoint: mmengine's resume replays the data
-loader (so data order and augmentation RNG match an uninterrupted run) but leaves torch's RNG
-where model building left it, so dropout / drop-path masks after a resume would differ.
+The hook also keeps the torch RNG state in every checkpoint: the data after a resume is that of
+an uninterrupted run (it depends on the seed and the sample's position only, ``sampling``), but
+mmengine leaves torch's RNG where model building left it, so dropout / drop-path masks after a
+resume would differ.
 """
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ class PreemptionHook(Hook):
         checkpoint[RNG_KEY] = _rng_state()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        # applied at the first iteration: mmengine replays the data loader after loading
+        # applied at the first iteration: the train loader starts again after loading, and
+        # torch's DataLoader draws its workers' base seed from torch's RNG when it starts
         self._pending_rng = checkpoint.get(RNG_KEY)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:

@@ -1,0 +1,401 @@
+"""Rehearsal: each row's full-profile job at its real size, for a few iterations, measured.
+
+A rehearsal is the job ``run --profile full`` would launch (same JobRequest, same launcher, same
+job process, same config) with these substitutions, each recorded in the result:
+
+- data: the synthetic dataset at ADE20K's image sizes (``harness.assets.synthetic``, size
+  ``ade20k``): same folder layout, file types and label range;
+- pretrained weights: a file in the row's release layout (timm or DeiT names, the 384-pixel
+  position grid) holding random values, converted by the same ``weights`` code into the
+  rehearsal's own weights folder and loaded through the row's ``init_cfg``;
+- the schedule: ``max_iters`` N (the poly decay, the checkpoint and the evaluation at N);
+- only if asked: a smaller per-GPU batch (``JobRequest.batch``), for devices the real one does
+  not fit.
+
+Per row: train N iterations (evaluated at N with the row's sliding window; the real-size
+checkpoint written), resume from that checkpoint for one more iteration in a second job folder,
+optionally evaluate it multi-scale + flip, and time the data pipeline alone in this process.
+The job processes measure themselves (``harness.launch.job.measured``). Results go to
+``<out>/rehearsal.json`` and ``rehearsal.md``: one section per device kind, one run per
+precision, one entry per row (a later rehearsal of a row replaces its entry).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .assets.weights import RELEASE_GRID
+from .layout import POINTER, REPO_ROOT, checkpoint_name, job_dir, ours_eval_dir, read_state
+from .prepare.plan import DEFAULT_REHEARSALS, REHEARSAL_FILE, load_rehearsals
+from .prepare.request import TOTAL_BATCH, JobRequest
+from .prepare.spec import Row
+
+DEFAULT_OUT = DEFAULT_REHEARSALS
+DEFAULT_WORK = REPO_ROOT / 'work_dirs' / 'rehearsal'
+DEFAULT_ITERS = 4  # the first iteration warms up; the others are the steady state
+PIPELINE_SAMPLES = 8  # training samples timed through the pipeline, after one warm-up
+PRECISION_NAMES = {None: 'fp32', 'bf16': 'bf16', 'fp16': 'fp16', 'tf32': 'tf32'}
+
+
+class RehearsalError(Exception):
+    """A row whose rehearsal failed; the message is one line."""
+
+
+def device_kind(device: str) -> str:
+    """The name results are filed under: ``cpu``, or the GPU model (``cuda: NVIDIA H200``)."""
+    if device == 'cpu':
+        return 'cpu'
+    import torch
+    return f'cuda: {torch.cuda.get_device_name(0)}'
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _machine(device: str) -> dict:
+    import torch
+
+    from .launch.provenance import package_versions
+    info = {'cpu': _cpu_name(), 'cpu_count': os.cpu_count(),
+            'torch_threads': torch.get_num_threads(), 'versions': package_versions()}
+    if device != 'cpu':
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory=props.total_memory,
+                    cuda=torch.version.cuda)
+    else:
+        try:
+            info['memory'] = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+        except (ValueError, OSError):
+            info['memory'] = None
+    return info
+
+
+def _install_release(row: Row, weights_root: Path, done: dict) -> str:
+    """The row's random release converted into the rehearsal's weights folder, once per file
+    (rows that share a release share it, as ``make weights`` does)."""
+    from .assets.weights import install_row, original_name, write_random_release
+    if row.pretrained_file in done:
+        return done[row.pretrained_file]
+    originals = weights_root / 'original'
+    release = originals / original_name(row)
+    if not release.is_file():
+        write_random_release(row, release)
+    line = install_row(row, weights_root, originals, source=release)
+    done[row.pretrained_file] = line
+    return line
+
+
+def check_pretrained(request: JobRequest) -> str:
+    """Build the job's model as mmengine's Runner does (its config, ``init_weights``) and
+    compare its encoder with the converted release: mmseg loads ``init_cfg`` weights
+    leniently (a tensor of another shape is skipped with a warning), so a release of another
+    backbone would train from random values without failing. Raises RehearsalError naming the
+    first tensor that did not arrive; returns what arrived."""
+    import logging
+
+    import torch
+    from mmengine.logging import MMLogger
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from .prepare.job_config import build_config
+    register_all_modules()
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # init_weights logs a paragraph per tensor at INFO
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            cfg = build_config(request)
+            model = MODELS.build(cfg.model)
+            model.init_weights()
+    finally:
+        logger.setLevel(level)
+    encoder = model.backbone.state_dict()
+    path = Path(request.weights_root) / request.row.pretrained_file
+    release = torch.load(path, map_location='cpu', weights_only=True)
+    release = release.get('state_dict', release)
+    for key, value in release.items():
+        got = encoder.get(key)
+        if key == 'pos_embed' and got is not None and got.shape[-1] == value.shape[-1]:
+            tokens = value.shape[1] - RELEASE_GRID ** 2  # class (and distillation) tokens
+            same = torch.equal(got[:, :tokens], value[:, :tokens])
+        else:
+            same = got is not None and got.shape == value.shape and torch.equal(got, value)
+        if not same:
+            shape = 'absent' if got is None else tuple(got.shape)
+            raise RehearsalError(
+                f'pretrained {key} {tuple(value.shape)} of {request.row.pretrained_file} did not '
+                f'arrive in the encoder ({shape}): init_cfg skips what does not fit')
+    grid = encoder['pos_embed'].shape[1] - (release['pos_embed'].shape[1] - RELEASE_GRID ** 2)
+    return (f'{len(release)} of {len(release)} encoder tensors loaded through init_cfg; '
+            f'position grid {RELEASE_GRID}x{RELEASE_GRID} -> {int(grid ** 0.5)}x'
+            f'{int(grid ** 0.5)}')
+
+
+def pipeline_rate(request: JobRequest, samples: int = PIPELINE_SAMPLES) -> dict:
+    """Training samples per second through the job's own data pipeline in this one process
+    (what one loader worker delivers), and the job's loader workers."""
+    from mmseg.registry import DATASETS
+    from mmseg.utils import register_all_modules
+
+    from .prepare.job_config import build_config
+    register_all_modules()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        cfg = build_config(request)
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+        dataset[0]  # warm-up: file cache, lazy init
+        start = time.perf_counter()
+        for i in range(samples):
+            dataset[(i + 1) % len(dataset)]
+        seconds = time.perf_counter() - start
+    return {'images_per_s_per_worker': samples / seconds, 'samples': samples,
+            'workers': cfg.train_dataloader.num_workers}
+
+
+def _launch(request: JobRequest, tag: str) -> dict:
+    """Run one job through the local launcher (the path ``run`` takes); its state."""
+    import contextlib
+    import io
+
+    from .launch.launchers import LocalLauncher, Target
+    # the launcher's error line is folded into the row's one line (rehearse prints it)
+    with contextlib.redirect_stderr(io.StringIO()):
+        LocalLauncher().run([Target(request, tag)])
+    state = read_state(request.work_dir)
+    if state.get('status') != 'finished':
+        raise RehearsalError(f"{request.kind} job {state.get('status', 'did not start')}: "
+                             f"{state.get('error')} (log: {request.work_dir})")
+    return state
+
+
+def _shown(path: Path) -> str:
+    """A path as the results record it: relative to the checkout when inside it."""
+    path = Path(path)
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _steady(measured: dict, key: str) -> float | None:
+    entry = measured.get(key)
+    if not entry:
+        return None
+    return entry['steady_median'] if entry['steady_median'] is not None else entry['first']
+
+
+def rehearse_row(row: Row, amp: str | None, iters: int, batch: int | None,
+                 multi_scale: bool, work_root: Path, data_root: Path, releases: dict,
+                 tag: str, keep_checkpoints: bool = False, resume: bool = True) -> dict:
+    weights_root = work_root / 'weights'
+    train_dir = job_dir(work_root, 'full', row.table, row.id, 0)
+    resume_dir = job_dir(work_root / 'resumed', 'full', row.table, row.id, 0)
+    for folder in (train_dir, resume_dir):  # the rehearsal's own scratch from a previous one
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        converted = _install_release(row, weights_root, releases)
+    except Exception as err:  # noqa: BLE001 - any failure of this row is one line
+        raise RehearsalError(f'pretrained weights: {str(err).splitlines()[0]}') from None
+    request = JobRequest(row=row, profile='full', seed=0, work_dir=train_dir,
+                         data_root=data_root, weights_root=weights_root, amp=amp,
+                         max_iters=iters, batch=batch)
+    entry = {'batch': batch or TOTAL_BATCH, 'real_batch': TOTAL_BATCH, 'iters': iters,
+             'crop': row.crop_size, 'weights': converted,
+             'weights_loaded': check_pretrained(request)}
+    start = time.monotonic()
+    state = _launch(request, f'{tag} train {iters} iterations')
+    measured = state['measured']
+    checkpoint = train_dir / checkpoint_name(iters)
+    if not checkpoint.is_file():
+        raise RehearsalError(f'no checkpoint {checkpoint.name} after {iters} iterations')
+    entry.update(
+        train_s_per_iter=_steady(measured, 'train/time'),
+        train_data_s_per_iter=_steady(measured, 'train/data_time'),
+        train_first_iter_s=measured['train/time']['first'],
+        eval_s_per_image=(measured['val/time']['mean'] if 'val/time' in measured else None),
+        eval_images=measured.get('images_evaluated'),
+        eval_windows=measured.get('windows'),
+        peak_memory=measured['peak_memory'],
+        checkpoint_bytes=checkpoint.stat().st_size,
+        checkpoint_save_s=_steady(measured, 'checkpoint/save_time'),
+        loss=measured.get('train/loss', {}).get('last'),
+        train_dir=_shown(train_dir))
+    if resume:
+        entry['resumed'] = _resume(request, checkpoint, resume_dir, tag)
+    if multi_scale:
+        ms = _launch(dataclasses.replace(request, checkpoint=checkpoint, multi_scale=True,
+                                         work_dir=ours_eval_dir(train_dir, True)),
+                     f'{tag} multi-scale evaluation')
+        entry['eval_ms_s_per_image'] = ms['measured']['test/time']['mean']
+    entry.update(pipeline_rate(request))
+    entry['wall_s'] = time.monotonic() - start
+    if not keep_checkpoints:  # gigabytes each for ViT-L rows
+        for folder, step in ((train_dir, iters), (resume_dir, iters + 1)):
+            (folder / checkpoint_name(step)).unlink(missing_ok=True)
+    return entry
+
+
+def _resume(request: JobRequest, checkpoint: Path, resume_dir: Path, tag: str) -> str:
+    """Resume from ``checkpoint`` as the job's next start would find it (mmengine reads the
+    pointer) for one more iteration; mmengine restores the timers' history with the rest, so
+    the resumed job counts N + 1 iterations."""
+    iters = request.max_iters
+    resume_dir.mkdir(parents=True)
+    (resume_dir / POINTER).write_text(str(checkpoint))
+    resumed = _launch(dataclasses.replace(request, work_dir=resume_dir, max_iters=iters + 1),
+                      f'{tag} resume')
+    counted = resumed['measured']['train/time']['count']
+    if counted != iters + 1:
+        raise RehearsalError(f'resumed job ran {counted} iterations in all, expected '
+                             f'{iters} from {checkpoint.name} + 1')
+    return f'from {checkpoint.name} to iteration {iters + 1}'
+
+
+def flags(entry: dict, machine: dict) -> list[str]:
+    """Why a row would be a problem at full scale: data-bound, or no fit in memory."""
+    found = []
+    step, rate = entry.get('train_s_per_iter'), entry.get('images_per_s_per_worker')
+    if step and rate and entry['workers']:
+        need = entry['batch'] / step
+        if rate * entry['workers'] < need:
+            found.append(f"data-bound: {entry['workers']} workers x {rate:.1f} images/s < "
+                         f'{need:.1f} images/s the step consumes')
+    memory = entry.get('peak_memory') or {}
+    total = memory.get('device_total') or machine.get('memory')
+    # a job that does not fit fails (out of memory) and is flagged where it fails; one that
+    # fits with little room left would not survive a longer crop or a larger batch
+    if total and memory.get('bytes', 0) > 0.9 * total:
+        found.append(f"near the device memory: peak {memory['bytes'] / 2 ** 30:.1f} of "
+                     f'{total / 2 ** 30:.1f} GB')
+    if entry['batch'] != entry['real_batch']:
+        found.append(f"memory at the real batch {entry['real_batch']} not measured (batch "
+                     f"{entry['batch']})")
+    return found
+
+
+def rehearse(rows: list[Row], device: str = 'cpu', amp: str | None = None,
+             iters: int = DEFAULT_ITERS, batch: int | None = None, multi_scale: bool = False,
+             work_root: Path = DEFAULT_WORK, out: Path = DEFAULT_OUT,
+             data_root: Path | None = None, keep_checkpoints: bool = False,
+             resume: bool = True) -> dict:
+    """Rehearse ``rows``; returns this run's result (also merged into ``out``)."""
+    from .assets.synthetic import ensure_dataset
+    if device == 'cpu':  # the job processes inherit it: a GPU machine rehearses its CPU
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''
+    kind = device_kind(device)
+    work_root = Path(work_root) / kind.replace(': ', '-').replace(' ', '_')
+    data_root = ensure_dataset(data_root, size='ade20k')
+    machine = _machine(device)
+    run = {'device': kind, 'precision': PRECISION_NAMES[amp], 'machine': machine,
+           'date': time.strftime('%Y-%m-%d %H:%M'),
+           'command': ' '.join(['python -m harness'] + sys.argv[1:]),
+           'substitutions': {
+               'data': f'synthetic, ADE20K image sizes ({_shown(data_root)})',
+               'weights': 'random values in the release key layout, converted by `harness '
+                          'weights` code, loaded through init_cfg',
+               'iterations': iters, 'batch': batch or f'{TOTAL_BATCH} (real)'},
+           'rows': {}}
+    releases = {}
+    for n, row in enumerate(rows, 1):
+        tag = f'[{n}/{len(rows)}] {row.table}/{row.id}'
+        key = f'{row.table}/{row.id}'
+        try:
+            entry = rehearse_row(row, amp, iters, batch, multi_scale, work_root,
+                                 data_root, releases, tag, keep_checkpoints, resume)
+        except Exception as err:  # noqa: BLE001 - one line per failed row, the others run
+            text = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            message = text if isinstance(err, RehearsalError) else f'{type(err).__name__}: {text}'
+            print(f'error: rehearsal of {key} failed: {message}', file=sys.stderr, flush=True)
+            run['rows'][key] = {'error': message, 'batch': batch or TOTAL_BATCH}
+            if 'out of memory' in message.lower():
+                run['rows'][key]['flags'] = [f'does not fit: out of memory at batch '
+                                             f'{batch or TOTAL_BATCH}']
+        else:
+            entry['flags'] = flags(entry, machine)
+            run['rows'][key] = entry
+            print(f"{tag}: {entry['train_s_per_iter']:.2f} s/iteration at batch "
+                  f"{entry['batch']}, evaluation {entry['eval_s_per_image']:.2f} s/image, "
+                  f"peak {entry['peak_memory']['bytes'] / 2 ** 30:.1f} GB"
+                  + ''.join(f'; {f}' for f in entry['flags']), flush=True)
+        write_results(run, Path(out))  # each row on disk as soon as it is done
+    return run
+
+
+def write_results(run: dict, out: Path) -> None:
+    """Merge ``run`` into ``rehearsal.json`` (its rows replace those of an earlier run of the
+    same device kind and precision) and rewrite ``rehearsal.md`` from everything on record."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = load_rehearsals(out)
+    runs = results.setdefault(run['device'], {})
+    merged = runs.get(run['precision'], {}).get('rows', {})
+    runs[run['precision']] = {**run, 'rows': {**merged, **run['rows']}}
+    path = out / REHEARSAL_FILE
+    tmp = path.with_name(f'.{REHEARSAL_FILE}.partial')
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)
+    (out / 'rehearsal.md').write_text(markdown(results))
+
+
+def _gb(n: float | None) -> str:
+    return '—' if n is None else f'{n / 2 ** 30:.2f} GB'
+
+
+def _num(value: float | None, fmt: str = '.2f') -> str:
+    return '—' if value is None else format(value, fmt)
+
+
+def markdown(results: dict) -> str:
+    lines = ['# Rehearsals: every row\'s full-profile job at its real size',
+             '',
+             'Made by `make rehearse` (`python -m harness rehearse`). Each row ran the job '
+             '`run --profile full` launches, for a few iterations, with the substitutions '
+             'listed per run; the figures are what the job processes measured of themselves '
+             '(mmengine\'s timers, data loading included). `plan` takes GPU-hours from the '
+             'fp32 run of a GPU whose rows ran at the real batch.', '']
+    for kind, runs in results.items():
+        lines += [f'## {kind}', '']
+        for precision, run in runs.items():
+            m = run['machine']
+            subs = run['substitutions']
+            lines += [f'### {precision} ({run["date"]})', '',
+                      f"- machine: {m.get('gpu') or m['cpu']}"
+                      + (f" ({_gb(m.get('gpu_memory'))}, CUDA {m.get('cuda')})" if m.get('gpu')
+                         else f" ({m['cpu_count']} cores, {_gb(m.get('memory'))})")
+                      + ', ' + ', '.join(f'{k} {v}' for k, v in m['versions'].items()),
+                      f"- substitutions: data {subs['data']}; weights {subs['weights']}; "
+                      f"{subs['iterations']} iterations; per-GPU batch {subs['batch']}",
+                      f"- command: `{run['command']}`", '',
+                      '| row | batch | s/iter (steady) | first iter s | data wait s/iter | '
+                      'pipeline img/s/worker x workers | eval s/img (ss) | windows/img | '
+                      'eval s/img (ms) | peak memory | checkpoint | save s | flags |',
+                      '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+            for key, e in run['rows'].items():
+                if 'error' in e:
+                    lines.append(f"| {key} | {e.get('batch', '—')} | FAILED: {e['error']} |"
+                                 + ' |' * 9 + f" {'; '.join(e.get('flags', [])) or '—'} |")
+                    continue
+                windows = (e['eval_windows'] / e['eval_images']
+                           if e.get('eval_images') else None)
+                lines.append(
+                    f"| {key} | {e['batch']} | {_num(e['train_s_per_iter'])} | "
+                    f"{_num(e['train_first_iter_s'])} | {_num(e['train_data_s_per_iter'], '.3f')} "
+                    f"| {_num(e['images_per_s_per_worker'], '.1f')} x {e['workers']} | "
+                    f"{_num(e['eval_s_per_image'])} | {_num(windows, '.1f')} | "
+                    f"{_num(e.get('eval_ms_s_per_image'))} | {_gb(e['peak_memory']['bytes'])} "
+                    f"({e['peak_memory']['kind']}) | {_gb(e['checkpoint_bytes'])} | "
+                    f"{_num(e['checkpoint_save_s'])} | {'; '.join(e['flags']) or 'none'} |")
+            lines.append('')
+    return '\n'.join(lines) + '\n'

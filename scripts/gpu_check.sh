@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The GPU checks of one short device session (about 15 minutes of GPU time, setup included):
+# every row of both tables rehearsed at the real batch of 8 in fp32 (with the resume from its
+# checkpoint), then in bf16 and TF32 (without it), then `make bench` on CUDA. Results land in
+# reports/rehearsal/ and reports/bench/ (and in $OUT when it is set); commit them, and `plan`
+# and the bench report show them.
+#
+# A GPU machine with python3 and a CUDA build of torch but no OpenMMLab packages and no network
+# (as ours are): run `scripts/gpu_check.sh wheels` on a networked machine first; it puts the
+# packages the harness adds to such an image into .whl/ (git-ignored through .git/info/exclude;
+# carry it to the GPU machine with the working tree), and this script installs them there.
+# mmcv has no wheel for such a torch: its source is built there with its CPU ops only (the rows
+# use none of its CUDA ops; mmseg imports the ops module).
+#
+# Each stage has a time limit so the whole fits the session; a stage that runs out leaves the
+# rows it finished on record. Stages and limits (seconds): SETUP_S, FP32_S, BF16_S, TF32_S,
+# BENCH_S.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# what the harness adds to such an image, at the versions of the CPU environment (.venv)
+PACKAGES=(mmengine==0.10.7 mmsegmentation==1.2.2 addict==2.4.0 yapf==0.43.0 termcolor==3.3.0
+          prettytable==3.19.0 wcwidth==0.9.4 ftfy==6.3.1 wandb==0.31.0 cwevals==0.0.1b1
+          opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2
+          opentelemetry-exporter-otlp-proto-http==1.45.2
+          opentelemetry-exporter-otlp-proto-common==1.45.2 opentelemetry-proto==1.45.2
+          opentelemetry-semantic-conventions==0.66b2 googleapis-common-protos==1.76.0
+          platformdirs==4.14.9 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0
+          typing-inspection==0.4.5 submitit==1.5.4)
+# (the image's own numpy, opencv, matplotlib, pandas, rich, pyyaml, requests, protobuf, xxhash,
+# filelock, cloudpickle and click serve as they are)
+if [ "${1:-}" = wheels ]; then
+    PYVER=${PYVER:-3.12}
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    python3 -m pip download --no-deps --only-binary=:all: --python-version "$PYVER" \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 --platform any -d .whl "${PACKAGES[@]}" || exit 1
+    python3 -m pip download --no-deps --no-binary=:all: -d .whl mmcv==2.1.0 || exit 1
+    du -sh .whl
+    exit 0
+fi
+
+SETUP_S=${SETUP_S:-300} FP32_S=${FP32_S:-330} BF16_S=${BF16_S:-150} TF32_S=${TF32_S:-150}
+BENCH_S=${BENCH_S:-150}
+export PYTHONUNBUFFERED=1 WANDB_MODE=offline
+start=$SECONDS
+stage() { echo "== $1 (at $((SECONDS - start)) s)"; }
+
+stage setup
+PY=${PY:-python3}
+if ! $PY -c 'import mmseg, mmcv.ops' 2>/dev/null; then
+    [ -d .whl ] || { echo 'error: no .whl/ (run scripts/gpu_check.sh wheels first)' >&2; exit 1; }
+    timeout "$SETUP_S" bash -c '
+        set -e
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+        export PYTHONPATH=/tmp/site
+        mkdir -p /tmp/mmcv-src && tar -xzf .whl/mmcv-2.1.0.tar.gz -C /tmp/mmcv-src
+        cd /tmp/mmcv-src/mmcv-2.1.0
+        # CPU ops only: hiding the GPU from the build keeps it to minutes
+        CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1 MAX_JOBS=$(nproc) python3 -m pip install -q \
+            --no-index --no-deps --no-build-isolation --target /tmp/site .' \
+        || { echo 'error: setup failed or ran out of time' >&2; exit 1; }
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+$PY -c 'import torch, mmseg, mmcv; print("torch", torch.__version__, torch.cuda.get_device_name(0), "mmseg", mmseg.__version__, "mmcv", mmcv.__version__)' || exit 1
+
+rehearse() {  # precision label, time limit, extra arguments
+    stage "rehearsal $1"
+    timeout -k 60 "$2" $PY -m harness rehearse --table table3 --table table6 \
+        --device cuda --iters 4 "${@:3}" || echo "rehearsal $1: exit $? (rows on record kept)"
+}
+rehearse fp32 "$FP32_S"
+rehearse bf16 "$BF16_S" --amp bf16 --no-resume
+rehearse tf32 "$TF32_S" --amp tf32 --no-resume
+
+stage bench
+timeout -k 60 "$BENCH_S" $PY -m harness bench --device cuda --amp bf16 --tf32 \
+    --rounds 1 --repeats 3 --no-overhead || echo "bench: exit $?"
+
+stage done
+if [ -n "${OUT:-}" ]; then
+    cp reports/rehearsal/rehearsal.json reports/rehearsal/rehearsal.md "$OUT"/ 2>/dev/null
+    cp reports/bench/bench.json reports/bench/bench.md "$OUT"/ 2>/dev/null
+fi
+ls -l reports/rehearsal reports/bench
