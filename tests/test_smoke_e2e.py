@@ -430,14 +430,14 @@ def test_shortened_job_is_recorded_and_gets_no_verdict(tmp_path, synthetic_root)
     assert read_state(work_dir)['meta']['request']['max_iters'] == n
     train, val = read_curves(work_dir)
     assert train.index.max() == n and list(val.index) == [SMOKE.first_val, n]
-    # the poly decay ends at n: the last iteration's lr is the one the closed form gives there,
-    # far below what the full smoke schedule has at that iteration
+    # the poly decay ends at n: the lr logged at the last iteration (after its scheduler step)
+    # is the closed form's at n, the floor, far below the full smoke schedule's there
     from mmengine.config import Config
     cfg = Config.fromfile(work_dir / 'job_config.py')
     decay, lr = cfg.param_scheduler[0], cfg.optim_wrapper.optimizer.lr
 
     def poly(end):
-        return (lr - decay.eta_min) * (1 - (n - 1) / end) ** decay.power + decay.eta_min
+        return (lr - decay.eta_min) * (1 - n / end) ** decay.power + decay.eta_min
     assert train['lr'].iloc[-1] == pytest.approx(poly(n), rel=1e-3)
     assert poly(n) < poly(SMOKE.max_iters) / 5
     results = pd.read_csv(reports / 'smoke' / table / 'results.csv').set_index('row')

@@ -200,11 +200,11 @@ def build_config(job: JobRequest) -> Config:
     # ProgressHook: a progress line and the job state's progress at the logger's interval
     cfg.custom_hooks = [dict(type='RunSummaryHook'), dict(type='PreemptionHook'),
                         dict(type='ProgressHook', interval=cfg.default_hooks.logger.interval)]
+    _seed_data_by_position(cfg)
     if job.amp:
         _apply_amp(cfg, job.amp)
     cfg.visualizer = dict(type='SegLocalVisualizer', name='visualizer', save_dir=str(job.work_dir),
                           vis_backends=[dict(type='LocalVisBackend'), wandb])
-    _seed_data_by_position(cfg)
     return cfg
 
 
