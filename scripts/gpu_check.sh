@@ -52,15 +52,16 @@ if ! $PY -c 'import mmseg, mmcv.ops' 2>/dev/null; then
     [ -d .whl ] || { echo 'error: no .whl/ (run scripts/gpu_check.sh wheels first)' >&2; exit 1; }
     timeout "$SETUP_S" bash -c '
         set -e
-        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-        export PYTHONPATH=/tmp/site
-        mkdir -p /tmp/mmcv-src && tar -xzf .whl/mmcv-2.1.0.tar.gz -C /tmp/mmcv-src
-        cd /tmp/mmcv-src/mmcv-2.1.0
+        SITE=$PWD/.whl/site
+        python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl
+        export PYTHONPATH=$SITE
+        mkdir -p .whl/mmcv-src && tar -xzf .whl/mmcv-2.1.0.tar.gz -C .whl/mmcv-src
+        cd .whl/mmcv-src/mmcv-2.1.0
         # CPU ops only: hiding the GPU from the build keeps it to minutes
         CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1 MAX_JOBS=$(nproc) python3 -m pip install -q \
-            --no-index --no-deps --no-build-isolation --target /tmp/site .' \
+            --no-index --no-deps --no-build-isolation --target "$SITE" .' \
         || { echo 'error: setup failed or ran out of time' >&2; exit 1; }
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    export PYTHONPATH=$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 $PY -c 'import torch, mmseg, mmcv; print("torch", torch.__version__, torch.cuda.get_device_name(0), "mmseg", mmseg.__version__, "mmcv", mmcv.__version__)' || exit 1
 
