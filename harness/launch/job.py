@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         from mmengine.runner import Runner
 
         from ..prepare.job_config import build_config
-        from ..runtime.safe_resume import enable_safe_resume
+        from .. import runtime  # noqa: F401 - importing it allow-lists mmengine's checkpoint types
         from .provenance import dataset_identity, git_state, hardware, package_versions
 
         request = dataclasses.replace(request, gpus=world, wandb_run_id=run_id)
@@ -144,7 +144,6 @@ def main(argv=None) -> int:
             _distribute(cfg)
         if rank == 0:
             cfg.dump(work_dir / CONFIG_FILE)
-        enable_safe_resume()
         runner = Runner.from_cfg(cfg)
         if request.kind == 'train':
             runner.train()
