@@ -380,12 +380,12 @@ def markdown(results: dict) -> str:
                       f"- command: `{run['command']}`", '',
                       '| row | batch | s/iter (steady) | first iter s | data wait s/iter | '
                       'pipeline img/s/worker x workers | eval s/img (ss) | windows/img | '
-                      'eval s/img (ms) | peak memory | checkpoint | save s | flags |',
-                      '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+                      'eval s/img (ms) | peak memory | checkpoint | save s | row wall s | flags |',
+                      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
             for key, e in run['rows'].items():
                 if 'error' in e:
                     lines.append(f"| {key} | {e.get('batch', '—')} | FAILED: {e['error']} |"
-                                 + ' |' * 9 + f" {'; '.join(e.get('flags', [])) or '—'} |")
+                                 + ' |' * 10 + f" {'; '.join(e.get('flags', [])) or '—'} |")
                     continue
                 windows = (e['eval_windows'] / e['eval_images']
                            if e.get('eval_images') else None)
@@ -396,6 +396,7 @@ def markdown(results: dict) -> str:
                     f"{_num(e['eval_s_per_image'])} | {_num(windows, '.1f')} | "
                     f"{_num(e.get('eval_ms_s_per_image'))} | {_gb(e['peak_memory']['bytes'])} "
                     f"({e['peak_memory']['kind']}) | {_gb(e['checkpoint_bytes'])} | "
-                    f"{_num(e['checkpoint_save_s'])} | {'; '.join(e['flags']) or 'none'} |")
+                    f"{_num(e['checkpoint_save_s'])} | {_num(e.get('wall_s'), '.0f')} | "
+                    f"{'; '.join(e['flags']) or 'none'} |")
             lines.append('')
     return '\n'.join(lines) + '\n'
