@@ -19,7 +19,7 @@ PY ?= $(VENV_PY)
 # what an existing environment must hold (environment.yml installs all of them)
 RUN_MODULES := torch mmengine mmcv mmcv.ops mmseg wandb pandas matplotlib rich filelock yaml \
 	ftfy regex
-TEST_MODULES := pytest selenium submitit
+TEST_MODULES := pytest xdist selenium submitit
 has_modules = $(PY) -c "import importlib.util as u, sys; m = [n for n in sys.argv[1:] \
 	if u.find_spec(n.split('.')[0]) is None or u.find_spec(n) is None]; m and sys.exit('error: ' + sys.executable + ' lacks ' + \
 	', '.join(m) + ' (environment.yml installs them; or leave PY unset to use .venv)')" $(1)
@@ -105,9 +105,14 @@ slurm:
 	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && \
 		command -v munged >/dev/null || $(APT_SLURM) || ($(SUDO) apt-get update -q && $(APT_SLURM))
 
+# the suite runs in TEST_WORKERS processes, a test file each at a time (a file's tests share
+# their module's trained jobs), in the order tests/conftest.py gives (the longest first);
+# much of a test is process starts and waits, so 2 workers fill 2 cores
+TEST_WORKERS ?= 2
 test: install browser slurm
 	@$(call has_modules,$(TEST_MODULES))
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=15 tests
 
 # verify ADE20K at ADE20K_ROOT (ZIP=path/ADEChallengeData2016.zip unpacks it there first)
 data: install

@@ -248,13 +248,17 @@ def cmd_status(args) -> int:
 
 
 def cmd_sync_help(args) -> int:
-    """How to upload the offline W&B runs of every job under the work root."""
+    """How to upload the offline W&B runs of every job under the work root, and of the
+    reports built from them."""
     from .layout import wandb_run_globs
+    from .results.report import report_run_globs, reports_root
     wandb = Path(sys.executable).with_name('wandb')
     shown = os.path.relpath(wandb) if wandb.is_relative_to(Path.cwd()) else wandb
     print(f"W&B runs are offline ({os.environ.get('WANDB_MODE', 'offline')}). To upload them: "
           f'{shown} login, then')
-    for pattern in wandb_run_globs(Path(os.path.relpath(args.work_root))):
+    reports = reports_root(args.work_root, args.reports)
+    for pattern in (wandb_run_globs(Path(os.path.relpath(args.work_root)))
+                    + report_run_globs(Path(os.path.relpath(reports)))):
         print(f'  {shown} sync {pattern}')
     return 0
 
@@ -522,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = sub.add_parser('sync-help', help='how to upload the offline W&B runs of the jobs')
     sync.add_argument('--work-root', type=Path, default=DEFAULT_WORK_ROOT)
+    sync.add_argument('--reports', type=Path, help='the reports root, when it was given to '
+                      'run/report (default: as they choose it from the work root)')
     sync.set_defaults(func=cmd_sync_help)
 
     status = sub.add_parser('status', help='state of every row x seed of a table')

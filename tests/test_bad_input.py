@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.prepare.spec import load_table
 from tests.conftest import REPO_ROOT, harness_cli
 from tests.test_spec import _broken_spec
 
@@ -92,6 +93,28 @@ def test_missing_weights(work, tmp_path):
     result = _run(work, '--table', 'table3', '--rows', 'seg-b-16', '--profile', 'full',
                   '--data-root', data, '--weights-root', tmp_path)
     _assert_refused(result, work, 'pretrained weights missing: weights/vit_base_p16_384.pth')
+
+
+def test_weights_of_another_backbone(work, tmp_path):
+    """A converted Seg-T/16 encoder at Seg-B/16's weights path: refused before any job, where
+    mmseg's loading would have skipped every tensor with a warning."""
+    from harness.assets.weights import (install_row, original_name, release_shapes,
+                                        write_random_release)
+    data = tmp_path / 'ADEChallengeData2016'
+    for kind in ('images', 'annotations'):
+        for split in ('training', 'validation'):
+            (data / kind / split).mkdir(parents=True)
+    tiny, base = (load_table('table3').row(r) for r in ('seg-t-16', 'seg-b-16'))
+    tiny_width, base_width = (release_shapes(r)['cls_token'][-1] for r in (tiny, base))
+    release = write_random_release(tiny, tmp_path / 'original' / original_name(tiny))
+    install_row(tiny, tmp_path, tmp_path / 'original', source=release)
+    (tmp_path / base.pretrained_file).write_bytes((tmp_path / tiny.pretrained_file).read_bytes())
+    result = _run(work, '--table', 'table3', '--rows', 'seg-b-16', '--profile', 'full',
+                  '--data-root', data, '--weights-root', tmp_path)
+    _assert_refused(result, work, 'table3/seg-b-16: pretrained weights '
+                                  'weights/vit_base_p16_384.pth do not fit the row: not a ViT-B/16')
+    # the tiny width found against the base width the row needs
+    assert f'has shape (1, 1, {tiny_width}), the row needs (1, 1, {base_width})' in result.stderr
 
 
 @pytest.mark.parametrize('amp', ['tf32', 'fp16'])

@@ -55,20 +55,22 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
     """The bare baseline keeps the model, data and schedule and drops the harness's hooks and
     W&B; the stopwatch attributes real hook and W&B time to each side."""
     from harness.bench import _in_child, hook_seconds, stock_runner_config
-    from harness.prepare.job_config import build_config
+    from harness.prepare.job_config import SMOKE, build_config
     from harness.prepare.request import JobRequest as JobSpec
     from harness.prepare.spec import load_table
     monkeypatch.setenv('WANDB_MODE', 'offline')
     monkeypatch.setenv('WANDB_SILENT', 'true')
     row = load_table('table3').row('seg-t-16')
     config = tmp_path / 'job_config.py'
+    iters = 2 * SMOKE.log_interval  # a checkpoint and evaluations on the way, as in 100
     build_config(JobSpec(row=row, profile='smoke', seed=0, work_dir=tmp_path / 'job',
-                         data_root=synthetic_root)).dump(config)
+                         data_root=synthetic_root, max_iters=iters)).dump(config)
     bare = stock_runner_config(config, tmp_path / 'bare')
     assert bare.custom_hooks == [] and bare.default_hooks.checkpoint.type == 'CheckpointHook'
     assert [b['type'] for b in bare.visualizer.vis_backends] == ['LocalVisBackend']
     assert bare.model == build_config(JobSpec(row=row, profile='smoke', seed=0,
-                                              work_dir=tmp_path, data_root=synthetic_root)).model
+                                              work_dir=tmp_path, data_root=synthetic_root,
+                                              max_iters=iters)).model
     # each run in its own process, as the bench does: W&B's service (and the WANDB_SERVICE
     # variable it exports for child processes) must not outlive the run in the test process
     timed = {stock: _in_child(hook_seconds, config, tmp_path / f'run-{stock}', stock)
@@ -79,6 +81,6 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
         assert ours[name] > 0, name
     assert not [name for name in stock if '(harness)' in name] and stock['CheckpointHook (mmengine)'] > 0
     for run in timed.values():
-        assert run['iterations'] == 100 and 0 < sum(run['hooks'].values()) < run['train_seconds']
-    assert (tmp_path / 'run-True' / 'iter_100.pth').is_file()
+        assert run['iterations'] == iters and 0 < sum(run['hooks'].values()) < run['train_seconds']
+    assert (tmp_path / 'run-True' / f'iter_{iters}.pth').is_file()
     assert 'WANDB_SERVICE' not in os.environ

@@ -88,6 +88,23 @@ def test_base_configs_resolve_as_mmengine_resolves_them(table, monkeypatch):
     assert fast['model']['decode_head']['num_classes'] == 150  # mmseg's ADE20K bases arrived
 
 
+def test_config_text_is_formatted_once_and_as_yapf_formats_it(tmp_path, monkeypatch):
+    """A job prints and dumps its config several times: the kept text is yapf's own."""
+    from mmengine.config import config as config_module
+
+    cfg = _config(load_table('table6').row('seg-b-mask-16'), 'full', tmp_path)
+    kept = config_module.FormatCode
+    assert kept.kept
+    text = cfg.pretty_text
+    hits = kept.cache_info().hits
+    assert cfg.pretty_text == text and kept.cache_info().hits == hits + 1
+    cfg.train_cfg.max_iters = 7  # another text: formatted anew
+    assert 'max_iters=7' in cfg.pretty_text and kept.cache_info().hits == hits + 1
+    monkeypatch.setattr(config_module, 'FormatCode', kept.__wrapped__)
+    cfg.train_cfg.max_iters = 160000
+    assert cfg.pretty_text == text
+
+
 @pytest.mark.parametrize('profile', ['full', 'smoke'])
 def test_shortened_schedule_ends_everything_at_max_iters(profile, tmp_path):
     """``max_iters`` ends training, the poly decay and the checkpoints there and keeps the

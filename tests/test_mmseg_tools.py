@@ -1,7 +1,8 @@
 """A finished job outside the harness: its dumped config runs under mmengine's Runner as mmseg's
 own test tool runs it (``tools/test.py``: ``load_from`` the checkpoint; with ``--tta`` the
 config's ``tta_pipeline`` and ``tta_model``) and gives the harness's single- and multi-scale
-mIoU. The same shortened training shows the local launcher's progress lines."""
+mIoU. The same shortened training (``run --max-iters``) shows the local launcher's progress
+lines and is recorded as shortened."""
 import json
 import os
 import re
@@ -9,9 +10,10 @@ import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
-from harness.layout import job_dir, latest_checkpoint, ours_eval_dir, read_state
+from harness.layout import job_dir, read_curves, latest_checkpoint, ours_eval_dir, read_state
 from harness.prepare.job_config import SMOKE
 from tests.conftest import REPO_ROOT, harness_cli
 
@@ -48,10 +50,10 @@ def trained(tmp_path_factory, synthetic_root):
         for path in sorted((data / kind / 'validation').iterdir())[3:]:
             path.unlink()
     common = ('--table', TABLE, '--rows', ROW, '--profile', 'smoke', '--work-root', work,
-              '--data-root', data, '--reports', root / 'reports', '--no-report')
-    run = harness_cli('run', *common, '--max-iters', ITERS)
+              '--data-root', data, '--reports', root / 'reports')
+    run = harness_cli('run', *common, '--max-iters', ITERS)  # and its report
     assert run.returncode == 0, run.stdout + run.stderr
-    evaluations = [harness_cli('evaluate', '--ours', *common, *scale) for scale in
+    evaluations = [harness_cli('evaluate', '--ours', *common, '--no-report', *scale) for scale in
                    ([], ['--multi-scale'])]
     for result in evaluations:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -105,3 +107,28 @@ def test_dumped_config_under_mmseg_test_tool_gives_the_harness_miou(trained, mms
     if multi_scale:  # and multi-scale is not single-scale under another name
         single = mmseg_metrics[False]
         assert (metrics['mIoU'], metrics['aAcc']) != (single['mIoU'], single['aAcc'])
+
+
+def test_shortened_job_is_recorded_and_gets_no_verdict(trained):
+    """``run --max-iters N``: N iterations, the decay ending at N, an evaluation at N; the job
+    records the request and the report marks the row shortened instead of judging it."""
+    root, work_dir, _ = trained
+    table, row, n, reports = TABLE, ROW, ITERS, root / 'reports'
+    assert n % SMOKE.log_interval == 0  # logged at its last iteration
+    assert read_state(work_dir)['meta']['request']['max_iters'] == n
+    train, val = read_curves(work_dir)
+    assert train.index.max() == n and list(val.index) == [SMOKE.first_val, n]
+    # the poly decay ends at n: the lr logged at the last iteration (after its scheduler step)
+    # is the closed form's at n, the floor, far below the full smoke schedule's there
+    from mmengine.config import Config
+    cfg = Config.fromfile(work_dir / 'job_config.py')
+    decay, lr = cfg.param_scheduler[0], cfg.optim_wrapper.optimizer.lr
+
+    def poly(end):
+        return (lr - decay.eta_min) * (1 - n / end) ** decay.power + decay.eta_min
+    assert train['lr'].iloc[-1] == pytest.approx(poly(n), rel=1e-3)
+    assert poly(n) < poly(SMOKE.max_iters) / 5
+    results = pd.read_csv(reports / 'smoke' / table / 'results.csv').set_index('row')
+    assert results.loc[row, 'verdict'] == f'shortened ({n} iterations)'
+    report = (reports / 'smoke' / table / 'report.md').read_text()
+    assert f'| shortened ({n} iterations) |' in report

@@ -10,27 +10,19 @@ import math
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from harness.layout import read_curves
-from harness.layout import job_dir, latest_checkpoint, ours_eval_dir, read_state
+from harness.layout import job_dir, latest_checkpoint, ours_eval_dir, read_curves, read_state
 from harness.prepare.job_config import SMOKE
 from harness.prepare.spec import load_table
-from tests.conftest import REPO_ROOT, harness_cli, harness_popen, wandb_history, wandb_records
+from tests.conftest import (REPO_ROOT, harness_cli, smoke_run_args, start_and_wait,
+                            wandb_history, wandb_records)
 
 JOBS = [('table3', 'seg-t-16'), ('table6', 'seg-bd-mask-16')]  # a linear row, a mask B† row
-
-
-def _run_args(table, row, work, reports, data):
-    return ('run', '--table', table, '--rows', row, '--profile', 'smoke', '--work-root', work,
-            '--reports', reports, '--data-root', data)
 
 
 @pytest.fixture(scope='module')
@@ -38,7 +30,7 @@ def smoke(tmp_path_factory, synthetic_root):
     root = tmp_path_factory.mktemp('smoke')
     work, reports = root / 'work', root / 'reports'
     # the linear row runs two seeds: the report shows their mean ± std
-    results = {row: harness_cli(*_run_args(table, row, work, reports, synthetic_root),
+    results = {row: harness_cli(*smoke_run_args(table, row, work, reports, synthetic_root),
                                 *(['--seeds', 2] if row == JOBS[0][1] else []))
                for table, row in JOBS}
     return work, reports, results
@@ -167,24 +159,10 @@ def test_rerun_skips_finished_jobs(smoke, synthetic_root):
     work, reports, _ = smoke
     table, row = JOBS[0]
     before = sorted((job_dir(work, 'smoke', table, row, 0) / 'vis_data' / 'wandb').iterdir())
-    result = harness_cli(*_run_args(table, row, work, reports, synthetic_root))
+    result = harness_cli(*smoke_run_args(table, row, work, reports, synthetic_root))
     assert result.returncode == 0 and 'finished before, skipped' in result.stdout
     after = sorted((job_dir(work, 'smoke', table, row, 0) / 'vis_data' / 'wandb').iterdir())
     assert before == after
-
-
-def _start_and_wait(args, work_dir, until_iter):
-    """Start a smoke job in its own session; return it once it logged ``until_iter`` with a
-    checkpoint on disk."""
-    proc = harness_popen(*args, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        train, _ = read_curves(work_dir)
-        if len(train) and train.index.max() >= until_iter and \
-                (work_dir / 'last_checkpoint').is_file():
-            return proc
-        time.sleep(0.2)
-    pytest.fail(f'the job ended (exit {proc.poll()}) before it could be stopped')
 
 
 def test_killed_job_resumes_exactly_as_if_never_killed(smoke, tmp_path, synthetic_root):
@@ -193,9 +171,9 @@ def test_killed_job_resumes_exactly_as_if_never_killed(smoke, tmp_path, syntheti
     order and augmentation replayed by mmengine, torch's RNG restored from the checkpoint)."""
     table, row = JOBS[0]
     work, reports = tmp_path / 'work', tmp_path / 'reports'
-    args = _run_args(table, row, work, reports, synthetic_root)
+    args = (*smoke_run_args(table, row, work, reports, synthetic_root), '--no-report')
     work_dir = job_dir(work, 'smoke', table, row, 0)
-    proc = _start_and_wait(args, work_dir, SMOKE.checkpoint_interval)
+    proc = start_and_wait(args, work_dir, SMOKE.checkpoint_interval)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = int(read_curves(work_dir)[0].index.max())
@@ -223,89 +201,6 @@ def test_killed_job_resumes_exactly_as_if_never_killed(smoke, tmp_path, syntheti
     ref_train, ref_val = read_curves(job_dir(smoke[0], 'smoke', table, row, 0))
     assert val[['mIoU', 'mAcc', 'aAcc']].to_dict() == ref_val[['mIoU', 'mAcc', 'aAcc']].to_dict()
     assert train['loss'].to_dict() == ref_train['loss'].to_dict()
-
-
-def test_sigterm_saves_the_current_iteration_and_resumes_from_it(tmp_path, synthetic_root):
-    """SIGTERM (what SLURM sends): the job checkpoints the iteration it is at, records
-    'interrupted' and exits; the re-run resumes from that checkpoint and finishes."""
-    table, row = 'table3', 'seg-s-32'
-    work, reports = tmp_path / 'work', tmp_path / 'reports'
-    args = _run_args(table, row, work, reports, synthetic_root)
-    work_dir = job_dir(work, 'smoke', table, row, 0)
-    proc = _start_and_wait(args, work_dir, SMOKE.checkpoint_interval + SMOKE.log_interval)
-    os.killpg(proc.pid, signal.SIGTERM)  # the launcher and the job, as SLURM signals a step
-    assert proc.wait(timeout=120) != 0
-    state = read_state(work_dir)
-    assert state['status'] == 'interrupted'
-    stopped_at = int(state['error'].split(' at iteration ')[1].split()[0])
-    assert state['error'] == (f'Stopped: stopped by SIGTERM at iteration {stopped_at} '
-                              f'(checkpoint iter_{stopped_at}.pth)')
-    logged = int(read_curves(work_dir)[0].index.max())
-    assert SMOKE.checkpoint_interval + SMOKE.log_interval <= logged <= stopped_at
-    assert stopped_at < SMOKE.max_iters
-    checkpoint = work_dir / f'iter_{stopped_at}.pth'
-    assert (work_dir / 'last_checkpoint').read_text().strip() == str(checkpoint)
-    # the stopped launcher still logged what the job said while it stopped
-    assert f'Stop signal: saved iter_{stopped_at}.pth' in (work_dir / 'job.log').read_text()
-    import torch
-    from harness.runtime.safe_resume import enable_safe_resume
-    enable_safe_resume()
-    assert torch.load(checkpoint, weights_only=True)['meta']['iter'] == stopped_at
-
-    result = harness_cli(*args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f'resuming from iter_{stopped_at}.pth' in result.stdout
-    assert read_state(work_dir)['status'] == 'finished'
-    assert f'Load checkpoint from {checkpoint}' in (work_dir / 'job.log').read_text()
-    train, val = read_curves(work_dir)
-    assert list(val.index) == [SMOKE.first_val, SMOKE.max_iters]
-    assert train.index.max() == SMOKE.max_iters
-    runs = sorted((work_dir / 'vis_data' / 'wandb').glob('offline-run-*'))
-    resumed = {h['iter'] for h in wandb_history(runs[-1]) if 'loss' in h}
-    assert min(resumed) > stopped_at
-
-
-def test_second_launch_of_a_running_job_is_refused(tmp_path, synthetic_root):
-    table, row = 'table3', 'seg-b-32'
-    work, reports = tmp_path / 'work', tmp_path / 'reports'
-    args = _run_args(table, row, work, reports, synthetic_root)
-    work_dir = job_dir(work, 'smoke', table, row, 0)
-    first = harness_popen(*args)
-    try:
-        deadline = time.monotonic() + 300
-        while read_state(work_dir).get('status') != 'running' and time.monotonic() < deadline:
-            time.sleep(0.1)
-        holder = read_state(work_dir)
-        second = harness_cli(*args)
-        assert second.returncode == 1
-        assert f"already running (host {holder['host']}, pid {holder['pid']}), skipped" in \
-            second.stdout
-        assert read_state(work_dir)['pid'] == holder['pid']  # the owner's record is untouched
-    finally:
-        first.wait(timeout=600)
-    assert first.returncode == 0 and read_state(work_dir)['status'] == 'finished'
-
-
-def test_unreachable_wandb_server_falls_back_to_offline(tmp_path, synthetic_root):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(('127.0.0.1', 0))
-        port = probe.getsockname()[1]
-    table, row = 'table3', 'seg-s-32'
-    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'WANDB_MODE': 'online',
-           'WANDB_BASE_URL': f'http://127.0.0.1:{port}', 'WANDB_API_KEY': 'x' * 40,
-           'WANDB_INIT_TIMEOUT': '5'}
-    args = _run_args(table, row, tmp_path / 'work', tmp_path / 'reports', synthetic_root)
-    result = subprocess.run([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
-                            env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout + result.stderr
-    work_dir = job_dir(tmp_path / 'work', 'smoke', table, row, 0)
-    log = (work_dir / 'job.log').read_text()
-    assert log.count('W&B unavailable') == 1 and 'logged offline instead' in log
-    train, val = read_curves(work_dir)  # the local curves are complete
-    assert list(val.index) == [SMOKE.first_val, SMOKE.max_iters]
-    assert train.index.max() == SMOKE.max_iters
-    (run_dir,) = (work_dir / 'vis_data' / 'wandb').glob('offline-run-*')
-    assert {h['iter'] for h in wandb_history(run_dir) if 'mIoU' in h} == set(val.index)
 
 
 def test_html_report_reads_in_a_headless_browser(smoke):
@@ -385,6 +280,22 @@ def test_our_models_evaluated_multi_scale_fill_their_column(smoke, synthetic_roo
         assert {'eval', 'ours', 'multi-scale'} <= set(run['tags'])
 
 
+def test_sync_help_names_every_offline_run(smoke):
+    """``sync-help``'s patterns, expanded by the shell, reach every offline W&B run the smoke
+    jobs, their evaluations and their reports wrote, and nothing else."""
+    import glob
+    work, reports, _ = smoke
+    result = harness_cli('sync-help', '--work-root', work, '--reports', reports)
+    assert result.returncode == 0, result.stderr
+    patterns = [line.split(' sync ', 1)[1] for line in result.stdout.splitlines()
+                if ' sync ' in line]
+    named = {Path(REPO_ROOT, path).resolve() for pattern in patterns
+             for path in glob.glob(str(Path(REPO_ROOT, pattern)))}
+    on_disk = {p.resolve() for root in (work, reports) for p in root.rglob('offline-run-*')}
+    assert any(p.is_relative_to(reports.resolve()) for p in on_disk)  # the report runs too
+    assert named == on_disk
+
+
 def _artifacts(run_dir):
     """The model artifacts a run logged or used (W&B also stores logged tables as artifacts)."""
     return [{'use_after_commit': False, **r['artifact']} for r in wandb_records(run_dir)
@@ -397,7 +308,7 @@ def test_mixed_precision_is_an_option_the_report_states(smoke, tmp_path, synthet
     refused."""
     table, row = JOBS[0]
     work, reports = tmp_path / 'work', tmp_path / 'reports'
-    result = harness_cli(*_run_args(table, row, work, reports, synthetic_root), '--amp', 'bf16')
+    result = harness_cli(*smoke_run_args(table, row, work, reports, synthetic_root), '--amp', 'bf16')
     assert result.returncode == 0, result.stdout + result.stderr
     work_dir = job_dir(work, 'smoke', table, row, 0)
     assert read_state(work_dir)['meta']['amp'] == 'bf16'
@@ -411,35 +322,8 @@ def test_mixed_precision_is_an_option_the_report_states(smoke, tmp_path, synthet
     assert 'bf16 training precision' in report.split('## Provenance')[1]
 
     for gpu_only, needs in (('fp16', 'a GPU'), ('tf32', 'an NVIDIA GPU')):
-        refused = harness_cli(*_run_args(table, row, tmp_path / 'w2', reports, synthetic_root),
+        refused = harness_cli(*smoke_run_args(table, row, tmp_path / 'w2', reports, synthetic_root),
                               '--amp', gpu_only)
         assert refused.returncode == 2 and not (tmp_path / 'w2').exists()
         assert refused.stderr.strip().startswith(f'error: --amp {gpu_only} needs {needs}')
         assert len(refused.stderr.strip().splitlines()) == 1
-
-
-def test_shortened_job_is_recorded_and_gets_no_verdict(tmp_path, synthetic_root):
-    """``run --max-iters N``: N iterations, the decay ending at N, an evaluation at N; the job
-    records the request and the report marks the row shortened instead of judging it."""
-    table, row = JOBS[0]
-    n = 2 * SMOKE.log_interval  # logged at its last iteration
-    work, reports = tmp_path / 'work', tmp_path / 'reports'
-    result = harness_cli(*_run_args(table, row, work, reports, synthetic_root), '--max-iters', n)
-    assert result.returncode == 0, result.stdout + result.stderr
-    work_dir = job_dir(work, 'smoke', table, row, 0)
-    assert read_state(work_dir)['meta']['request']['max_iters'] == n
-    train, val = read_curves(work_dir)
-    assert train.index.max() == n and list(val.index) == [SMOKE.first_val, n]
-    # the poly decay ends at n: the lr logged at the last iteration (after its scheduler step)
-    # is the closed form's at n, the floor, far below the full smoke schedule's there
-    from mmengine.config import Config
-    cfg = Config.fromfile(work_dir / 'job_config.py')
-    decay, lr = cfg.param_scheduler[0], cfg.optim_wrapper.optimizer.lr
-
-    def poly(end):
-        return (lr - decay.eta_min) * (1 - n / end) ** decay.power + decay.eta_min
-    assert train['lr'].iloc[-1] == pytest.approx(poly(n), rel=1e-3)
-    assert poly(n) < poly(SMOKE.max_iters) / 5
-    results = pd.read_csv(reports / 'smoke' / table / 'results.csv').set_index('row')
-    assert results.loc[row, 'verdict'] == f'shortened ({n} iterations)'
-    assert f'| shortened ({n} iterations) |' in (reports / 'smoke' / table / 'report.md').read_text()

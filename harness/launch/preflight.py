@@ -28,6 +28,21 @@ def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_R
                       'no public release matches the paper\'s: supply your own file there')
             raise PreflightError(f'{row.table}/{row.id}: pretrained weights missing: '
                                  f'{row.pretrained_file} ({origin})')
+        check_weights_fit(row, weights)
+
+
+def check_weights_fit(row: Row, weights: Path) -> None:
+    """The file at the row's weights path holds the row's encoder, every key with its shape:
+    mmseg's ``init_cfg`` loading skips a tensor of another shape with a mere warning, so a
+    file of another backbone would train days from random values."""
+    from ..assets.convert import ConversionError, load_checkpoint
+    from ..assets.weights import check_against_row
+    try:
+        state = load_checkpoint(weights)
+        check_against_row(state.get('state_dict', state), row)
+    except (SpecError, ConversionError, AttributeError) as err:
+        raise PreflightError(f'{row.table}/{row.id}: pretrained weights {row.pretrained_file} '
+                             f'do not fit the row: {str(err).splitlines()[0]}') from None
 
 
 def check_configs(rows: list[Row], profile: str, gpus: int = 1,

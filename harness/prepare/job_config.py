@@ -203,7 +203,9 @@ def build_config(job: JobRequest) -> Config:
     _seed_data_by_position(cfg)
     if job.amp:
         _apply_amp(cfg, job.amp)
-    cfg.visualizer = dict(type='SegLocalVisualizer', name='visualizer', save_dir=str(job.work_dir),
+    # unnamed: mmengine names it after the Runner's experiment, one per Runner (under a fixed
+    # name, a second job in the same process would get the first one's finished W&B run)
+    cfg.visualizer = dict(type='SegLocalVisualizer', save_dir=str(job.work_dir),
                           vis_backends=[dict(type='LocalVisBackend'), wandb])
     return cfg
 

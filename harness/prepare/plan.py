@@ -202,7 +202,7 @@ def _gb(n: int) -> str:
 def _launch(launcher: str, gpus: int) -> str:
     return {'local': f'local ({gpus} GPU(s), one process)',
             'torchrun': f'torchrun --nproc_per_node {gpus}',
-            'slurm': f'slurm (one task, {gpus} GPU(s))'}[launcher]
+            'slurm': f'slurm (one array task per job, {gpus} GPU(s) each)'}[launcher]
 
 
 def _hours(value: float | None) -> str:

@@ -79,6 +79,14 @@ def reports_root(work_root: Path, reports: Path | None = None) -> Path:
     return Path(work_root) / 'reports'
 
 
+def report_run_globs(out_root: Path) -> list[str]:
+    """Shell patterns of the report runs' offline W&B folders under a reports root (full
+    profile, then the other profiles' subfolders): W&B's own ``wandb/`` under its ``dir``."""
+    root = Path(out_root)
+    return [str(root / '*' / 'wandb' / 'offline-run-*'),
+            str(root / '*' / '*' / 'wandb' / 'offline-run-*')]
+
+
 def report_dir(out_root: Path, profile: str, table: Table | str) -> Path:
     name = table if isinstance(table, str) else report_name(table)
     return Path(out_root) / name if profile == 'full' else Path(out_root) / profile / name
