@@ -156,7 +156,7 @@ def test_delta_defaults_to_the_paper_version_matching_each_row(tmp_path):
     assert results.loc[row.id, 'paper_miou_v1'] == v1  # still shown
     report = (out / 'report.md').read_text()
     line = next(x for x in report.splitlines() if x.startswith(f'| {row.id} |'))
-    assert f'| v3 |' in line and f'| {ours - v3:+.2f} |' in line
+    assert '| v3 |' in line and f'| {ours - v3:+.2f} |' in line
     assert f'- {row.model}: paper v3 ({v3:.2f}) — {row.matches_reason}' in report
 
     out = build_report(TABLE3, 'full', tmp_path / 'work', tmp_path / 'reports', 'v1',
@@ -219,7 +219,7 @@ def test_running_job_is_measured_against_the_seed_repository_curve(tmp_path, shi
         assert progress == f"seed0: behind by {-shift:.2f} mIoU at {at} (against the seed " \
                            "repository's curve)"
     else:
-        assert progress.startswith(f'seed0: on track (+0.00 mIoU against the seed repository')
+        assert progress.startswith('seed0: on track (+0.00 mIoU against the seed repository')
     assert f'| {progress.split(": ", 1)[1]} |' in (out / 'report.md').read_text()
 
 
