@@ -21,7 +21,9 @@ precision, one entry per row (a later rehearsal of a row replaces its entry).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -118,7 +120,9 @@ def check_pretrained(request: JobRequest) -> str:
     level = logger.level
     logger.setLevel(logging.WARNING)  # init_weights logs a paragraph per tensor at INFO
     try:
-        with warnings.catch_warnings():
+        # and prints where it loads from and how it resizes the grid: the job's log has both,
+        # the rehearsal's output keeps one line per row
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter('ignore')
             cfg = build_config(request)
             model = MODELS.build(cfg.model)
@@ -170,9 +174,6 @@ def pipeline_rate(request: JobRequest, samples: int = PIPELINE_SAMPLES) -> dict:
 
 def _launch(request: JobRequest, tag: str) -> dict:
     """Run one job through the local launcher (the path ``run`` takes); its state."""
-    import contextlib
-    import io
-
     from .launch.launchers import LocalLauncher, Target
     # the launcher's error line is folded into the row's one line (rehearse prints it)
     with contextlib.redirect_stderr(io.StringIO()):

@@ -68,6 +68,10 @@ def test_a_broken_row_fails_alone_with_one_line(rehearsal):
     assert len(lines) == 1 and lines[0].startswith(f'error: rehearsal of table3/{BAD} failed'), \
         result.stderr
     assert 'did not arrive in the encoder' in lines[0]
+    # the output: each line names its row (or is the closing summary), nothing printed untagged
+    untagged = [line for line in result.stdout.splitlines()
+                if not line.startswith(('[', 'rehearsal: '))]
+    assert not untagged, untagged[:3]
     results = json.loads((out / 'rehearsal.json').read_text())
     rows = results['cpu']['fp32']['rows']
     assert 'error' in rows[f'table3/{BAD}']

@@ -96,18 +96,20 @@ def test_request_survives_the_job_folder_unchanged(tmp_path):
     request = JobRequest(row=row, profile='full', seed=3, work_dir=tmp_path / 'job',
                          data_root=tmp_path / 'data', gpus=2, weights_root=tmp_path,
                          wandb_project='p', checkpoint=tmp_path / 'c.pth', multi_scale=True,
-                         amp='bf16')
+                         released=True, amp='bf16', max_iters=7, batch=2, wandb_run_id='r')
     request.write(tmp_path / layout.REQUEST_FILE)
     again = JobRequest.read(tmp_path / layout.REQUEST_FILE)
     assert again == request and again.row.spec_path == spec
     for field in dataclasses.fields(JobRequest):  # every field made the trip, none defaulted
         assert getattr(again, field.name) == getattr(request, field.name), field.name
+        assert getattr(request, field.name) != field.default, field.name
 
 
 @pytest.mark.parametrize('bad, message', [
     (dict(profile='huge'), "unknown profile 'huge'"),
     (dict(amp='int8'), "unknown --amp 'int8'"),
     (dict(gpus=3), '--gpus 3 does not divide the total batch 8'),
+    (dict(released=True), 'a released model is evaluated from its checkpoint: none given'),
 ])
 def test_request_refuses_what_no_job_can_run(bad, message):
     row = load_table('table3').rows[0]

@@ -95,7 +95,7 @@ def evaluate_released_targets(rows: list[Row], work_root: Path, checkpoints: Pat
         if not checkpoint.is_file():
             print(f'[{n}/{len(rows)}] {row.table}/{row.id}: no {checkpoint}, skipped')
             continue
-        requests.append(JobRequest(row=row, seed=0, checkpoint=checkpoint,
+        requests.append(JobRequest(row=row, seed=0, checkpoint=checkpoint, released=True,
                                    multi_scale=multi_scale,
                                    work_dir=released_dir(work_root, row.table, row.id,
                                                          multi_scale), **options))

@@ -140,9 +140,7 @@ def _wandb_backend(job: JobRequest) -> dict:
         if job.profile == 'full':
             weights = Path(job.weights_root) / row.pretrained_file
             uses.append([f'pretrained-{weights.stem}', 'pretrained-weights', str(weights)])
-    elif job.work_dir is not None and \
-            Path(job.checkpoint).resolve().parent == Path(job.work_dir).resolve().parent:
-        # an evaluation of ours lives in the folder of the job that trained the checkpoint
+    elif not job.released:
         name, kind = f'{row.id}-seed{job.seed}-eval-{scale}', 'eval'
         tags += ['eval', 'ours', scale]
         uses.append([checkpoint_artifact(job.profile, row.table, row.id, job.seed), 'model',

@@ -48,6 +48,7 @@ class JobRequest:
     wandb_run_id: str | None = None  # chosen by the job process, kept across restarts
     checkpoint: Path | None = None  # evaluate this trained model instead of training
     multi_scale: bool = False  # with checkpoint: the official multi-scale + flip evaluation
+    released: bool = False  # with checkpoint: the authors' released model, not one trained here
     amp: str | None = None  # one of PRECISIONS (paper: fp32)
     max_iters: int | None = None  # a shortened schedule for cheap trials; None: the row's
     # per-process batch instead of the total batch's share (rehearsals on a small device);
@@ -63,6 +64,8 @@ class JobRequest:
             raise SpecError(f'--max-iters must be at least 1, got {self.max_iters}')
         if self.batch is not None and self.batch < 1:
             raise SpecError(f'--batch must be at least 1, got {self.batch}')
+        if self.released and self.checkpoint is None:
+            raise SpecError('a released model is evaluated from its checkpoint: none given')
         check_processes(self.gpus)
 
     @property
