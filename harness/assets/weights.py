@@ -104,11 +104,13 @@ def _row_backbone(row: Row):
     return build_model(row, 'full').backbone
 
 
-def check_against_row(state: dict, row: Row) -> None:
+def check_against_row(state: dict, row: Row, target: dict | None = None) -> None:
     """Every key of the row's encoder present with its shape; the position embedding only
-    needs the width (it is resized from the release's 384 grid when loaded)."""
+    needs the width (it is resized from the release's 384 grid when loaded). ``target``: the
+    encoder's state dict when the caller has built the model already."""
     from .convert import ConversionError
-    target = _row_backbone(row).state_dict()
+    if target is None:
+        target = _row_backbone(row).state_dict()
     missing = [k for k in target if k not in state]
     extra = [k for k in state if k not in target]
     if missing or extra:

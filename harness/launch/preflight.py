@@ -28,18 +28,18 @@ def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_R
                       'no public release matches the paper\'s: supply your own file there')
             raise PreflightError(f'{row.table}/{row.id}: pretrained weights missing: '
                                  f'{row.pretrained_file} ({origin})')
-        check_weights_fit(row, weights)
 
 
-def check_weights_fit(row: Row, weights: Path) -> None:
-    """The file at the row's weights path holds the row's encoder, every key with its shape:
-    mmseg's ``init_cfg`` loading skips a tensor of another shape with a mere warning, so a
-    file of another backbone would train days from random values."""
+def check_weights_fit(row: Row, weights: Path, encoder: dict) -> None:
+    """The file at the row's weights path holds the row's encoder (``encoder``: the built
+    model's state dict), every key with its shape: mmseg's ``init_cfg`` loading skips a tensor
+    of another shape with a mere warning, so a file of another backbone would train days from
+    random values."""
     from ..assets.convert import ConversionError, load_checkpoint
     from ..assets.weights import check_against_row
     try:
         state = load_checkpoint(weights)
-        check_against_row(state.get('state_dict', state), row)
+        check_against_row(state.get('state_dict', state), row, encoder)
     except (SpecError, ConversionError, AttributeError) as err:
         raise PreflightError(f'{row.table}/{row.id}: pretrained weights {row.pretrained_file} '
                              f'do not fit the row: {str(err).splitlines()[0]}') from None
@@ -49,15 +49,19 @@ def check_configs(rows: list[Row], profile: str, gpus: int = 1,
                   weights_root: Path = REPO_ROOT) -> None:
     """Build each row's job config and model (random init, nothing loaded) before any job
     starts: a config that cannot build stops the run with one line instead of failing in the
-    job process, after the rows before it have run."""
+    job process, after the rows before it have run. Full profile: the row's weights file is
+    checked against the model built here (``preflight_full`` found it)."""
     from ..prepare.model import build_model
     for row in rows:
         try:
-            build_model(row, profile, gpus=gpus, weights_root=weights_root)
+            model = build_model(row, profile, gpus=gpus, weights_root=weights_root)
         except Exception as err:  # noqa: BLE001 - whatever mmengine/mmseg raise, one line
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             raise PreflightError(f'{row.table}/{row.id}: config {row.config} does not build: '
                                  f'{type(err).__name__}: {(lines or [""])[0][:200]}') from None
+        if profile == 'full':
+            check_weights_fit(row, Path(weights_root) / row.pretrained_file,
+                              model.backbone.state_dict())
 
 
 def check_writable(folder: Path) -> None:
