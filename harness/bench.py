@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .layout import CONFIG_FILE, CURVES_FILE, REPO_ROOT, job_dir
-from .prepare.spec import load_table
+from .core.layout import CONFIG_FILE, CURVES_FILE, REPO_ROOT, job_dir
+from .core.spec import load_table
 
 # ours -> stock mmseg type of each module the project replaces
 STOCK_TYPES = {'SegmenterViT': 'VisionTransformer',
@@ -205,7 +205,7 @@ def _views(image, multi_scale: bool) -> list:
     """The image, or its multi-scale + flip views (the official ratios, as the TTA pipeline)."""
     import torch.nn.functional as F
 
-    from .prepare.job_config import MULTI_SCALE_RATIOS
+    from .core.profiles import MULTI_SCALE_RATIOS
     if not multi_scale:
         return [image]
     height, width = image.shape[-2:]
@@ -282,7 +282,6 @@ def measure_eval(case: Case, device: str, repeats: int, slide_batch: int,
 
 def profile_train(case: Case, device: str, amp: str | None, top: int = 12) -> str:
     """The most expensive operators of one training step of ours (a table, for the notes)."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
     model = build_pair(case, device, stock=False).train()
     inputs, samples = train_batch(case, device)
@@ -573,7 +572,7 @@ def run_bench(device: str = 'cpu', repeats: int = 5, warmup: int = 2, amp: str |
         with tempfile.TemporaryDirectory() as tmp:
             result['harness_overhead'] = harness_overhead(max(3, repeats // 2), Path(tmp))
         if result['cases']:  # the fixed cost against a full job as long as this run's step
-            from .prepare.job_config import FULL_MAX_ITERS
+            from .core.profiles import FULL_MAX_ITERS
             first = result['cases'][0]
             step = first['train_ours']['seconds']['median']
             result['harness_overhead']['full_job'] = {
@@ -711,7 +710,7 @@ def _section(result: dict) -> str:
                          'process, the pre-launch config check, the W&B run, fingerprints). On '
                          'a full 160k-iteration job it is paid once.')
         if 'full_job' in h:
-            from .prepare.request import TOTAL_BATCH
+            from .core.profiles import TOTAL_BATCH
             f = h['full_job']
             lines.append(f"- the fixed cost against a full job: at most "
                          f"**{100 * f['fixed_share']:.4f}%** ({f['iterations']} iterations of "

@@ -9,15 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
-from .layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, REPO_ROOT
-from .prepare.request import (
-    DEFAULT_WANDB_PROJECT,
-    LAUNCHERS,
-    PRECISIONS,
-    PROFILES,
-    check_processes,
-)
-from .prepare.spec import SpecError, available_tables, load_table
+from .core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, REPO_ROOT
+from .core.profiles import DEFAULT_WANDB_PROJECT, LAUNCHERS, PRECISIONS, PROFILES
+from .core.request import check_processes
+from .core.spec import SpecError, available_tables, load_table
 
 
 def _rows_arg(value: str) -> list[str]:
@@ -224,7 +219,7 @@ def cmd_report(args) -> int:
 def cmd_status(args) -> int:
     import time
 
-    from .layout import progress_text, read_state
+    from .core.state import progress_text, read_state
     from .results.collect import collect_jobs
     for table, rows in _select([load_table(name) for name in args.table], args.rows):
         jobs, _ = collect_jobs(rows, args.profile, args.work_root, args.seeds)
@@ -250,7 +245,7 @@ def cmd_status(args) -> int:
 def cmd_sync_help(args) -> int:
     """How to upload the offline W&B runs of every job under the work root, and of the
     reports built from them."""
-    from .layout import wandb_run_globs
+    from .core.layout import wandb_run_globs
     from .results.report import report_run_globs, reports_root
     wandb = Path(sys.executable).with_name('wandb')
     shown = os.path.relpath(wandb) if wandb.is_relative_to(Path.cwd()) else wandb

@@ -34,10 +34,12 @@ import warnings
 from pathlib import Path
 
 from .assets.weights import RELEASE_GRID
-from .layout import POINTER, REPO_ROOT, checkpoint_name, job_dir, ours_eval_dir, read_state
+from .core.layout import POINTER, REPO_ROOT, checkpoint_name, job_dir, ours_eval_dir
+from .core.profiles import TOTAL_BATCH
+from .core.request import JobRequest
+from .core.spec import Row
+from .core.state import read_state
 from .prepare.plan import DEFAULT_REHEARSALS, REHEARSAL_FILE, load_rehearsals
-from .prepare.request import TOTAL_BATCH, JobRequest
-from .prepare.spec import Row
 
 DEFAULT_OUT = DEFAULT_REHEARSALS
 DEFAULT_WORK = REPO_ROOT / 'work_dirs' / 'rehearsal'

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.layout import read_curves
+from harness.core.state import read_curves
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ['WANDB_MODE'] = 'offline'  # tests never reach a W&B server

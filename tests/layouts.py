@@ -9,8 +9,8 @@ the output.
 import torch
 import torch.nn.functional as F
 
+from harness.core.request import JobRequest as JobSpec
 from harness.prepare.job_config import build_config
-from harness.prepare.request import JobRequest as JobSpec
 
 PRETRAINED_GRID = 24  # all releases are 384 px
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.prepare.spec import load_table
+from harness.core.spec import load_table
 from tests.conftest import REPO_ROOT, harness_cli
 from tests.test_spec import _broken_spec
 
@@ -98,8 +98,12 @@ def test_missing_weights(work, tmp_path):
 def test_weights_of_another_backbone(work, tmp_path):
     """A converted Seg-T/16 encoder at Seg-B/16's weights path: refused before any job, where
     mmseg's loading would have skipped every tensor with a warning."""
-    from harness.assets.weights import (install_row, original_name, release_shapes,
-                                        write_random_release)
+    from harness.assets.weights import (
+        install_row,
+        original_name,
+        release_shapes,
+        write_random_release,
+    )
     data = tmp_path / 'ADEChallengeData2016'
     for kind in ('images', 'annotations'):
         for split in ('training', 'validation'):

@@ -55,9 +55,10 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
     """The bare baseline keeps the model, data and schedule and drops the harness's hooks and
     W&B; the stopwatch attributes real hook and W&B time to each side."""
     from harness.bench import _in_child, hook_seconds, stock_runner_config
-    from harness.prepare.job_config import SMOKE, build_config
-    from harness.prepare.request import JobRequest as JobSpec
-    from harness.prepare.spec import load_table
+    from harness.core.profiles import SMOKE
+    from harness.core.request import JobRequest as JobSpec
+    from harness.core.spec import load_table
+    from harness.prepare.job_config import build_config
     monkeypatch.setenv('WANDB_MODE', 'offline')
     monkeypatch.setenv('WANDB_SILENT', 'true')
     row = load_table('table3').row('seg-t-16')

@@ -4,9 +4,10 @@ import torch
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
-from harness.prepare.job_config import SMOKE, build_config
-from harness.prepare.request import JobRequest as JobSpec
-from harness.prepare.spec import load_table
+from harness.core.profiles import SMOKE
+from harness.core.request import JobRequest as JobSpec
+from harness.core.spec import load_table
+from harness.prepare.job_config import build_config
 
 register_all_modules()
 ROWS = [row for name in ('table3', 'table6') for row in load_table(name).rows]

@@ -4,10 +4,20 @@ import torch
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
-from harness.assets.convert import ConversionError, convert_official_segmenter, convert_pretrained_vit
-from harness.prepare.spec import load_table
+from harness.assets.convert import (
+    ConversionError,
+    convert_official_segmenter,
+    convert_pretrained_vit,
+)
+from harness.core.spec import load_table
 from tests.conftest import harness_cli
-from tests.layouts import encoder_shapes, official_forward, official_shapes, random_state, row_dims
+from tests.layouts import (
+    encoder_shapes,
+    official_forward,
+    official_shapes,
+    random_state,
+    row_dims,
+)
 
 register_all_modules()
 ROWS = [row for name in ('table3', 'table6') for row in load_table(name).rows]

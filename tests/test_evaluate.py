@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.layout import read_state, released_dir
-from harness.prepare.spec import load_table
+from harness.core.layout import released_dir
+from harness.core.spec import load_table
+from harness.core.state import read_state
 from tests.conftest import harness_cli, wandb_records
 from tests.layouts import official_shapes, random_state, row_dims
 

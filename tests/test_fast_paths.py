@@ -10,10 +10,10 @@ from mmseg.models.segmentors import EncoderDecoder, SegTTAModel
 from mmseg.registry import MODELS
 
 from harness.bench import Case, build_pair, model_cfg, train_batch
+from harness.core.request import JobRequest as JobSpec
+from harness.core.spec import load_table
 from harness.models.fused_block import FusedEncoderLayer, fuse_layers
 from harness.prepare.job_config import build_config
-from harness.prepare.request import JobRequest as JobSpec
-from harness.prepare.spec import load_table
 
 SMALL = Case('table6', 'seg-t-mask-16', crop=64, batch=2, image=(64, 150), images=1)
 ROWS = [('table3', 'seg-s-16'), ('table6', 'seg-t-mask-16'), ('table6', 'seg-bd-mask-16')]

@@ -8,10 +8,17 @@ import subprocess
 import sys
 import time
 
-from harness.layout import job_dir, read_curves, read_state
-from harness.prepare.job_config import SMOKE
-from tests.conftest import (REPO_ROOT, harness_cli, harness_popen, smoke_run_args,
-                            start_and_wait, wandb_history)
+from harness.core.layout import job_dir
+from harness.core.profiles import SMOKE
+from harness.core.state import read_curves, read_state
+from tests.conftest import (
+    REPO_ROOT,
+    harness_cli,
+    harness_popen,
+    smoke_run_args,
+    start_and_wait,
+    wandb_history,
+)
 
 
 def test_sigterm_saves_the_current_iteration_and_resumes_from_it(tmp_path, synthetic_root):
@@ -39,6 +46,7 @@ def test_sigterm_saves_the_current_iteration_and_resumes_from_it(tmp_path, synth
     # the stopped launcher still logged what the job said while it stopped
     assert f'Stop signal: saved iter_{stopped_at}.pth' in (work_dir / 'job.log').read_text()
     import torch
+
     from harness.runtime.safe_resume import enable_safe_resume
     enable_safe_resume()
     assert torch.load(checkpoint, weights_only=True)['meta']['iter'] == stopped_at

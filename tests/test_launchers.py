@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.layout import read_curves
-from harness.layout import job_dir, read_state
-from harness.prepare.job_config import SMOKE
-from harness.prepare.request import TOTAL_BATCH
+from harness.core.layout import job_dir
+from harness.core.profiles import SMOKE, TOTAL_BATCH
+from harness.core.state import read_curves, read_state
 from tests.conftest import REPO_ROOT, harness_cli, wandb_history
 from tests.slurm_cluster import ClusterError, SlurmCluster
 
@@ -172,9 +171,9 @@ def test_slurm_no_wait_and_a_failing_squeue(tmp_path, synthetic_root, slurm_clus
     """NO_WAIT: submit and return (the command says how to follow the jobs); a wait whose squeue
     keeps failing ends with one line and leaves the job to run; a job still in SLURM is waited
     for, not submitted again."""
+    from harness.core.request import JobRequest
     from harness.launch import slurm
     from harness.launch.launchers import Target
-    from harness.prepare.request import JobRequest
     table, row = 'table3', 'seg-s-32'
     work_dir = job_dir(tmp_path / 'work', 'smoke', table, row, 0)
     env = {**slurm_cluster.env, 'PYTHONPATH': str(REPO_ROOT)}

@@ -13,8 +13,9 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.layout import job_dir, read_curves, latest_checkpoint, ours_eval_dir, read_state
-from harness.prepare.job_config import SMOKE
+from harness.core.layout import job_dir, latest_checkpoint, ours_eval_dir
+from harness.core.profiles import SMOKE
+from harness.core.state import read_curves, read_state
 from tests.conftest import REPO_ROOT, harness_cli
 
 TABLE, ROW = 'table3', 'seg-t-16'

@@ -8,9 +8,9 @@ import yaml
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
+from harness.core.request import JobRequest as JobSpec
+from harness.core.spec import EXPERIMENTS, load_table
 from harness.prepare.job_config import build_config
-from harness.prepare.request import JobRequest as JobSpec
-from harness.prepare.spec import EXPERIMENTS, load_table
 from tests.conftest import REPO_ROOT, harness_cli
 
 

@@ -4,10 +4,10 @@ training-precision option)."""
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from harness.runtime.precision import set_tf32_flags, tf32_flags
+from harness.core.request import JobRequest as JobSpec
+from harness.core.spec import load_table
 from harness.prepare.job_config import build_config
-from harness.prepare.request import JobRequest as JobSpec
-from harness.prepare.spec import load_table
+from harness.runtime.precision import set_tf32_flags, tf32_flags
 
 
 class FlagProbe(Hook):

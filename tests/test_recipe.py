@@ -5,9 +5,9 @@ reference notes; changing any one of them in a config makes this test fail.
 """
 import pytest
 
+from harness.core.request import JobRequest as JobSpec
+from harness.core.spec import load_table
 from harness.prepare.job_config import build_config
-from harness.prepare.request import JobRequest as JobSpec
-from harness.prepare.spec import load_table
 
 ROWS = [row for name in ('table3', 'table6') for row in load_table(name).rows]
 VIT_NORM = dict(mean=[127.5] * 3, std=[127.5] * 3)  # AugReg ViT weights

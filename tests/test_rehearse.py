@@ -21,10 +21,11 @@ from PIL import Image
 
 from harness.assets.synthetic import ADE20K_SIZED_SPLITS
 from harness.assets.weights import RELEASE_GRID, original_name
+from harness.core.layout import CONFIG_FILE, REQUEST_FILE, checkpoint_name, job_dir
+from harness.core.request import JobRequest
+from harness.core.spec import EXPERIMENTS, load_table
+from harness.core.state import read_state
 from harness.launch.job import job_env
-from harness.layout import CONFIG_FILE, REQUEST_FILE, checkpoint_name, job_dir, read_state
-from harness.prepare.request import JobRequest
-from harness.prepare.spec import EXPERIMENTS, load_table
 from tests.conftest import harness_cli
 
 ROWS = [('table3', 'seg-t-16'), ('table6', 'seg-t-mask-16')]

@@ -12,20 +12,13 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.layout import (
-    CURVES_FILE,
-    DEFAULT_REPORTS,
-    PER_CLASS_FILE,
-    job_dir,
-    read_curves,
-    write_state,
-)
-from harness.prepare.job_config import SMOKE
-from harness.prepare.spec import EXPERIMENTS, SEED_LOGS
-from tests.conftest import REPO_ROOT, harness_cli
+from harness.core.layout import CURVES_FILE, DEFAULT_REPORTS, PER_CLASS_FILE, job_dir
+from harness.core.profiles import SMOKE
+from harness.core.spec import EXPERIMENTS, SEED_LOGS, load_table
+from harness.core.state import read_curves, write_state
 from harness.results.collect import JOB_COLUMNS
-from harness.prepare.spec import load_table
 from harness.results.report import build_report, seed_eval_curve, summarise
+from tests.conftest import REPO_ROOT, harness_cli
 
 TABLE3 = load_table('table3')
 

@@ -14,10 +14,11 @@ import torch
 import torch.multiprocessing as mp
 from mmengine.hooks import Hook
 
-from harness.layout import POINTER, checkpoint_name
+from harness.core.layout import POINTER, checkpoint_name
+from harness.core.profiles import TOTAL_BATCH
+from harness.core.request import JobRequest
+from harness.core.spec import load_table
 from harness.prepare.job_config import build_config
-from harness.prepare.request import TOTAL_BATCH, JobRequest
-from harness.prepare.spec import load_table
 
 ROW = load_table('table3').row('seg-t-16')
 ITERS = 4

@@ -16,11 +16,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness.layout import job_dir, latest_checkpoint, ours_eval_dir, read_curves, read_state
-from harness.prepare.job_config import SMOKE
-from harness.prepare.spec import load_table
-from tests.conftest import (REPO_ROOT, harness_cli, smoke_run_args, start_and_wait,
-                            wandb_history, wandb_records)
+from harness.core.layout import job_dir, latest_checkpoint, ours_eval_dir
+from harness.core.profiles import SMOKE
+from harness.core.spec import load_table
+from harness.core.state import read_curves, read_state
+from tests.conftest import (
+    REPO_ROOT,
+    harness_cli,
+    smoke_run_args,
+    start_and_wait,
+    wandb_history,
+    wandb_records,
+)
 
 JOBS = [('table3', 'seg-t-16'), ('table6', 'seg-bd-mask-16')]  # a linear row, a mask B† row
 

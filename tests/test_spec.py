@@ -3,7 +3,8 @@ import re
 import pytest
 import yaml
 
-from harness.prepare.spec import EXPERIMENTS, SpecError, load_table
+from harness.core.errors import SpecError
+from harness.core.spec import EXPERIMENTS, load_table
 from tests.conftest import harness_cli
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import layout
-from harness.prepare.request import JobRequest
-from harness.prepare.spec import EXPERIMENTS, load_table
+from harness.core import layout
+from harness.core.request import JobRequest
+from harness.core.spec import EXPERIMENTS, load_table
 from tests.conftest import harness_cli
 from tests.layouts import encoder_shapes, random_state, row_dims
 

@@ -4,7 +4,12 @@ from mmseg.datasets import ADE20KDataset
 from mmseg.utils import register_all_modules
 from PIL import Image
 
-from harness.assets.synthetic import COMPLETE_MARK, SCENE_CLASSES, SPLITS, ensure_dataset
+from harness.assets.synthetic import (
+    COMPLETE_MARK,
+    SCENE_CLASSES,
+    SPLITS,
+    ensure_dataset,
+)
 
 
 def test_exact_ade20k_layout_and_label_range(synthetic_root):

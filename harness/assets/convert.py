@@ -13,14 +13,15 @@ The image classifiers (``head``, ``head_dist``) have no counterpart and are drop
 """
 from __future__ import annotations
 
-import os
 import re
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
-from ..prepare.spec import Row, SpecError
+from ..core.atomic import atomic_path
+from ..core.errors import ConversionError, StateError, WeightsError
+from ..core.spec import Row
 
 # one transformer block: official Segmenter / timm name -> mmseg TransformerEncoderLayer name
 _BLOCK = {
@@ -30,10 +31,6 @@ _BLOCK = {
     'mlp.fc1': 'ffn.layers.0.0', 'mlp.fc2': 'ffn.layers.1',
 }
 _CLASSIFIERS = ('head.', 'head_dist.', 'fc_norm.', 'pre_logits.')
-
-
-class ConversionError(ValueError):
-    """A key the mapping does not know: the source is not the expected layout."""
 
 
 def _block_key(index: str, rest: str) -> str:
@@ -126,12 +123,12 @@ def convert_official_segmenter(checkpoint: dict, decoder: str) -> tuple[dict, li
 
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint file read with restricted unpickling: a file from elsewhere runs no code
-    while loading. Raises SpecError (one line) when it is no readable checkpoint."""
+    while loading. Raises WeightsError (one line) when it is no readable checkpoint."""
     import pickle
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-        raise SpecError(f'cannot read checkpoint {path}: {str(err).splitlines()[0]}') from None
+        raise WeightsError(f'cannot read checkpoint {path}: {str(err).splitlines()[0]}') from None
 
 
 def save_new(path: Path, obj) -> None:
@@ -139,14 +136,10 @@ def save_new(path: Path, obj) -> None:
     never replaced and a failure leaves nothing behind."""
     path = Path(path)
     if path.exists():
-        raise SpecError(f'{path} exists: remove it or pass another --out')
+        raise StateError(f'{path} exists: remove it or write elsewhere')
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.partial')
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def convert_official_checkpoint(source: Path, row: Row, out: Path) -> str:
@@ -156,15 +149,15 @@ def convert_official_checkpoint(source: Path, row: Row, out: Path) -> str:
     try:
         state, dropped = convert_official_segmenter(load_checkpoint(source), row.decoder)
     except ConversionError as err:
-        raise SpecError(f'{source}: {err}') from None
+        raise WeightsError(f'{source}: {err}') from None
     model = build_model(row, 'full')
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a shape that is not the row's architecture
-        raise SpecError(f'{source} is not a {row.model} checkpoint: '
+        raise WeightsError(f'{source} is not a {row.model} checkpoint: '
                         f'{str(err).splitlines()[1].strip()}') from None
     if missing or unexpected:
-        raise SpecError(f'{source} as {row.model}: {len(missing)} missing keys '
+        raise WeightsError(f'{source} as {row.model}: {len(missing)} missing keys '
                         f'{list(missing)[:3]}, {len(unexpected)} unexpected keys '
                         f'{list(unexpected)[:3]}')
     save_new(out, {'state_dict': state, 'meta': {'converted_from': str(source), 'row': row.id,

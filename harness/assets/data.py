@@ -18,25 +18,17 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..layout import REPO_ROOT
+from ..core.atomic import move_into_place
+from ..core.errors import DataError
+from ..core.layout import REPO_ROOT
+
+MAX_LISTED = DataError.MAX_LISTED  # defects kept (and printed) per check; the rest counted
 
 DEFAULT_ADE20K_ROOT = REPO_ROOT / 'data' / 'ade' / 'ADEChallengeData2016'
 ADE20K_COUNTS = {'training': 20210, 'validation': 2000}
 NUM_CLASSES = 150  # label values 0 (other, ignored) .. 150
 DATASET_FOLDER = 'ADEChallengeData2016'
-MAX_LISTED = 20  # defects kept (and printed) per check; the rest are counted
 ADE20K_URL = 'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip'
-
-
-class DataError(ValueError):
-    """Defects of the dataset folder. The message is one line (the first defect, and how many
-    more); ``defects`` lists the first ``MAX_LISTED``, ``count`` is how many were found."""
-
-    def __init__(self, defects: list[str], count: int | None = None):
-        self.defects = list(defects[:MAX_LISTED])
-        self.count = len(defects) if count is None else count
-        more = f' (and {self.count - 1} more)' if self.count > 1 else ''
-        super().__init__(f'{self.defects[0]}{more}')
 
 
 def missing_dataset(folder: Path) -> str:
@@ -195,7 +187,7 @@ def unpack(zip_path: Path, data_dir: Path) -> Path:
         try:
             for member in track(members, description=f'unpacking {len(members)} files'):
                 archive.extract(member, tmp)
-            (tmp / prefix).rename(target)
+            move_into_place(tmp / prefix, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target

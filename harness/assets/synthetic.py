@@ -8,14 +8,14 @@ tens of iterations. Generated once into a cache folder, atomically.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..layout import REPO_ROOT
+from ..core.atomic import move_into_place, temporary_name
+from ..core.layout import REPO_ROOT
 
 DEFAULT_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k' / 'ADEChallengeData2016'
 SCENE_CLASSES = (1, 3, 5, 13, 22, 37, 61, 88, 120, 150)  # ADE20K label values (1-based)
@@ -89,7 +89,7 @@ def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 's
         raise FileExistsError(f'{root} exists but is not a complete synthetic dataset '
                               f'(no {COMPLETE_MARK}); move it away or pass another --data-root')
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f'.{root.name}.tmp-{os.getpid()}'
+    tmp = temporary_name(root)
     shutil.rmtree(tmp, ignore_errors=True)
     rng = np.random.default_rng(seed)
     styles = _class_styles(rng)
@@ -105,7 +105,7 @@ def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 's
     if root.exists():
         root.rmdir()  # empty folder left by someone; a full one was refused above
     try:
-        tmp.rename(root)
+        move_into_place(tmp, root)
     except OSError:  # another process finished first: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
         if not (root / COMPLETE_MARK).is_file():

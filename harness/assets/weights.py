@@ -10,21 +10,18 @@ atomic rename. A file already there is never replaced; a failure leaves nothing 
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..layout import REPO_ROOT
-from ..prepare.spec import Row, SpecError
+from ..core.atomic import atomic_path
+from ..core.errors import WeightsError
+from ..core.layout import REPO_ROOT
+from ..core.spec import Row
 
 DEFAULT_ORIGINALS = Path('weights') / 'original'  # relative to the weights root
 CHUNK = 1 << 20
-
-
-class WeightsError(SpecError):
-    """A row whose weights could not be installed; the message is one line."""
 
 
 def original_name(row: Row) -> str:
@@ -79,22 +76,17 @@ def _download_progress():
 def download(url: str, dest: Path, timeout: float) -> str:
     """Download ``url`` to ``dest`` (through ``dest.partial``); return its SHA-256. Nothing is
     left at either path when it fails, whatever stops it."""
-    partial = dest.with_name(dest.name + '.partial')
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={'User-Agent': 'segmenter-repro-harness'})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, \
-                open(partial, 'wb') as out, _download_progress() as progress:
-            size = response.headers.get('Content-Length')
-            task = progress.add_task(dest.name, total=int(size) if size else None)
-            for chunk in iter(lambda: response.read(CHUNK), b''):
-                digest.update(chunk)
-                out.write(chunk)
-                progress.advance(task, len(chunk))
-        os.replace(partial, dest)
-    finally:
-        _remove(partial)
+    with atomic_path(dest) as partial, urllib.request.urlopen(request, timeout=timeout) \
+            as response, open(partial, 'wb') as out, _download_progress() as progress:
+        size = response.headers.get('Content-Length')
+        task = progress.add_task(dest.name, total=int(size) if size else None)
+        for chunk in iter(lambda: response.read(CHUNK), b''):
+            digest.update(chunk)
+            out.write(chunk)
+            progress.advance(task, len(chunk))
     return digest.hexdigest()
 
 
@@ -231,8 +223,8 @@ RELEASE_GRID = 24  # every release the rows start from is a 384-pixel model: 24 
 def release_shapes(row: Row) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the release ``row`` starts from, in its own layout (timm / DeiT names,
     the 384-pixel position grid, the ImageNet classifiers), from the row's encoder config."""
+    from ..core.request import JobRequest
     from ..prepare.job_config import build_config
-    from ..prepare.request import JobRequest
     backbone = build_config(JobRequest(row=row, profile='full', seed=0, work_dir=None,
                                        data_root=None)).model.backbone
     d, patch = backbone.embed_dims, backbone.patch_size

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..layout import CONFIG_FILE, LOCK_FILE, REPO_ROOT, read_state, write_state
+from ..core.layout import CONFIG_FILE, LOCK_FILE, REPO_ROOT
+from ..core.state import read_state, write_state
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: the job is running in another process
 
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         print('usage: python -m harness.launch.job REQUEST_FILE (written by a launcher)',
               file=sys.stderr)
         return 2
-    from ..prepare.request import JobRequest
+    from ..core.request import JobRequest
     request = JobRequest.read(Path(argv[0]))
     for signum in (signal.SIGTERM, signal.SIGUSR2):
         signal.signal(signum, _on_stop_signal)
@@ -127,8 +128,8 @@ def main(argv=None) -> int:
         _init_distributed()
         from mmengine.runner import Runner
 
-        from ..prepare.job_config import build_config
         from .. import runtime  # noqa: F401 - importing it allow-lists mmengine's checkpoint types
+        from ..prepare.job_config import build_config
         from .provenance import dataset_identity, git_state, hardware, package_versions
 
         request = dataclasses.replace(request, gpus=world, wandb_run_id=run_id)

@@ -18,24 +18,20 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..layout import (
+from ..core.layout import (
     LOCK_FILE,
     LOG_FILE,
-    PROGRESS_PREFIX,
     REPO_ROOT,
     REQUEST_FILE,
     job_dir,
     latest_checkpoint,
-    log_tail,
     ours_eval_dir,
-    read_curves,
-    read_state,
     released_dir,
     slurm_log,
-    write_state,
 )
-from ..prepare.request import JobRequest
-from ..prepare.spec import Row
+from ..core.request import JobRequest
+from ..core.spec import Row
+from ..core.state import PROGRESS_PREFIX, log_tail, read_curves, read_state, write_state
 from .job import EXIT_LOCKED, job_command, job_env, last_line
 
 PROGRESS = PROGRESS_PREFIX.encode()  # the lines of a job's output shown on the terminal

@@ -5,11 +5,12 @@ import tempfile
 from pathlib import Path
 
 from ..assets.data import DataError, require_folders
-from ..layout import REPO_ROOT
-from ..prepare.spec import Row, SpecError
+from ..core.errors import HarnessError
+from ..core.layout import REPO_ROOT
+from ..core.spec import Row
 
 
-class PreflightError(SpecError):
+class PreflightError(HarnessError):
     """Something the jobs need is missing; the message is one line."""
 
 
@@ -35,12 +36,12 @@ def check_weights_fit(row: Row, weights: Path, encoder: dict) -> None:
     model's state dict), every key with its shape: mmseg's ``init_cfg`` loading skips a tensor
     of another shape with a mere warning, so a file of another backbone would train days from
     random values."""
-    from ..assets.convert import ConversionError, load_checkpoint
+    from ..assets.convert import load_checkpoint
     from ..assets.weights import check_against_row
     try:
         state = load_checkpoint(weights)
         check_against_row(state.get('state_dict', state), row, encoder)
-    except (SpecError, ConversionError, AttributeError) as err:
+    except (HarnessError, AttributeError) as err:
         raise PreflightError(f'{row.table}/{row.id}: pretrained weights {row.pretrained_file} '
                              f'do not fit the row: {str(err).splitlines()[0]}') from None
 

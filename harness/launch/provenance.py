@@ -6,7 +6,7 @@ import importlib.metadata
 import platform
 import subprocess
 
-from ..layout import REPO_ROOT
+from ..core.layout import REPO_ROOT
 
 TRACKED_PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmsegmentation', 'wandb', 'numpy')
 

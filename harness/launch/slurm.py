@@ -22,7 +22,8 @@ from pathlib import Path
 
 import submitit
 
-from ..layout import LOG_FILE, REPO_ROOT, REQUEST_FILE, read_state, slurm_folder, write_state
+from ..core.layout import LOG_FILE, REPO_ROOT, REQUEST_FILE, slurm_folder
+from ..core.state import read_state, write_state
 from .job import job_command
 
 STOP_WAIT_S = 80  # submitit's warning comes 90 s before the kill

@@ -9,33 +9,14 @@ evaluation) stays the row's own, so the smoke run exercises the recipe's code pa
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from mmengine.config import Config
 
-from ..layout import STATE_FILE
+from ..core.layout import STATE_FILE
+from ..core.profiles import MULTI_SCALE_RATIOS, SMOKE, SmokeSize
+from ..core.request import JobRequest
 from . import mmengine_patch  # noqa: F401 - the config-path shortcut, before any config loads
-from .request import TOTAL_BATCH, JobRequest
-
-FULL_MAX_ITERS = 160000  # the recipe's schedule (experiments/configs/_base_/segmenter_recipe.py)
-
-
-@dataclasses.dataclass(frozen=True)
-class SmokeSize:
-    width_divisor: int = 8  # ViT-Ti/S/B/L widths 192/384/768/1024 -> 24/48/96/128
-    depth_divisor: int = 6  # 12 layers -> 2, ViT-L's 24 -> 4; heads keep their count
-    crop: int = 64  # the batch stays the paper's 8: smaller ones left mask rows untrained
-    max_iters: int = 100
-    first_val: int = 5  # two evaluations: early (iteration 5) and at the end
-    checkpoint_interval: int = 20
-    log_interval: int = 10
-    # Random init and a hundred iterations: the paper's lr (1e-3) barely moves a fresh model, so
-    # the smoke schedule starts higher. Same optimiser and poly decay as the row.
-    lr: float = 0.02
-
-
-SMOKE = SmokeSize()
 
 
 def _set_crop(pipeline: list[dict], crop: int) -> None:
@@ -82,8 +63,6 @@ def _apply_smoke(cfg: Config, size: SmokeSize) -> None:
 def _apply_full(cfg: Config, job: JobRequest) -> None:
     cfg.model.pretrained = str(Path(job.weights_root) / job.row.pretrained_file)
 
-
-MULTI_SCALE_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
 def _set_tta(cfg: Config, crop: int) -> None:
@@ -166,8 +145,8 @@ def _wandb_backend(job: JobRequest) -> dict:
 def build_config(job: JobRequest) -> Config:
     """The resolved mmengine config of ``job``, ready for ``Runner.from_cfg``."""
     cfg = Config.fromfile(job.row.config_path)
-    # the total batch stays 8 however many processes share it (smoke and full alike)
-    cfg.train_dataloader.batch_size = TOTAL_BATCH // job.gpus
+    # the recipe's total batch stays the same however many processes share it
+    cfg.train_dataloader.batch_size = cfg.total_batch_size // job.gpus
     if job.profile == 'smoke':
         _apply_smoke(cfg, SMOKE)
     else:

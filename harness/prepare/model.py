@@ -5,9 +5,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..layout import REPO_ROOT
-from .request import JobRequest
-from .spec import Row
+from ..core.layout import REPO_ROOT
+from ..core.request import JobRequest
+from ..core.spec import Row
 
 
 def build_model(row: Row, profile: str = 'full', *, gpus: int = 1,

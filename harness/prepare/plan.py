@@ -14,10 +14,11 @@ import json
 import warnings
 from pathlib import Path
 
-from ..layout import REPO_ROOT, job_dir, read_curves, read_state
+from ..core.layout import REPO_ROOT, job_dir
+from ..core.request import JobRequest
+from ..core.spec import Row
+from ..core.state import read_curves, read_state
 from .job_config import build_config
-from .request import JobRequest
-from .spec import Row
 
 BYTES_PER_VALUE = 4  # fp32 weights and optimiser buffers
 # text logs, curves, per-class IoU and the offline W&B run of a 160k-iteration job: a generous

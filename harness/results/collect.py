@@ -4,14 +4,14 @@ A job's curves and state are read through :mod:`harness.layout`, which owns the 
 """
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pandas as pd
 
-from ..layout import job_dir, ours_eval_dir, read_curves, read_state, seed_dirs
-from ..prepare.spec import Row
+from ..core import profiles
+from ..core.layout import job_dir, ours_eval_dir, seed_dirs
+from ..core.spec import Row
+from ..core.state import job_status, read_curves, read_state
 
 VAL_METRICS = ('mIoU', 'mAcc', 'aAcc')
 JOB_COLUMNS = ['row', 'seed', 'status', 'error', 'iters', 'mIoU_final', 'mAcc_final',
@@ -34,28 +34,7 @@ def train_hours(train: pd.DataFrame) -> float:
 
 def schedule_length(profile: str, meta: dict | None) -> int:
     """The iterations a job is scheduled for: its ``run --max-iters``, else its profile's."""
-    from ..prepare.job_config import FULL_MAX_ITERS, SMOKE
-    shortened = ((meta or {}).get('request') or {}).get('max_iters')
-    return int(shortened or (SMOKE.max_iters if profile == 'smoke' else FULL_MAX_ITERS))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def job_status(state: dict) -> str:
-    """finished / failed / interrupted / running / stale (running on record, process gone)."""
-    status = state.get('status', 'not run')
-    if status == 'running' and state.get('host') == socket.gethostname() \
-            and not _pid_alive(int(state.get('pid', 0))):
-        return 'stale'
-    return status
+    return profiles.schedule_length(profile, ((meta or {}).get('request') or {}).get('max_iters'))
 
 
 def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | None = None):

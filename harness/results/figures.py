@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..prepare.spec import Table  # noqa: E402
+from ..core.spec import Table
 
 # what each mark of the comparison chart stands for: column, label, marker, colour, x offset
 COMPARISON_MARKS = (

@@ -14,24 +14,19 @@ import datetime as dt
 import hashlib
 import io
 import math
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from ..layout import (
-    DEFAULT_REPORTS,
-    DEFAULT_WORK_ROOT,
-    REPO_ROOT,
-    read_per_class,
-    read_state,
-    released_dir,
-)
-from ..prepare.job_config import SMOKE
-from ..prepare.spec import EXPERIMENTS, SEED_LOGS, Table
+from ..core import atomic
+from ..core.atomic import remove_stale
+from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, REPO_ROOT, released_dir
+from ..core.profiles import SMOKE
+from ..core.spec import EXPERIMENTS, SEED_LOGS, Table
+from ..core.state import read_per_class, read_state
 from . import figures
-from .collect import _pid_alive, collect_jobs
+from .collect import collect_jobs
 from .verdict import CONFIDENCE, judge, on_track, rule_name, spread
 
 DEFAULT_TOLERANCE = 1.0
@@ -422,24 +417,11 @@ def _relative(path: str) -> str:
 
 
 def publish(out: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` into ``out``: each under a temporary name first, then all renamed into
-    place (a rename is atomic), so a build killed while writing leaves the previous files whole.
-    Temporary files of earlier builds whose process is gone are removed."""
+    """Write ``files`` into ``out`` so that a build killed or failing while writing leaves the
+    previous files whole; temporary files of earlier builds whose process is gone are removed."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob('.*.tmp-*'):
-        pid = stale.name.rsplit('-', 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    staged = []
-    for name, data in files.items():
-        tmp = out / f'.{name}.tmp-{os.getpid()}'
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        staged.append((tmp, out / name))
-    for tmp, final in staged:
-        os.replace(tmp, final)
+    remove_stale(out)
+    atomic.publish({out / name: data for name, data in files.items()})
 
 
 def build_report(table: Table, profile: str, work_root: Path, out_root: Path | None = None,

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..layout import ours_eval_dir, read_state, released_dir
-from ..prepare.request import DEFAULT_WANDB_PROJECT
-from ..prepare.spec import Table
+from ..core.layout import ours_eval_dir, released_dir
+from ..core.profiles import DEFAULT_WANDB_PROJECT
+from ..core.spec import Table
+from ..core.state import read_state
 
 
 def summarised_runs(table: Table, jobs: pd.DataFrame, work_root: Path) -> list[str]:

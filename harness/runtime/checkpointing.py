@@ -9,7 +9,6 @@ name only ever holds a complete file; a failed save says which checkpoint is sti
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -18,24 +17,12 @@ from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
-from ..layout import CHECKPOINT_STAGING, POINTER
+from ..core.atomic import atomic_write, move_into_place
+from ..core.layout import CHECKPOINT_STAGING, POINTER
 
 
 class CheckpointSaveError(OSError):
     """A checkpoint could not be written; the message names it and the one still good."""
-
-
-def write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f'.{path.name}.partial')
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before it takes the final name
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # never leave a partial file behind
-        raise
 
 
 @register_backend('atomic_local')
@@ -44,7 +31,7 @@ class AtomicLocalBackend(LocalBackend):
 
     def put(self, obj: bytes, filepath) -> None:
         Path(filepath).parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(Path(filepath), lambda f: f.write(obj))
+        atomic_write(Path(filepath), obj)
 
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
         self.put(obj.encode(encoding), filepath)
@@ -74,7 +61,7 @@ class AtomicCheckpointHook(CheckpointHook):
             runner.message_hub.update_scalar('checkpoint/save_time',
                                              time.perf_counter() - start)
             if is_main_process():  # every rank writes a pointer; rank 0's becomes the one
-                os.replace(staging / POINTER, pointer)
+                move_into_place(staging / POINTER, pointer)
         except OSError as err:
             kept = (f'the previous checkpoint {Path(previous).name} is intact'
                     if previous and Path(previous).is_file() else 'no earlier checkpoint is kept')

@@ -14,7 +14,8 @@ from mmengine.hooks import Hook
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import HOOKS, METRICS
 
-from ..layout import PER_CLASS_FILE, latest_checkpoint, read_curves
+from ..core.layout import PER_CLASS_FILE, latest_checkpoint
+from ..core.state import read_curves
 
 
 @METRICS.register_module()

@@ -17,6 +17,7 @@ from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
 from mmseg.registry import HOOKS, OPTIM_WRAPPERS
 
+
 @OPTIM_WRAPPERS.register_module()
 class BF16AutocastOptimWrapper(OptimWrapper):
     """``OptimWrapper`` whose forward/loss context is bf16 autocast on the model's device."""

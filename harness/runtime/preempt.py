@@ -20,8 +20,8 @@ from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from ..layout import POINTER, checkpoint_name
-from .checkpointing import write_atomically
+from ..core.atomic import atomic_write
+from ..core.layout import POINTER, checkpoint_name
 
 RNG_KEY = 'harness_rng'
 
@@ -107,8 +107,7 @@ class PreemptionHook(Hook):
             runner.save_checkpoint(runner.work_dir, filename, save_optimizer=True,
                                    save_param_scheduler=True, by_epoch=False,
                                    backend_args=dict(backend='atomic_local'))
-            write_atomically(Path(runner.work_dir, POINTER),
-                             lambda f: f.write(str(path).encode()))
+            atomic_write(Path(runner.work_dir, POINTER), str(path))
         runner.logger.info(f'Stop signal: saved {filename}, stopping')
         _state['armed'] = False
         raise Stopped(signum, iteration, filename)

@@ -15,7 +15,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from ..layout import PROGRESS_PREFIX, progress_text, read_curves, write_state
+from ..core.state import PROGRESS_PREFIX, progress_text, read_curves, write_state
 
 
 @HOOKS.register_module()

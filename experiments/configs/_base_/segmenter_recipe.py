@@ -15,6 +15,7 @@ custom_imports = dict(imports=['harness.models', 'harness.runtime'],
 crop_size = (512, 512)
 checkpoint = None  # stock bases name a pretrained URL here; weights come from the row spec
 total_batch_size = 8  # the paper's batch; the harness divides it by the GPU count
+max_iters = 160000  # the paper's schedule (the harness reads both values from here)
 
 data_preprocessor = dict(size=crop_size)
 model = dict(
@@ -55,9 +56,9 @@ optim_wrapper = dict(
     clip_grad=None)
 # official: poly 0.9 per iteration down to 1e-5, no warm-up (stock floor: 1e-4)
 param_scheduler = [
-    dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=160000, by_epoch=False)
+    dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=max_iters, by_epoch=False)
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=160000, val_interval=16000)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=16000)
 
 train_dataloader = dict(batch_size=total_batch_size, num_workers=4)
 val_dataloader = dict(batch_size=1, num_workers=4)

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from ..layout import REPO_ROOT
+from .errors import SpecError
+from .layout import REPO_ROOT
 
 EXPERIMENTS = REPO_ROOT / 'experiments'
 SEED_LOGS = EXPERIMENTS / 'reference' / 'seed_logs'
@@ -19,10 +20,6 @@ PAPER_VERSIONS = ('v1', 'v3')
 CONFIDENCES = ('read', 'summary', 'inferred')
 DECODERS = ('linear', 'mask')
 REFERENCE_KINDS = ('seed_repo', 'official_zoo', 'mmseg_zoo')
-
-
-class SpecError(ValueError):
-    """A table spec that cannot be used; the message is one line."""
 
 
 # Table names and row ids become folder names, W&B run ids and names, and shell and --rows

@@ -1,8 +1,9 @@
 """The checkout, the work root and the job folder: every name a job's files go by, in one place.
 
 Every stage reads or writes the job folder (the launcher creates it, the job process and the
-code inside mmengine's Runner write it, the results stage reads it), so this module sits at the
-package root and imports nothing of the harness::
+code inside mmengine's Runner write it, the results stage reads it), so this module sits in the
+core and imports nothing of the harness; reading and writing what the files hold is
+:mod:`harness.core.state`::
 
     <work_root>/<profile>/<table>/<row>/seed<k>/      a training job (JobRequest.work_dir)
         request.json         the JobRequest it runs, written by the launcher
@@ -19,9 +20,7 @@ package root and imports nothing of the harness::
 """
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,83 +91,3 @@ def slurm_log(folder: Path, slurm_job_id: str, task: int = 0) -> Path:
     """submitit's stderr file of one task (process) of a SLURM job (``<array>_<index>`` in an
     array), in the submission's ``slurm_folder``."""
     return Path(folder) / f'{slurm_job_id}_{task}_log.err'
-
-
-def read_state(work_dir: Path) -> dict:
-    try:
-        return json.loads((Path(work_dir) / STATE_FILE).read_text())
-    except FileNotFoundError:
-        return {}
-
-
-def write_state(work_dir: Path, **fields) -> dict:
-    """Merge ``fields`` into job.json, atomically (a reader never sees half a file)."""
-    path = Path(work_dir) / STATE_FILE
-    state = {**read_state(work_dir), **fields, 'updated': time.time()}
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}')
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
-    return state
-
-
-# A training job's progress: ``job.json``'s ``progress`` record (iter, max_iters, loss, mIoU,
-# eta_s: mmengine's time-left estimate, at: when it was written), also printed every few
-# iterations as a line starting with PROGRESS_PREFIX, which the local launcher shows.
-PROGRESS_PREFIX = 'progress: '
-
-
-def progress_text(progress: dict, now: float | None = None, left: bool = True) -> str:
-    """``iter 40/100 (40%), loss 2.3141, mIoU 12.30, 0:01:20 left``; with ``now``, the time
-    left counts down from when the record was written; ``left=False``: no time left (a job
-    that is not running)."""
-    import datetime
-    done, total = progress['iter'], progress['max_iters']
-    parts = [f'iter {done}/{total} ({100 * done / total:.0f}%)']
-    if progress.get('loss') is not None:
-        parts.append(f"loss {progress['loss']:.4f}")
-    if progress.get('mIoU') is not None:
-        parts.append(f"mIoU {progress['mIoU']:.2f}")
-    if done < total and left:
-        left = progress.get('eta_s')
-        if left is None:
-            parts.append('time left unknown')
-        else:
-            left = max(left - (now - progress['at'] if now is not None else 0), 0)
-            parts.append(f'{datetime.timedelta(seconds=round(left))} left')
-    return ', '.join(parts)
-
-
-def log_tail(work_dir: Path, chars: int = 4000) -> str:
-    path = Path(work_dir) / LOG_FILE
-    return path.read_text(errors='replace')[-chars:] if path.is_file() else ''
-
-
-def read_per_class(work_dir: Path) -> dict[str, float]:
-    """Per-class IoU of a job's last evaluation (classes seen in prediction or label)."""
-    path = Path(work_dir) / PER_CLASS_FILE
-    if not path.is_file():
-        return {}
-    return {k: v for k, v in json.loads(path.read_text())['IoU'].items() if v is not None}
-
-
-def read_curves(work_dir: Path):
-    """(train, val) curves of one job as pandas frames indexed by iteration (empty when none).
-
-    The file is one JSON object a line, appended to across restarts; a restart re-logs the
-    iterations between its checkpoint and the interruption, so for each step the last line
-    wins."""
-    import pandas as pd
-    path = Path(work_dir) / CURVES_FILE
-    train, val = {}, {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            step = record.get('step')
-            if step is None:
-                continue
-            (val if 'mIoU' in record else train)[step] = record
-    return (pd.DataFrame.from_dict(train, orient='index').sort_index(),
-            pd.DataFrame.from_dict(val, orient='index').sort_index())

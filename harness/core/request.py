@@ -11,14 +11,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..layout import REPO_ROOT
-from .spec import Row, SpecError, load_table, table_arg
-
-PROFILES = ('smoke', 'full')
-PRECISIONS = ('bf16', 'fp16', 'tf32')  # reduced-precision training; the paper trained in fp32
-LAUNCHERS = ('local', 'torchrun', 'slurm')
-TOTAL_BATCH = 8  # the paper's batch, divided among all processes of a job
-DEFAULT_WANDB_PROJECT = 'segmenter-repro'
+from .errors import SpecError
+from .layout import REPO_ROOT
+from .profiles import DEFAULT_WANDB_PROJECT, PRECISIONS, PROFILES, TOTAL_BATCH
+from .spec import Row, load_table, table_arg
 
 
 def check_processes(gpus: int, nodes: int | None = None) -> None:
