@@ -5,7 +5,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
 from harness.core.profiles import SMOKE
-from harness.core.request import JobRequest as JobSpec
+from harness.core.request import JobRequest
 from harness.core.spec import load_table
 from harness.prepare.job_config import build_config
 
@@ -16,8 +16,8 @@ WIDTH = {'ViT-Ti': 192, 'ViT-S': 384, 'ViT-B': 768, 'DeiT-B distilled (IN-1k)': 
 
 
 def _config(row, profile, tmp_path, gpus=1):
-    job = JobSpec(row=row, profile=profile, seed=0, work_dir=tmp_path / 'job',
-                  data_root=tmp_path / 'data', gpus=gpus)
+    job = JobRequest(row=row, profile=profile, seed=0, work_dir=tmp_path / 'job',
+                     data_root=tmp_path / 'data', gpus=gpus)
     return build_config(job)
 
 
@@ -113,8 +113,9 @@ def test_shortened_schedule_ends_everything_at_max_iters(profile, tmp_path):
     row = load_table('table6').row('seg-s-mask-16')
     whole = _config(row, profile, tmp_path)
     n = whole.train_cfg.val_interval + 3  # past the first evaluation, short of the end
-    short = build_config(JobSpec(row=row, profile=profile, seed=0, work_dir=tmp_path / 'job',
-                                 data_root=tmp_path / 'data', max_iters=n))
+    short = build_config(JobRequest(row=row, profile=profile, seed=0,
+                                    work_dir=tmp_path / 'job', data_root=tmp_path / 'data',
+                                    max_iters=n))
     assert short.train_cfg.max_iters == n and short.param_scheduler[0].end == n
     assert short.param_scheduler[0].begin == whole.param_scheduler[0].begin
     assert short.default_hooks.checkpoint.interval == min(
@@ -126,5 +127,6 @@ def test_shortened_schedule_ends_everything_at_max_iters(profile, tmp_path):
     changed = {key for key in whole.to_dict() if whole[key] != short[key]}
     hooks = {'default_hooks'} if whole.default_hooks.checkpoint.interval > n else set()
     assert changed == {'train_cfg', 'param_scheduler'} | hooks
-    with pytest.raises(ValueError, match='--max-iters must be at least 1'):
-        JobSpec(row=row, profile=profile, seed=0, work_dir=None, data_root=None, max_iters=0)
+    with pytest.raises(ValueError, match='max_iters must be at least 1'):
+        JobRequest(row=row, profile=profile, seed=0, work_dir=None, data_root=None,
+                   max_iters=0)

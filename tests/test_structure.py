@@ -1,9 +1,11 @@
-"""The code's structure: one owner of the job folder's names, the Runner's code apart from the
-launch and results stages, no import cycles, and one job request that survives the trip
-through the job folder."""
+"""The code's structure: one owner of the job folder's names, packages as layers that import
+only the ones below them (no cycle, a core without torch or mmengine), small modules, one
+atomic write, and one job request that survives the trip through the job folder."""
 import ast
 import dataclasses
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,10 @@ from tests.layouts import encoder_shapes, random_state, row_dims
 HARNESS = Path(__file__).resolve().parents[1] / 'harness'
 
 
-def _modules() -> dict[str, Path]:
+def _modules(root: Path = HARNESS) -> dict[str, Path]:
     found = {}
-    for path in HARNESS.rglob('*.py'):
-        parts = path.relative_to(HARNESS.parent).with_suffix('').parts
+    for path in root.rglob('*.py'):
+        parts = path.relative_to(root.parent).with_suffix('').parts
         name = '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
         found[name] = path
     return found
@@ -36,7 +38,9 @@ def _imports(name: str, path: Path, modules: dict) -> set[str]:
             base = package.split('.')[:len(package.split('.')) - node.level + 1] \
                 if node.level else []
             target = '.'.join(base + ([node.module] if node.module else []))
-            candidates = [target] + [f'{target}.{alias.name}' for alias in node.names]
+            # `from .. import runtime` imports harness.runtime, not what harness/__init__ holds
+            candidates = [f'{target}.{a.name}' if f'{target}.{a.name}' in modules else target
+                          for a in node.names]
         elif isinstance(node, ast.Import):
             candidates = [alias.name for alias in node.names]
         else:
@@ -58,27 +62,91 @@ def test_job_folder_names_are_spelled_in_the_layout_module_only():
         assert not spelled, f'{path.relative_to(HARNESS.parent)} spells {spelled}'
 
 
-def test_runner_code_imports_no_launch_or_results_code_and_there_is_no_cycle():
-    modules = _modules()
-    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+# The packages as layers: a module imports its own package and the ones ranked below it, at
+# module level or inside a function alike. runtime, assets and results are peers: none of them
+# imports another.
+RANKS = {'core': 0, 'models': 1, 'prepare': 2, 'runtime': 3, 'assets': 3, 'results': 3,
+         'launch': 4, 'measure': 5, 'cli': 6, '': 7}
+HEAVY = ('torch', 'mmengine', 'mmseg', 'mmcv', 'wandb', 'matplotlib')
+
+
+def _package(module: str) -> str:
+    parts = module.split('.')
+    return parts[1] if len(parts) > 1 and parts[1] in RANKS else ''
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that goes up or sideways between two packages, and every cycle between
+    packages, one line each."""
+    found = []
     for name, deps in graph.items():
-        if name.startswith(('harness.runtime', 'harness.models')):
-            assert not {d for d in deps if d.startswith(
-                ('harness.launch', 'harness.results', 'harness.cli'))}, name
+        for dep in deps:
+            a, b = _package(name), _package(dep)
+            if a != b and RANKS[b] >= RANKS[a]:
+                found.append(f'{name} ({a or "harness"}) imports {dep} ({b or "harness"})')
+    packages = {}
+    for name, deps in graph.items():
+        packages.setdefault(_package(name), set()).update(
+            _package(d) for d in deps if _package(d) != _package(name))
 
     def reach(start):
         seen, todo = set(), [start]
         while todo:
-            for dep in graph[todo.pop()]:
+            for dep in packages.get(todo.pop(), ()):
                 if dep not in seen:
                     seen.add(dep)
                     todo.append(dep)
         return seen
 
-    # a package's __init__ importing its own modules is no cycle; any other loop is
-    cyclic = [n for n in graph if n in reach(n) and not any(
-        n == d.rsplit('.', 1)[0] for d in graph[n])]
-    assert not cyclic, cyclic
+    found += [f'package cycle through {p}' for p in packages if p in reach(p)]
+    return found
+
+
+def _graph(root: Path = HARNESS) -> dict[str, set[str]]:
+    modules = _modules(root)
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def test_each_package_imports_only_the_layers_below_it():
+    assert layer_violations(_graph()) == []
+
+
+def test_the_layer_rule_catches_a_cycle_between_two_packages(tmp_path):
+    """The rule on a copy of the tree with one import added: core importing results, while
+    results imports core."""
+    copy = tmp_path / 'harness'
+    shutil.copytree(HARNESS, copy, ignore=shutil.ignore_patterns('__pycache__'))
+    state = copy / 'core' / 'state.py'
+    state.write_text(state.read_text() + '\n\ndef _late():\n    from ..results import collect\n')
+    found = layer_violations(_graph(copy))
+    assert 'harness.core.state (core) imports harness.results.collect (results)' in found
+    assert 'package cycle through core' in found and 'package cycle through results' in found
+
+
+def test_the_core_imports_nothing_heavy_and_a_report_loads_no_mmengine():
+    for name, path in _modules().items():
+        if _package(name) != 'core':
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ''] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            heavy = [n for n in names if n.split('.')[0] in HEAVY]
+            assert not heavy, f'{path.relative_to(HARNESS.parent)} imports {heavy}'
+    probe = subprocess.run(
+        [sys.executable, '-c', 'import sys, harness.results.report, harness.cli; '
+         'print(sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1:]))', *HEAVY],
+        capture_output=True, text=True, cwd=HARNESS.parent, check=True)
+    assert probe.stdout.strip() == "['matplotlib']", probe.stdout
+
+
+def test_no_module_is_over_400_lines_and_one_helper_renames_files():
+    for name, path in _modules().items():
+        lines = path.read_text().count('\n')
+        assert lines <= 400, f'{path.relative_to(HARNESS.parent)}: {lines} lines'
+        if name != 'harness.core.atomic':
+            text = path.read_text()
+            assert 'os.replace(' not in text and '.rename(' not in text, path
 
 
 def test_job_config_names_the_runtime_package_and_the_models():
@@ -107,8 +175,8 @@ def test_request_survives_the_job_folder_unchanged(tmp_path):
 
 @pytest.mark.parametrize('bad, message', [
     (dict(profile='huge'), "unknown profile 'huge'"),
-    (dict(amp='int8'), "unknown --amp 'int8'"),
-    (dict(gpus=3), '--gpus 3 does not divide the total batch 8'),
+    (dict(amp='int8'), "unknown precision 'int8'"),
+    (dict(gpus=3), 'a job of 3 processes does not divide the total batch 8'),
     (dict(released=True), 'a released model is evaluated from its checkpoint: none given'),
 ])
 def test_request_refuses_what_no_job_can_run(bad, message):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORK_ROOT = REPO_ROOT / 'work_dirs'
 DEFAULT_REPORTS = REPO_ROOT / 'reports'
 

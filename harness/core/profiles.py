@@ -12,6 +12,11 @@ from .layout import REPO_ROOT
 
 PROFILES = ('smoke', 'full')
 PRECISIONS = ('bf16', 'fp16', 'tf32')  # reduced-precision training; the paper trained in fp32
+# the precisions a CPU cannot train in, and what they need
+GPU_ONLY_PRECISIONS = {
+    'fp16': 'a GPU (mmengine scales fp16 losses on GPUs only)',
+    'tf32': 'an NVIDIA GPU (Ampere or later: TF32 is a tensor-core format; CPUs compute fp32 '
+            'as is)'}
 LAUNCHERS = ('local', 'torchrun', 'slurm')
 DEFAULT_WANDB_PROJECT = 'segmenter-repro'
 RECIPE = REPO_ROOT / 'experiments' / 'configs' / '_base_' / 'segmenter_recipe.py'

@@ -1,9 +1,9 @@
 """The job request: the one description of a job, from the command line to the mmengine config.
 
-The CLI builds a :class:`JobRequest` per row x seed, every launcher hands it on (written into
-the job folder, read back by the job process) and
+The command line builds a :class:`JobRequest` per row x seed, every launcher hands it on
+(written into the job folder, read back by the job process) and
 :func:`harness.prepare.job_config.build_config` turns it into the job's config. A new job
-option is one field here, one CLI flag and the one place that applies it.
+option is one field here, one field of the command's options and the one place that applies it.
 """
 from __future__ import annotations
 
@@ -13,20 +13,9 @@ from pathlib import Path
 
 from .errors import SpecError
 from .layout import REPO_ROOT
-from .profiles import DEFAULT_WANDB_PROJECT, PRECISIONS, PROFILES, TOTAL_BATCH
+from .checks import at_least, divides_batch, one_of
+from .profiles import DEFAULT_WANDB_PROJECT, PRECISIONS, PROFILES
 from .spec import Row, load_table, table_arg
-
-
-def check_processes(gpus: int, nodes: int | None = None) -> None:
-    """The total batch is divided among a job's processes (``gpus``, or ``gpus`` per node on
-    ``nodes`` nodes): refuse a count that does not divide it."""
-    processes = gpus * (nodes or 1)
-    if gpus >= 1 and (nodes or 1) >= 1 and not TOTAL_BATCH % processes:
-        return
-    if nodes is None:
-        raise SpecError(f'--gpus {gpus} does not divide the total batch {TOTAL_BATCH}')
-    raise SpecError(f'{processes} processes (--gpus x --nodes) do not divide the total batch '
-                    f'{TOTAL_BATCH}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,17 +41,16 @@ class JobRequest:
     batch: int | None = None
 
     def __post_init__(self):
-        if self.profile not in PROFILES:
-            raise SpecError(f"unknown profile '{self.profile}' (profiles: {', '.join(PROFILES)})")
-        if self.amp is not None and self.amp not in PRECISIONS:
-            raise SpecError(f"unknown --amp '{self.amp}' (choices: {', '.join(PRECISIONS)})")
-        if self.max_iters is not None and self.max_iters < 1:
-            raise SpecError(f'--max-iters must be at least 1, got {self.max_iters}')
-        if self.batch is not None and self.batch < 1:
-            raise SpecError(f'--batch must be at least 1, got {self.batch}')
+        one_of('profile', self.profile, PROFILES)
+        if self.amp is not None:
+            one_of('precision', self.amp, PRECISIONS)
+        if self.max_iters is not None:
+            at_least('max_iters', self.max_iters, 1)
+        if self.batch is not None:
+            at_least('batch', self.batch, 1)
         if self.released and self.checkpoint is None:
             raise SpecError('a released model is evaluated from its checkpoint: none given')
-        check_processes(self.gpus)
+        divides_batch(f'a job of {self.gpus} processes', self.gpus)
 
     @property
     def kind(self) -> str:

@@ -266,3 +266,16 @@ def load_table(name_or_path: str | Path) -> Table:
     if not rows:
         top.fail('rows', 'no rows')
     return Table(name=name, title=top.get('title', str), rows=tuple(rows), path=path)
+
+
+def select_rows(tables: list[Table], row_ids: list[str] | None) -> list[tuple[Table, list[Row]]]:
+    """The rows of each table that ``row_ids`` name (all rows when None); with several tables,
+    the ids may name rows of any of them, and each must name a row of one."""
+    if len(tables) == 1 or not row_ids:
+        return [(t, t.select(row_ids)) for t in tables]
+    known = {row.id for t in tables for row in t.rows}
+    unknown = [r for r in row_ids if r not in known]
+    if unknown:
+        raise SpecError(f"no row {', '.join(map(repr, unknown))} in tables "
+                        f"{', '.join(t.name for t in tables)}")
+    return [(t, [row for row in t.rows if row.id in row_ids]) for t in tables]

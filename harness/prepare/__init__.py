@@ -1,2 +1,2 @@
-"""Preparing jobs, in the user's shell and in the job process before the Runner starts: the
-table specs, the job request, the job config built from it, the row's model, the plan."""
+"""Building a job, in the user's shell and in the job process before the Runner starts: the
+mmengine config of a job request, the row's model, and the patch mmengine needs first."""

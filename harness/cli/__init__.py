@@ -1,0 +1,59 @@
+"""The command line, ``python -m harness <command>``: one module per command. Each parses its
+flags into an options dataclass that checks itself and hands it to the command's function,
+which calls the stages with keyword arguments."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from ..core.errors import HarnessError
+from . import (
+    bench,
+    check_data,
+    convert_official,
+    convert_pretrained,
+    evaluate,
+    plan,
+    rehearse,
+    report,
+    run,
+    status,
+    sync_help,
+    weights,
+)
+from .options import Command, add_arguments
+
+COMMANDS: list[Command] = [m.COMMAND for m in (
+    run, evaluate, report, status, plan, weights, check_data, rehearse, bench, convert_official,
+    convert_pretrained, sync_help)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m harness',
+        description='Reproduce the Segmenter ADE20K tables (arXiv 2105.05633) with mmseg.')
+    sub = parser.add_subparsers(dest='command', required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help,
+                           description=command.description or command.help)
+        add_arguments(p, command.options)
+        p.set_defaults(command_=command)
+    return parser
+
+
+def main(argv=None) -> int:
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        args = build_parser().parse_args(argv)  # a flag's own parser may refuse its value
+        command = args.command_
+        return command.run(command.options.from_namespace(args))
+    except (HarnessError, FileExistsError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk or permission problem outside the checks: still one line
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('interrupted: run the same command again to resume', file=sys.stderr)
+        return 130

@@ -1,0 +1,147 @@
+"""Options several commands share, declared once each (help, choices, bounds), as mixins of
+the commands' options dataclasses."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ..core.checks import divides_batch
+from ..core.errors import SpecError
+from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, REPO_ROOT
+from ..core.profiles import (
+    DEFAULT_WANDB_PROJECT,
+    GPU_ONLY_PRECISIONS,
+    LAUNCHERS,
+    PRECISIONS,
+    PROFILES,
+)
+from ..core.spec import Row, Table, available_tables, load_table, select_rows
+from .options import Options, OptionError, option
+
+
+def parse_rows(value: str) -> list[str]:
+    """``--rows a,b``: each row once, in the order given."""
+    rows = [v for v in value.split(',') if v]
+    if not rows:
+        raise OptionError(f"--rows '{value}' names no row (give row ids, comma-separated; "
+                          'leave --rows out for every row)')
+    return list(dict.fromkeys(rows))
+
+
+def cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Tables(Options):
+    table: list[str] = option(
+        help=f"table spec to use, repeatable ({', '.join(available_tables())}, or a spec's "
+             'path)', repeat=True)
+    rows: list[str] | None = option(None, parse=parse_rows, metavar='ROWS',
+                                    help='comma-separated row ids (default: all rows)')
+
+    def tables(self) -> list[tuple[Table, list[Row]]]:
+        """The rows chosen of each table; with several tables ``--rows`` may name rows of any
+        of them."""
+        return select_rows([load_table(t) for t in self.table], self.rows)
+
+    def selected_rows(self) -> list[Row]:
+        return [row for _, rows in self.tables() for row in rows]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Jobs(Tables):
+    """Which jobs: tables and rows, a profile, a work root."""
+    profile: str = option('smoke', choices=PROFILES,
+                          help='smoke: tiny models on synthetic data, CPU; full: the paper run')
+    work_root: Path = option(DEFAULT_WORK_ROOT, metavar='DIR',
+                             help='jobs live in <work-root>/<profile>/<table>/<row>/seed<k>/')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Seeds(Options):
+    seeds: int = option(1, minimum=1, metavar='N',
+                        help='number of seeds per row (seeds 0..N-1)')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataRoot(Options):
+    data_root: Path | None = option(
+        None, metavar='DIR', help='ADEChallengeData2016 folder (smoke: the synthetic copy; '
+        'full: $ADE20K_ROOT or data/ade/ADEChallengeData2016)')
+
+    def data_for(self, profile: str) -> Path:
+        if self.data_root is not None:
+            return self.data_root
+        if profile == 'smoke':
+            from ..assets.synthetic import DEFAULT_ROOT
+            return DEFAULT_ROOT
+        from ..assets.data import DEFAULT_ADE20K_ROOT
+        return Path(os.environ.get('ADE20K_ROOT', DEFAULT_ADE20K_ROOT))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WeightsRoot(Options):
+    weights_root: Path = option(REPO_ROOT, metavar='DIR',
+                                help="folder the spec's weight paths (weights/...) are "
+                                     'relative to')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Gpus(Options):
+    gpus: int = option(1, minimum=1, metavar='N',
+                       help='processes (GPUs) per job, per node with slurm; the total batch of '
+                            '8 is divided among all of them')
+    nodes: int = 1
+
+    def check(self):
+        super().check()
+        name = (f'--gpus {self.gpus}' if self.nodes == 1 else
+                f'{self.gpus * self.nodes} processes (--gpus x --nodes)')
+        try:
+            divides_batch(name, self.gpus * self.nodes)
+        except SpecError as err:
+            raise OptionError(str(err)) from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Launcher(Options):
+    launcher: str = option('local', choices=LAUNCHERS,
+                           help='local: one process per job, jobs one after another; torchrun: '
+                                '--gpus processes per job on this machine; slurm: one SLURM job '
+                                'array, a task per row x seed')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Precision(Options):
+    amp: str | None = option(None, choices=PRECISIONS,
+                             help='reduced-precision training (tf32: fp32 tensors, TF32 '
+                                  'tensor-core matmuls): faster, departs from the paper (fp32); '
+                                  'evaluation stays fp32; the report says so')
+
+    def check_device(self, gpu: bool) -> None:
+        """Refuse a GPU-only precision where the jobs will have no GPU."""
+        if self.amp in GPU_ONLY_PRECISIONS and not gpu:
+            raise OptionError(f'--amp {self.amp} needs {GPU_ONLY_PRECISIONS[self.amp]}; '
+                              '--amp bf16 also runs on CPUs')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Reports(Options):
+    reports: Path | None = option(None, metavar='DIR',
+                                  help='report folder root (default: reports/ for the default '
+                                       'work root, <work-root>/reports/ for another)')
+    wandb_report: bool = option(True, flag='--no-wandb-report',
+                                help='do not log the report as a W&B run')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Tracking(Options):
+    wandb_project: str = option(
+        default_factory=lambda: os.environ.get('WANDB_PROJECT', DEFAULT_WANDB_PROJECT),
+        help='W&B project of the runs (default: $WANDB_PROJECT, else segmenter-repro)')
+
+
+DEFAULT_REHEARSALS = DEFAULT_REPORTS / 'rehearsal'

@@ -1,0 +1,54 @@
+"""``evaluate``: the authors' released checkpoints, or with ``--ours`` the trained jobs."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..core.errors import StateError
+from ..core.layout import REPO_ROOT
+from .launch_options import LaunchOptions
+from .common import Seeds
+from .options import Command, option, redefault
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateOptions(Seeds, LaunchOptions):
+    profile: str = redefault(LaunchOptions, 'profile', 'full')
+    ours: bool = option(False, help="evaluate each finished row x seed's last checkpoint "
+                                    'instead')
+    checkpoints: Path = option(REPO_ROOT / 'checkpoints' / 'official', metavar='DIR',
+                               help='the converted released checkpoints, <row>.pth')
+    multi_scale: bool = option(False, help='official multi-scale evaluation (ratios '
+                                           '0.5-1.75, flip)')
+
+
+def evaluate(options: EvaluateOptions) -> int:
+    from ..launch.launchers import evaluate_ours_targets, evaluate_released_targets
+    from ..launch.preflight import preflight_full
+    launcher = options.build_launcher()
+    selected = options.tables()
+    data_root = options.data_for(options.profile)
+    if options.profile == 'full':  # the data only: the checkpoints replace the pretrained weights
+        preflight_full([], data_root)
+    if not options.ours and not options.checkpoints.is_dir():
+        raise StateError(f'no checkpoint folder {options.checkpoints} (convert the released '
+                         'checkpoint.pth files into it with `python -m harness '
+                         'convert-official`)')
+    common = dict(profile=options.profile, data_root=data_root, gpus=options.processes,
+                  wandb_project=options.wandb_project, multi_scale=options.multi_scale)
+    failed = 0
+    for table, rows in selected:
+        if options.ours:
+            targets = evaluate_ours_targets(rows, options.seeds, options.work_root,
+                                            **common)
+        else:
+            targets = evaluate_released_targets(rows, options.work_root, options.checkpoints,
+                                                **common)
+        failed += launcher.run(targets)
+        options.report_after(table)
+    return 1 if failed else 0
+
+
+COMMAND = Command('evaluate', "evaluate the authors' released checkpoints (converted, "
+                  '<checkpoints>/<row>.pth), or with --ours the trained jobs', EvaluateOptions,
+                  evaluate)

@@ -1,0 +1,162 @@
+"""Options dataclasses: a command's flags declared once, as fields that carry their help, their
+choices and bounds, and check themselves when the options are built.
+
+A field is declared with :func:`option`; :func:`add_arguments` turns a dataclass into argparse
+arguments, :meth:`Options.from_namespace` builds it back from what argparse parsed, and the
+dataclass's ``__post_init__`` checks every field (then :meth:`Options.check` the combinations).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core.checks import at_least, one_of
+from ..core.errors import HarnessError, SpecError
+
+
+class OptionError(HarnessError):
+    """A flag's value that no command can use; the message names the flag."""
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
+           short: str | None = None, choices: Sequence | None = None, minimum=None,
+           check: Callable[[Any], None] | None = None, parse: Callable[[str], Any] | None = None,
+           metavar: str | None = None, repeat: bool = False, positional: bool = False,
+           default_factory: Callable[[], Any] | None = None, why: str = ''):
+    """A field of an options dataclass. ``flag`` defaults to ``--<name-with-dashes>``; a
+    boolean whose default is True is switched off by its ``flag`` (e.g. ``--no-report``).
+    ``check(value)`` raises ValueError with the reason for a value it refuses; ``why`` is
+    added to a bound's message."""
+    metadata = dict(help=help, flag=flag, short=short, choices=choices, minimum=minimum,
+                    check=check, parse=parse, metavar=metavar, repeat=repeat,
+                    positional=positional, why=why)
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def redefault(cls: type, name: str, default):
+    """``cls``'s option ``name`` (its help, choices and bounds) with another default."""
+    return dataclasses.field(default=default, metadata=cls.__dataclass_fields__[name].metadata)
+
+
+def flag_of(field: dataclasses.Field) -> str:
+    return field.metadata.get('flag') or '--' + field.name.replace('_', '-')
+
+
+def _default(field: dataclasses.Field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Declare every field of ``cls`` as an argument of ``parser``."""
+    for field in dataclasses.fields(cls):
+        meta = field.metadata
+        if 'help' not in meta:
+            continue
+        default = _default(field)
+        kwargs = dict(dest=field.name, help=_help(meta, default))
+        if meta['metavar']:
+            kwargs['metavar'] = meta['metavar']
+        elif meta['choices']:
+            kwargs['metavar'] = '{' + ','.join(map(str, meta['choices'])) + '}'
+        if isinstance(default, bool):
+            kwargs['action'] = 'store_false' if default else 'store_true'
+        else:
+            kwargs['type'] = meta['parse'] or _parser_of(field, default)
+            if meta['repeat']:
+                kwargs['action'] = 'append'
+        if meta['positional']:
+            kwargs.pop('dest')
+            parser.add_argument(field.name, **kwargs)
+            continue
+        if default is dataclasses.MISSING:
+            kwargs['required'] = True
+        else:
+            kwargs['default'] = default
+        names = [flag_of(field)] + ([meta['short']] if meta['short'] else [])
+        parser.add_argument(*names, **kwargs)
+
+
+def _help(meta, default) -> str:
+    text = meta['help']
+    if not (default is dataclasses.MISSING or default is None or isinstance(default, bool)
+            or default == []) and '(default' not in text:
+        shown = _shown(default)
+        text += f' (default: {shown})'
+    return text
+
+
+def _shown(value) -> str:
+    from ..core.layout import REPO_ROOT
+    if isinstance(value, Path) and value.is_relative_to(REPO_ROOT):
+        return str(value.relative_to(REPO_ROOT)) or '.'
+    return str(value)
+
+
+def _parser_of(field: dataclasses.Field, default) -> Callable[[str], Any]:
+    kind = str(field.type)
+    if 'Path' in kind:
+        return Path
+    if kind.startswith('int') or isinstance(default, int):
+        return int
+    if kind.startswith('float') or isinstance(default, float):
+        return float
+    return str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Options:
+    """Base of every command's options: each field checked on construction."""
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            meta, value = field.metadata, getattr(self, field.name)
+            if 'help' not in meta or value is None:
+                continue
+            flag = flag_of(field) if not meta['positional'] else field.name
+            for item in (value if isinstance(value, list) and meta['repeat'] else [value]):
+                self._check_value(flag, item, meta)
+        self.check()
+
+    @staticmethod
+    def _check_value(flag: str, value, meta) -> None:
+        try:
+            if meta['choices'] is not None:
+                one_of(flag, value, meta['choices'])
+            if meta['minimum'] is not None:
+                at_least(flag, value, meta['minimum'], meta['why'])
+        except SpecError as err:
+            raise OptionError(str(err)) from None
+        if meta['check'] is not None:
+            try:
+                meta['check'](value)
+            except ValueError as err:  # the reason, or a whole message naming {flag}
+                reason = str(err)
+                raise OptionError(reason.format(flag=flag, value=value) if '{flag}' in reason
+                                  else f"{flag} '{value}' {reason}") from None
+
+    def check(self) -> None:
+        """Checks across fields; the mixins chain through ``super().check()``."""
+
+    @classmethod
+    def from_namespace(cls, namespace: argparse.Namespace):
+        return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)
+                      if hasattr(namespace, f.name)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand: its name and help, its options, and the function given them."""
+    name: str
+    help: str
+    options: type
+    run: Callable[[Any], int]
+    description: str | None = None

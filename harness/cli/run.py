@@ -1,0 +1,50 @@
+"""``run``: train and evaluate rows x seeds (finished jobs skipped, interrupted ones resumed)."""
+from __future__ import annotations
+
+import dataclasses
+
+from .common import Precision, Seeds, WeightsRoot
+from .launch_options import LaunchOptions
+from .options import Command, option
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunOptions(Precision, WeightsRoot, Seeds, LaunchOptions):
+    max_iters: int | None = option(None, minimum=1, metavar='N',
+                                   help='a shortened schedule for cheap trials: train N '
+                                        'iterations (the poly decay ends at N); the report marks '
+                                        'the row shortened, no verdict')
+
+    def check(self):
+        super().check()
+        self.check_device(self.jobs_have_gpus())
+
+
+def run(options: RunOptions) -> int:
+    from ..launch.launchers import train_targets
+    from ..launch.preflight import check_configs, check_writable, preflight_full
+    launcher = options.build_launcher()
+    selected = options.tables()
+    data_root = options.data_for(options.profile)
+    all_rows = [r for _, rows in selected for r in rows]
+    if options.profile == 'full':  # the cheap checks first
+        preflight_full(all_rows, data_root, options.weights_root)
+    check_configs(all_rows, options.profile, options.processes, options.weights_root)
+    check_writable(options.work_root)
+    if options.profile == 'smoke':
+        from ..assets.synthetic import ensure_dataset
+        ensure_dataset(data_root)
+    failed = 0
+    for table, rows in selected:
+        failed += launcher.run(train_targets(
+            rows, options.seeds, options.work_root, profile=options.profile,
+            data_root=data_root, gpus=options.processes, weights_root=options.weights_root,
+            wandb_project=options.wandb_project, amp=options.amp, max_iters=options.max_iters))
+        options.report_after(table)
+    if failed:
+        print(f'{failed} job(s) did not finish; re-run the same command to retry/resume them.')
+    return 1 if failed else 0
+
+
+COMMAND = Command('run', 'train and evaluate rows x seeds (skips finished jobs, resumes '
+                  'interrupted ones)', RunOptions, run)

@@ -1,0 +1,24 @@
+"""``status``: the state of every row x seed of a table."""
+from __future__ import annotations
+
+import dataclasses
+
+from .common import Jobs, Seeds
+from .options import Command
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StatusOptions(Seeds, Jobs):
+    pass
+
+
+def status(options: StatusOptions) -> int:
+    from ..results.status import status_lines
+    for table, rows in options.tables():
+        print(f'{table.name} ({options.profile}):')
+        for line in status_lines(rows, options.profile, options.work_root, options.seeds):
+            print(line)
+    return 0
+
+
+COMMAND = Command('status', 'state of every row x seed of a table', StatusOptions, status)
