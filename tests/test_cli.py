@@ -1,0 +1,86 @@
+"""The command line: options dataclasses that check themselves (one line naming the flag), the
+row selection, and the generated reference in docs/ that must equal what the parsers say."""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import COMMANDS, build_parser
+from harness.cli.options import OptionError, flag_of
+from harness.cli.reference import REFERENCE, render
+from harness.cli.rehearse import RehearseOptions
+from harness.cli.run import RunOptions
+from tests.helpers import REPO_ROOT, harness_cli
+
+
+def test_the_cli_reference_is_what_the_parsers_print():
+    assert REFERENCE.read_text() == render(), \
+        'docs/cli.md is out of date: run `python -m harness.cli.reference`'
+    check = subprocess.run([sys.executable, '-m', 'harness.cli.reference', '--check'],
+                           cwd=REPO_ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_the_reference_lists_every_command_and_every_flag():
+    text = render()
+    for command in COMMANDS:
+        assert f'\n## {command.name}\n' in text, command.name
+        for field in dataclasses.fields(command.options):
+            if 'help' in field.metadata and not field.metadata['positional']:
+                assert flag_of(field) in text.split(f'\n## {command.name}\n')[1], \
+                    (command.name, field.name)
+
+
+def test_every_command_has_a_module_and_the_twelve_are_there():
+    names = [c.name for c in COMMANDS]
+    assert names == ['run', 'evaluate', 'report', 'status', 'plan', 'weights', 'check-data',
+                     'rehearse', 'bench', 'convert-official', 'convert-pretrained', 'sync-help']
+    for command in COMMANDS:
+        module = command.options.__module__
+        assert module.startswith('harness.cli.'), module
+    assert len({c.run.__module__ for c in COMMANDS}) == len(COMMANDS)
+
+
+@pytest.mark.parametrize('fields, message', [
+    (dict(seeds=0), '--seeds must be at least 1, got 0'),
+    (dict(amp='int8'), "unknown --amp 'int8' (choose bf16, fp16 or tf32)"),
+    (dict(launcher='k8s'), "unknown --launcher 'k8s' (choose local, torchrun or slurm)"),
+    (dict(gpus=3, launcher='torchrun'), '--gpus 3 does not divide the total batch 8'),
+    (dict(gpus=2), '--gpus 2 needs --launcher torchrun or slurm'),
+    (dict(nodes=2), '--nodes needs --launcher slurm'),
+    (dict(mem='12X'), "--mem '12X' is not a SLURM memory size"),
+    (dict(poll_interval=0.0), '--poll-interval must be a positive number of seconds'),
+    (dict(max_iters=0), '--max-iters must be at least 1, got 0'),
+])
+def test_run_options_check_themselves_when_built(fields, message):
+    with pytest.raises(OptionError) as refused:
+        RunOptions(table=['table3'], **fields)
+    assert str(refused.value).startswith(message) and '\n' not in str(refused.value)
+
+
+def test_the_gpu_only_precisions_are_refused_by_one_check_in_run_and_rehearse():
+    run = pytest.raises(OptionError, RunOptions, table=['table3'], amp='fp16')
+    rehearse = pytest.raises(OptionError, RehearseOptions, table=['table3'], amp='fp16')
+    assert str(run.value) == str(rehearse.value)
+    assert str(run.value).startswith('--amp fp16 needs a GPU')
+    RehearseOptions(table=['table3'], amp='bf16')  # bf16 runs on CPUs
+
+
+def test_options_parsed_from_flags_equal_the_dataclass_built_directly():
+    args = build_parser().parse_args(['run', '--table', 'table3', '--rows', 'seg-t-16,seg-s-32',
+                                      '--seeds', '2', '--amp', 'bf16', '--no-report'])
+    parsed = args.command_.options.from_namespace(args)
+    assert parsed == RunOptions(table=['table3'], rows=['seg-t-16', 'seg-s-32'], seeds=2,
+                                amp='bf16', report=False)
+
+
+def test_row_selection_refuses_an_empty_list_and_runs_a_row_named_twice_once(tmp_path):
+    empty = harness_cli('status', '--table', 'table3', '--rows', '', '--work-root', tmp_path)
+    assert empty.returncode == 2 and empty.stdout == ''
+    assert empty.stderr.startswith("error: --rows '' names no row") and \
+        empty.stderr.count('\n') == 1
+    twice = harness_cli('status', '--table', 'table3', '--rows', 'seg-t-16,seg-t-16',
+                        '--work-root', tmp_path)
+    assert twice.returncode == 0, twice.stderr
+    assert [line.split()[0] for line in twice.stdout.splitlines()[1:]] == ['seg-t-16']
