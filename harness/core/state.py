@@ -1,4 +1,4 @@
-"""What a job folder's files hold: the job state (``job.json``), its progress, its log, its
+"""What a job folder's files hold: the job state (``STATE_FILE``), its progress, its log, its
 per-class IoU and its curves. The names of the files are :mod:`harness.core.layout`'s."""
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ def read_state(work_dir: Path) -> dict:
 
 
 def write_state(work_dir: Path, **fields) -> dict:
-    """Merge ``fields`` into job.json, atomically (a reader never sees half a file)."""
+    """Merge ``fields`` into the job state, atomically (a reader never sees half a file)."""
     state = {**read_state(work_dir), **fields, 'updated': time.time()}
     atomic_write(Path(work_dir) / STATE_FILE, json.dumps(state, indent=1), fsync=False)
     return state
 
 
-# A training job's progress: ``job.json``'s ``progress`` record (iter, max_iters, loss, mIoU,
+# A training job's progress: the job state's ``progress`` record (iter, max_iters, loss, mIoU,
 # eta_s: mmengine's time-left estimate, at: when it was written), also printed every few
 # iterations as a line starting with PROGRESS_PREFIX, which the local launcher shows.
 PROGRESS_PREFIX = 'progress: '
