@@ -52,6 +52,7 @@ def test_every_command_has_a_module_and_the_twelve_are_there():
     (dict(mem='12X'), "--mem '12X' is not a SLURM memory size"),
     (dict(poll_interval=0.0), '--poll-interval must be a positive number of seconds'),
     (dict(max_iters=0), '--max-iters must be at least 1, got 0'),
+    (dict(workers=-1), '--workers must be at least 0, got -1'),
 ])
 def test_run_options_check_themselves_when_built(fields, message):
     with pytest.raises(OptionError) as refused:
@@ -84,3 +85,25 @@ def test_row_selection_refuses_an_empty_list_and_runs_a_row_named_twice_once(tmp
                         '--work-root', tmp_path)
     assert twice.returncode == 0, twice.stderr
     assert [line.split()[0] for line in twice.stdout.splitlines()[1:]] == ['seg-t-16']
+
+
+@pytest.mark.parametrize('profile, flags, expected', [
+    ('full', [], 4),  # the recipe's
+    ('smoke', [], 0),  # in the training process
+    ('full', ['--workers', '3'], 3),
+    ('smoke', ['--workers', '2'], 2),
+])
+def test_workers_reach_every_loader_of_the_job_config(tmp_path, profile, flags, expected):
+    """``--workers`` through the real path: flags -> options -> job request -> config."""
+    from harness.launch.launchers import train_targets
+    from harness.prepare.job_config import build_config
+    args = build_parser().parse_args(['run', '--table', 'table3', '--rows', 'seg-t-16',
+                                      '--profile', profile, *flags])
+    options = args.command_.options.from_namespace(args)
+    [target] = train_targets(options.selected_rows(), 1, tmp_path, profile=profile,
+                             data_root=tmp_path, workers=options.workers)
+    cfg = build_config(target.request)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].num_workers == expected, loader
+        if flags:
+            assert cfg[loader].persistent_workers == (expected > 0), loader

@@ -35,7 +35,8 @@ def evaluate(options: EvaluateOptions) -> int:
                          'checkpoint.pth files into it with `python -m harness '
                          'convert-official`)')
     common = dict(profile=options.profile, data_root=data_root, gpus=options.processes,
-                  wandb_project=options.wandb_project, multi_scale=options.multi_scale)
+                  wandb_project=options.wandb_project, multi_scale=options.multi_scale,
+                  workers=options.workers)
     failed = 0
     for table, rows in selected:
         if options.ours:

@@ -39,7 +39,8 @@ def run(options: RunOptions) -> int:
         failed += launcher.run(train_targets(
             rows, options.seeds, options.work_root, profile=options.profile,
             data_root=data_root, gpus=options.processes, weights_root=options.weights_root,
-            wandb_project=options.wandb_project, amp=options.amp, max_iters=options.max_iters))
+            wandb_project=options.wandb_project, amp=options.amp, max_iters=options.max_iters,
+            workers=options.workers))
         options.report_after(table)
     if failed:
         print(f'{failed} job(s) did not finish; re-run the same command to retry/resume them.')

@@ -36,6 +36,7 @@ class JobRequest:
     released: bool = False  # with checkpoint: the authors' released model, not one trained here
     amp: str | None = None  # one of PRECISIONS (paper: fp32)
     max_iters: int | None = None  # a shortened schedule for cheap trials; None: the row's
+    workers: int | None = None  # data-loader workers per process; None: the profile's
     # per-process batch instead of the total batch's share (rehearsals on a small device);
     # None: 8 / processes, the paper's
     batch: int | None = None
@@ -48,6 +49,8 @@ class JobRequest:
             at_least('max_iters', self.max_iters, 1)
         if self.batch is not None:
             at_least('batch', self.batch, 1)
+        if self.workers is not None:
+            at_least('workers', self.workers, 0)
         if self.released and self.checkpoint is None:
             raise SpecError('a released model is evaluated from its checkpoint: none given')
         divides_batch(f'a job of {self.gpus} processes', self.gpus)

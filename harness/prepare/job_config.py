@@ -155,6 +155,8 @@ def build_config(job: JobRequest) -> Config:
         _shorten(cfg, job.max_iters)
     if job.batch is not None:
         cfg.train_dataloader.batch_size = job.batch
+    if job.workers is not None:
+        _set_workers(cfg, job.workers)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(job.data_root)
 
@@ -196,6 +198,13 @@ def _seed_data_by_position(cfg: Config) -> None:
     loader.dataset = dict(type='PositionSeededDataset', dataset=loader.dataset)
     loader.sampler = dict(type='PositionSampler', shuffle=True)
     cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='DataResumeHook')]
+
+
+def _set_workers(cfg: Config, workers: int) -> None:
+    """``workers`` loader processes for every loader; they live as long as the job (a fresh set
+    per evaluation would re-import the dataset's code each time)."""
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].update(num_workers=workers, persistent_workers=workers > 0)
 
 
 def _apply_amp(cfg: Config, amp: str) -> None:
