@@ -11,12 +11,12 @@ import pandas as pd
 from ..core.profiles import SMOKE
 from ..core.layout import REPO_ROOT
 from ..core.spec import Table
-from .verdict import CONFIDENCE
+from .verdict import CONFIDENCE, RELEASE, target
 
 REFERENCE_COLUMNS = {'seed_repo': 'seed repo', 'official_zoo': 'official zoo',
                      'mmseg_zoo': 'mmseg zoo'}
 HEADERS = {'paper_miou_v1': 'paper v1', 'paper_miou_v3': 'paper v3',
-           'paper_version': 'Δ against', 'paper_miou': 'paper value used',
+           'paper_version': 'Δ against', 'paper_miou': 'value Δ is taken against',
            **REFERENCE_COLUMNS,
            'miou_ss': 'ours (single-scale)', 'miou_ss_std': 'std', 'n_seeds': 'n',
            'ci_low': '95% interval low', 'ci_high': '95% interval high',
@@ -73,17 +73,23 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
                f'{paper_version}`)' if paper_version else
                "Δ against the paper version that matches each row's setup (column "
                '"Δ against"; why: below)')
+    against += ('; where that value is unknown, against the single-scale mIoU the authors '
+                f'state for their released model ("{RELEASE}")')
     lines += [f'# {table.title}', '',
               f'Profile `{profile}` · {against} · verdict with one seed: reproduced when '
               f'|Δ| ≤ {tolerance:g} mIoU (rule "tolerance"); with n ≥ 2 seeds: reproduced when '
-              f'the paper value lies inside the {CONFIDENCE:.0%} Student t interval of the mean '
-              f'(rule "interval") · built {dt.datetime.now():%Y-%m-%d %H:%M} from the job '
-              'folders on disk.', '']
-    notes = {}  # a footnote for every known paper value: its version, source and confidence
+              f'the value Δ is taken against lies inside the {CONFIDENCE:.0%} Student t '
+              f'interval of the mean (rule "interval") · built '
+              f'{dt.datetime.now():%Y-%m-%d %H:%M} from the job folders on disk.', '']
+    # a footnote for every known paper value (its version, source and confidence) and for
+    # every release a Δ is taken against (its source), so that each target names where it is from
+    notes = {}
     for row in table.rows:
         for version, value in row.paper.items():
             if value.miou is not None:
                 notes[(row.id, version)] = f'[^{len(notes) + 1}]'
+        if target(row, paper_version or row.matches).label == RELEASE:
+            notes[(row.id, RELEASE)] = f'[^{len(notes) + 1}]'
     first_col = '| first eval ' if profile == 'smoke' else ''
     released = summary[['released_ss', 'released_ms']].notna().any().any()
     released_col = '| released checkpoint (ss / ms) ' if released else ''
@@ -105,7 +111,8 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
         ref_values = ' | '.join(_fmt(getattr(r, kind)) for kind in REFERENCE_COLUMNS)
         v1, v3 = (_fmt(getattr(r, f'paper_miou_{v}')) + notes.get((r.row, v), '')
                   for v in ('v1', 'v3'))
-        lines.append(f'| {r.row} | {r.model} | {v1} | {v3} | {r.paper_version} '
+        taken_against = r.paper_version + notes.get((r.row, RELEASE), '')
+        lines.append(f'| {r.row} | {r.model} | {v1} | {v3} | {taken_against} '
                      f'| {ref_values} {first}| {ours} | {r.n_seeds} | {_interval(r)} '
                      f'| {_fmt(r.miou_ms)} | {_fmt(r.delta, signed=True)} | {r.status} '
                      f'| {r.verdict} | {r.rule} '
@@ -113,20 +120,36 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
     lines += ['', '![Each row: paper values, references, released checkpoint and our seeds with '
               'their mean and 95% interval](comparison.png)', '',
               '![mIoU and loss against iteration](curves.png)', '',
-              '## Which paper value each Δ is taken against', '']
+              '## What each Δ is taken against', '']
     for row in table.rows:
         version = paper_version or row.matches
-        value = _fmt(row.paper[version].miou)
+        goal = target(row, version)
         why = (f'set by `--paper-version`; the spec matches {row.matches}: {row.matches_reason}'
                if paper_version else row.matches_reason)
-        lines.append(f'- {row.model}: paper {version} ({value}) — {why}')
-    lines += ['', '## Paper values', '']
+        if goal.label == version:
+            lines.append(f'- {row.model}: paper {version} ({_fmt(goal.miou)}) — {why}')
+        elif goal.label == RELEASE:
+            lines.append(f'- {row.model}: {RELEASE} ({_fmt(goal.miou)}) — the paper {version} '
+                         'value is unknown; the single-scale mIoU the authors state for their '
+                         f'released model of this setup{notes[(row.id, RELEASE)]}. Why '
+                         f'{version}: {why}')
+        else:
+            lines.append(f'- {row.model}: {goal.label} — the paper {version} value is unknown '
+                         "and none of the authors' released models states one: no Δ, no "
+                         f'verdict. Why {version}: {why}')
+    lines += ['', '## Paper values and release targets', '']
     for (row_id, version), mark in notes.items():
         row, number = table.row(row_id), mark[2:-1]
+        if version == RELEASE:
+            ref = target(row, paper_version or row.matches)
+            lines.append(f'[^{number}]: {row.model}, {RELEASE} (Δ and verdict, the paper value '
+                         f'being unknown): {ref.miou:.2f} single-scale — {ref.source}')
+            continue
         value = row.paper[version]
         lines.append(f'[^{number}]: {row.model}, paper {version}: {value.miou:.2f} — '
                      f'{value.source} [{value.confidence}]')
-    lines += ['', f'Unknown paper values are shown as {EMPTY}: they are not guessed.', '',
+    lines += ['', f'Unknown paper values are shown as {EMPTY}: they are not guessed; a release '
+              'stands in for one as a target only, never in the paper columns.', '',
               '## Reference values', '']
     for row in table.rows:
         for kind, ref in row.references.items():

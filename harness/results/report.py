@@ -33,7 +33,7 @@ from .render import (
     html_page,
     markdown_page,
 )
-from .verdict import judge, on_track, rule_name, spread
+from .verdict import judge, on_track, rule_name, spread, target
 
 DEFAULT_TOLERANCE = 1.0
 def report_name(table: Table) -> str:
@@ -152,8 +152,9 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
               progress: dict | None = None) -> pd.DataFrame:
     """One line per table row: paper values, ours (mean, std and 95% t interval over finished
     seeds), Δ and verdict against the paper version matching the row's setup (or
-    ``paper_version`` for every row), the rule the verdict used, the progress of unfinished
-    jobs, and the released checkpoints' mIoU where they were evaluated."""
+    ``paper_version`` for every row; where that value is unknown, the authors' release: see
+    :func:`~harness.results.verdict.target`), the rule the verdict used, the progress of
+    unfinished jobs, and the released checkpoints' mIoU where they were evaluated."""
     released, progress = released or {}, progress or {}
     lines = []
     for row in table.rows:
@@ -161,21 +162,21 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
         done = mine[mine['status'] == 'finished']
         ours = spread([float(v) for v in done['mIoU_final'].dropna()])
         version = paper_version or row.matches
-        paper = row.paper[version].miou
-        delta = ours.mean - paper if (profile == 'full' and ours.mean is not None
-                                      and paper is not None) else None
+        goal = target(row, version)
+        delta = ours.mean - goal.miou if (profile == 'full' and ours.mean is not None
+                                          and goal.miou is not None) else None
         if profile != 'full':
             verdict = 'smoke: not comparable'
             rule = rule_name(ours, tolerance) if ours.n else EMPTY
         else:
-            verdict, rule = judge(ours, paper, tolerance)
+            verdict, rule = judge(ours, goal.miou, tolerance, goal.name)
         if shortened := _shortened(mine):  # a cheap trial says nothing about the paper's run
             verdict, rule = f"shortened ({', '.join(map(str, shortened))} iterations)", EMPTY
         firsts = list(done['miou_first'].dropna())
         lines.append({
             'row': row.id, 'model': row.model,
             'paper_miou_v1': row.paper['v1'].miou, 'paper_miou_v3': row.paper['v3'].miou,
-            'paper_version': version, 'paper_miou': paper,
+            'paper_version': goal.label, 'paper_miou': goal.miou,
             **{kind: ref.miou if (ref := row.references.get(kind)) else None
                for kind in REFERENCE_COLUMNS},
             'miou_ss': ours.mean, 'miou_ss_std': ours.std, 'n_seeds': ours.n,
