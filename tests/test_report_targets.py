@@ -23,7 +23,9 @@ NO_TARGET = 'no published value'
 
 def _finished_job(work_root, profile, row, seed, miou, last_iter=160000):
     """A finished job folder as the job process leaves it: its state and its curves."""
-    work_dir = job_dir(work_root, profile, row.table, row.id, seed)
+    # a spec given by path keeps its jobs in a folder of its own (Row.folder) where the layout
+    # has one; before that, in the table's
+    work_dir = job_dir(work_root, profile, getattr(row, 'folder', row.table), row.id, seed)
     (work_dir / CURVES_FILE).parent.mkdir(parents=True, exist_ok=True)
     lines = [{'loss': 1.0, 'lr': 0.001, 'time': 0.5, 'step': last_iter},
              {'mIoU': float(miou), 'mAcc': float(miou), 'aAcc': float(miou), 'step': last_iter}]
