@@ -1,20 +1,27 @@
 """The benchmark's own machinery on a tiny case: both sides get the same weights and compute
 the same loss and the same predictions, and the report files hold every figure. (Speed is
 what ``make bench`` measures; no timing is asserted here.)"""
+import copy
 import json
 import os
 
 import pytest
 from torch import nn
 
-from harness.bench import Case, build_pair, run_bench
+from harness.core.layout import REPO_ROOT
+from harness.measure.bench import run_bench
+from harness.measure.bench_cases import build_pair
+from harness.measure.bench_result import FORMAT, BenchRun, Case, load_bench, markdown, write_bench
+from harness.measure.record import to_json
 
 TINY = Case('table6', 'seg-t-mask-16', crop=64, batch=2, image=(64, 150), images=4)
 
 
 def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
-    result = run_bench('cpu', repeats=1, warmup=0, amp=None, slide_batch=4, overhead=False,
-                       out=tmp_path, cases=(TINY,), rounds=2)
+    run = run_bench(device='cpu', repeats=1, warmup=0, amp=None, slide_batch=4, overhead=False,
+                    out=tmp_path, cases=(TINY,), rounds=2)
+    assert isinstance(run, BenchRun) and load_bench(tmp_path) == {'cpu': run}
+    result = to_json(run)  # the run as bench.json files it
     case = result['cases'][0]
     stock, ours = case['train_stock'], case['train_ours']
     assert abs(stock['loss_eval_mode'] - ours['loss_eval_mode']) <= 1e-5
@@ -30,6 +37,7 @@ def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
         assert e['max_abs_logit_diff'] <= 1e-5 and e['argmax_agreement'] == 1.0
         assert e['windows_per_image'] >= 3 * views  # 3 windows of 64 across 150 pixels
     saved = json.loads((tmp_path / 'bench.json').read_text())['cpu']
+    assert saved['format'] == FORMAT
     assert saved['cases'][0]['ratios'] == case['ratios']
     md = (tmp_path / 'bench.md').read_text()
     assert f"**{case['ratios']['train_step']:.2f}×**" in md
@@ -54,9 +62,10 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
                                                                 monkeypatch):
     """The bare baseline keeps the model, data and schedule and drops the harness's hooks and
     W&B; the stopwatch attributes real hook and W&B time to each side."""
-    from harness.bench import _in_child, hook_seconds, stock_runner_config
+    from harness.measure.bench_cases import in_child
+    from harness.measure.bench_overhead import hook_seconds, stock_runner_config
     from harness.core.profiles import SMOKE
-    from harness.core.request import JobRequest as JobSpec
+    from harness.core.request import JobRequest
     from harness.core.spec import load_table
     from harness.prepare.job_config import build_config
     monkeypatch.setenv('WANDB_MODE', 'offline')
@@ -64,17 +73,17 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
     row = load_table('table3').row('seg-t-16')
     config = tmp_path / 'job_config.py'
     iters = 2 * SMOKE.log_interval  # a checkpoint and evaluations on the way, as in 100
-    build_config(JobSpec(row=row, profile='smoke', seed=0, work_dir=tmp_path / 'job',
-                         data_root=synthetic_root, max_iters=iters)).dump(config)
+    build_config(JobRequest(row=row, profile='smoke', seed=0, work_dir=tmp_path / 'job',
+                            data_root=synthetic_root, max_iters=iters)).dump(config)
     bare = stock_runner_config(config, tmp_path / 'bare')
     assert bare.custom_hooks == [] and bare.default_hooks.checkpoint.type == 'CheckpointHook'
     assert [b['type'] for b in bare.visualizer.vis_backends] == ['LocalVisBackend']
-    assert bare.model == build_config(JobSpec(row=row, profile='smoke', seed=0,
-                                              work_dir=tmp_path, data_root=synthetic_root,
-                                              max_iters=iters)).model
+    assert bare.model == build_config(JobRequest(row=row, profile='smoke', seed=0,
+                                                 work_dir=tmp_path, data_root=synthetic_root,
+                                                 max_iters=iters)).model
     # each run in its own process, as the bench does: W&B's service (and the WANDB_SERVICE
     # variable it exports for child processes) must not outlive the run in the test process
-    timed = {stock: _in_child(hook_seconds, config, tmp_path / f'run-{stock}', stock)
+    timed = {stock: to_json(in_child(hook_seconds, config, tmp_path / f'run-{stock}', stock))
              for stock in (False, True)}
     ours, stock = timed[False]['hooks'], timed[True]['hooks']
     for name in ('AtomicCheckpointHook (harness)', 'W&B backend (harness)',
@@ -85,3 +94,31 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
         assert run['iterations'] == iters and 0 < sum(run['hooks'].values()) < run['train_seconds']
     assert (tmp_path / 'run-True' / f'iter_{iters}.pth').is_file()
     assert 'WANDB_SERVICE' not in os.environ
+
+
+def test_the_bench_on_record_is_the_current_format():
+    """reports/bench holds the project's measurements: read as they are, they render the report
+    on record unchanged."""
+    reports = REPO_ROOT / 'reports' / 'bench'
+    runs = load_bench(reports)
+    assert list(runs) == ['gpu', 'cpu']
+    assert markdown(runs) == (reports / 'bench.md').read_text()
+
+
+def test_a_bench_run_of_an_older_format_is_measured_again_not_rendered(tmp_path, capsys):
+    on_record = json.loads((REPO_ROOT / 'reports' / 'bench' / 'bench.json').read_text())
+    older = copy.deepcopy(on_record['cpu'])
+    del older['harness_overhead']['fixed_seconds']  # as filed before the fixed cost was measured
+    renumbered = dict(on_record['gpu'], format=FORMAT + 1)
+    for kind, run in (('cpu', older), ('gpu', renumbered)):
+        (tmp_path / 'bench.json').write_text(json.dumps({kind: run}))
+        assert load_bench(tmp_path) == {}
+        assert capsys.readouterr().err == (f"note: {tmp_path / 'bench.json'} {kind}: measured "
+                                           'in an older format: run `make bench` again\n')
+    # the next bench files its own run; the older one is neither kept nor rendered
+    (tmp_path / 'bench.json').write_text(json.dumps({'cpu': older, 'gpu': on_record['gpu']}))
+    current = load_bench(REPO_ROOT / 'reports' / 'bench')['gpu']
+    write_bench(current, tmp_path)
+    assert list(json.loads((tmp_path / 'bench.json').read_text())) == ['gpu']
+    md = (tmp_path / 'bench.md').read_text()
+    assert '(cpu)' not in md and md == markdown({'gpu': current})

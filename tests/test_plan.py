@@ -8,8 +8,11 @@ import yaml
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
-from harness.core.request import JobRequest as JobSpec
+from harness.core.request import JobRequest
 from harness.core.spec import EXPERIMENTS, load_table
+from harness.measure.rehearsal_result import (PeakMemory, RehearsalMachine, RehearsalRun,
+                                              RowFailure, RowRehearsal, Substitutions,
+                                              load_rehearsals, markdown, write_rehearsal)
 from harness.prepare.job_config import build_config
 from tests.conftest import REPO_ROOT, harness_cli
 
@@ -62,8 +65,8 @@ def test_plan_of_real_rows_from_their_configs_writes_nothing(tmp_path):
     assert 'data: MISSING' in out
 
     register_all_modules()
-    cfg = build_config(JobSpec(row=row, profile='full', seed=0, work_dir=work,
-                               data_root=tmp_path, gpus=2))
+    cfg = build_config(JobRequest(row=row, profile='full', seed=0, work_dir=work,
+                                  data_root=tmp_path, gpus=2))
     cfg.model.pretrained = None
     params = sum(p.numel() for p in MODELS.build(cfg.model).parameters())
     t16 = _job_block(out, 'seg-t-16', 0)
@@ -97,11 +100,23 @@ def test_smoke_plan_and_bad_gpu_count():
         'batch 8\n'
 
 
+def _rehearsed(batch, step, per_image):
+    """A row's rehearsal with the figures plan reads; the others are placeholders."""
+    return RowRehearsal(batch=batch, real_batch=8, iters=2, crop=512, weights='test',
+                        weights_loaded='test', train_s_per_iter=step, train_data_s_per_iter=None,
+                        train_first_iter_s=step, eval_s_per_image=per_image, eval_images=None,
+                        eval_windows=None, peak_memory=PeakMemory(bytes=1, kind='test'),
+                        checkpoint_bytes=1, checkpoint_save_s=None, loss=None, train_dir='test',
+                        images_per_s_per_worker=1.0, samples=1, workers=1, wall_s=1.0)
+
+
 def _rehearsal_record(folder, kind, rows):
     """A rehearsal result as `harness rehearse` files it: device kind -> precision -> rows."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / 'rehearsal.json').write_text(json.dumps({kind: {'fp32': {
-        'date': '2026-12-01 10:00', 'rows': rows}}}))
+    write_rehearsal(RehearsalRun(
+        device=kind, precision='fp32', date='2026-12-01 10:00', command='test',
+        machine=RehearsalMachine(cpu='test', cpu_count=1, torch_threads=1, versions={}),
+        substitutions=Substitutions(data='test', weights='test', iterations=2, batch=8),
+        rows=rows), folder)
 
 
 def test_plan_hours_from_a_rehearsal_of_the_same_device_kind(tmp_path):
@@ -111,18 +126,16 @@ def test_plan_hours_from_a_rehearsal_of_the_same_device_kind(tmp_path):
     step, per_image = 0.37, 0.052
     kind = 'cuda: Test GPU'
     _rehearsal_record(tmp_path / 'r', kind, {
-        'table6/seg-t-mask-16': {'batch': 4, 'train_s_per_iter': step,
-                                 'eval_s_per_image': per_image},
-        'table6/seg-s-mask-16': {'batch': 8, 'train_s_per_iter': step,
-                                 'eval_s_per_image': per_image},
-        'table6/seg-b-mask-16': {'error': 'CUDA out of memory'}})
+        'table6/seg-t-mask-16': _rehearsed(4, step, per_image),
+        'table6/seg-s-mask-16': _rehearsed(8, step, per_image),
+        'table6/seg-b-mask-16': RowFailure(error='CUDA out of memory', batch=8)})
     result = harness_cli('plan', '--table', 'table6', '--rows',
                          'seg-t-mask-16,seg-s-mask-16,seg-b-mask-16', '--gpus', 2,
                          '--rehearsals', tmp_path / 'r', '--work-root', tmp_path / 'w')
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    cfg = build_config(JobSpec(row=load_table('table6').row('seg-t-mask-16'), profile='full',
-                               seed=0, work_dir=None, data_root=None, gpus=2))
+    cfg = build_config(JobRequest(row=load_table('table6').row('seg-t-mask-16'), profile='full',
+                                  seed=0, work_dir=None, data_root=None, gpus=2))
     iters, interval = cfg.train_cfg.max_iters, cfg.train_cfg.val_interval
     evals = -(-iters // interval)
     gpu_hours = (iters * step * 2 + evals * 2000 * per_image) / 3600
@@ -138,3 +151,45 @@ def test_plan_hours_from_a_rehearsal_of_the_same_device_kind(tmp_path):
                         '--rehearsals', tmp_path / 'r', '--work-root', tmp_path / 'w',
                         '--device', 'cuda: Other GPU')
     assert 'GPU-hours unknown' in other.stdout and 'no rehearsal on cuda: Other GPU' in other.stdout
+
+
+def test_plan_takes_hours_from_the_rehearsals_on_record(tmp_path):
+    """reports/rehearsal holds the project's rehearsals in the current format: plan reads them
+    as they are, and their report renders from them unchanged."""
+    reports = REPO_ROOT / 'reports' / 'rehearsal'
+    on_record = load_rehearsals(reports)
+    assert markdown(on_record) == (reports / 'rehearsal.md').read_text()
+    entry = on_record['cpu']['fp32'].rows['table3/seg-t-16']
+    result = harness_cli('plan', '--table', 'table3', '--rows', 'seg-t-16', '--gpus', 8,
+                         '--device', 'cpu', '--work-root', tmp_path)
+    assert result.returncode == 0 and 'note: ' not in result.stderr, result.stderr
+    evals = 160000 // 16000
+    hours = (160000 * entry.train_s_per_iter * 8 + evals * 2000 * entry.eval_s_per_image) / 3600
+    assert f'GPU-hours {hours:.1f}, wall-clock hours' in result.stdout
+    assert 'rehearsal on cpu, 2026-12-02 15:24' in result.stdout
+
+
+# what `rehearse` filed before its results were versioned records: no format, no machine
+OLDER_FORMAT = {'cuda: Test GPU': {'fp32': {'date': '2026-11-01 10:00', 'rows': {
+    'table6/seg-t-mask-16': {'batch': 4, 'train_s_per_iter': 0.37, 'eval_s_per_image': 0.05}}}}}
+
+
+def test_a_rehearsal_of_an_older_format_is_measured_again_not_rendered(tmp_path):
+    folder = tmp_path / 'r'
+    folder.mkdir()
+    (folder / 'rehearsal.json').write_text(json.dumps(OLDER_FORMAT))
+    result = harness_cli('plan', '--table', 'table6', '--rows', 'seg-t-mask-16', '--gpus', 2,
+                         '--rehearsals', folder, '--work-root', tmp_path / 'w')
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith('note: ')]
+    assert notes == [f"note: {folder / 'rehearsal.json'} cuda: Test GPU fp32: measured in an "
+                     'older format: run `make rehearse` again'], result.stderr
+    t = _job_block(result.stdout, 'seg-t-mask-16', 0)
+    assert 'GPU-hours unknown' in t and 'no rehearsal on a GPU yet (make rehearse)' in t
+    # the next rehearsal files its own run; the older one is neither kept nor rendered
+    _rehearsal_record(folder, 'cpu', {'table6/seg-t-mask-16': _rehearsed(4, 0.5, 0.1)})
+    assert list(load_rehearsals(folder)) == ['cpu']
+    saved = json.loads((folder / 'rehearsal.json').read_text())
+    assert list(saved) == ['cpu'] and saved['cpu']['fp32']['format'] == 1
+    md = (folder / 'rehearsal.md').read_text()
+    assert 'Test GPU' not in md and '| table6/seg-t-mask-16 | 4 | 0.50 |' in md

@@ -23,12 +23,38 @@ def git_state() -> dict:
 
 
 def hardware() -> dict:
+    """The machine this process runs on: host, CPU, memory, the threads torch computes with and
+    the GPUs it sees. The harness's one description of a machine: the job record and the
+    measurements (bench, rehearsal) all take theirs from here."""
     import os
+    import socket
 
     import torch
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return {'cpu': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count(),
-            'gpus': gpus, 'gpu_count': len(gpus)}
+    gpus = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+    return {'host': socket.gethostname(), 'cpu': _cpu_name(), 'cpu_count': os.cpu_count(),
+            'memory': _physical_memory(), 'torch_threads': torch.get_num_threads(),
+            'gpus': [g.name for g in gpus], 'gpu_count': len(gpus),
+            'gpu_memory': [g.total_memory for g in gpus], 'cuda': torch.version.cuda}
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (``platform`` only knows the architecture on Linux)."""
+    from pathlib import Path
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _physical_memory() -> int | None:
+    import os
+    try:
+        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError):
+        return None
 
 
 def dataset_identity(root) -> dict:

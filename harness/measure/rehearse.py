@@ -16,82 +16,53 @@ Per row: train N iterations (evaluated at N with the row's sliding window; the r
 checkpoint written), resume from that checkpoint for one more iteration in a second job folder,
 optionally evaluate it multi-scale + flip, and time the data pipeline alone in this process.
 The job processes measure themselves (``harness.launch.job.measured``). Results go to
-``<out>/rehearsal.json`` and ``rehearsal.md``: one section per device kind, one run per
-precision, one entry per row (a later rehearsal of a row replaces its entry).
+``<out>/rehearsal.json`` and ``rehearsal.md`` (:mod:`harness.measure.rehearsal_result`).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import io
-import json
 import os
-import platform
 import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from .assets.weights import RELEASE_GRID
-from .core.layout import POINTER, REPO_ROOT, checkpoint_name, job_dir, ours_eval_dir
-from .core.profiles import TOTAL_BATCH
-from .core.request import JobRequest
-from .core.spec import Row
-from .core.state import read_state
-from .prepare.plan import DEFAULT_REHEARSALS, REHEARSAL_FILE, load_rehearsals
+from ..assets.weights import RELEASE_GRID
+from ..core.errors import HarnessError, LaunchError, StateError, WeightsError
+from ..core.layout import DEFAULT_WORK_ROOT, POINTER, REPO_ROOT, checkpoint_name, job_dir, \
+    ours_eval_dir
+from ..core.profiles import TOTAL_BATCH
+from ..core.request import JobRequest
+from ..core.spec import Row
+from ..core.state import read_state
+from .rehearsal_result import (DEFAULT_OUT, PRECISION_NAMES, PeakMemory, RehearsalMachine,
+                               RehearsalRun, RowFailure, RowRehearsal, Substitutions, flags,
+                               write_rehearsal)
 
-DEFAULT_OUT = DEFAULT_REHEARSALS
-DEFAULT_WORK = REPO_ROOT / 'work_dirs' / 'rehearsal'
+DEFAULT_WORK = DEFAULT_WORK_ROOT / 'rehearsal'
 DEFAULT_ITERS = 4  # the first iteration warms up; the others are the steady state
 PIPELINE_SAMPLES = 8  # training samples timed through the pipeline, after one warm-up
-PRECISION_NAMES = {None: 'fp32', 'bf16': 'bf16', 'fp16': 'fp16', 'tf32': 'tf32'}
-
-
-class RehearsalError(Exception):
-    """A row whose rehearsal failed; the message is one line."""
 
 
 def device_kind(device: str) -> str:
     """The name results are filed under: ``cpu``, or the GPU model (``cuda: NVIDIA H200``)."""
     if device == 'cpu':
         return 'cpu'
-    import torch
-    return f'cuda: {torch.cuda.get_device_name(0)}'
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _machine(device: str) -> dict:
-    import torch
-
-    from .launch.provenance import package_versions
-    info = {'cpu': _cpu_name(), 'cpu_count': os.cpu_count(),
-            'torch_threads': torch.get_num_threads(), 'versions': package_versions()}
-    if device != 'cpu':
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory=props.total_memory,
-                    cuda=torch.version.cuda)
-    else:
-        try:
-            info['memory'] = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-        except (ValueError, OSError):
-            info['memory'] = None
-    return info
+    from ..launch.provenance import hardware
+    gpus = hardware()['gpus']
+    if not gpus:
+        import torch
+        raise LaunchError(f'no CUDA device visible to torch {torch.__version__}')
+    return f'cuda: {gpus[0]}'
 
 
 def _install_release(row: Row, weights_root: Path, done: dict) -> str:
     """The row's random release converted into the rehearsal's weights folder, once per file
     (rows that share a release share it, as ``make weights`` does)."""
-    from .assets.weights import install_row, original_name, write_random_release
+    from ..assets.weights import install_row, original_name, write_random_release
     if row.pretrained_file in done:
         return done[row.pretrained_file]
     originals = weights_root / 'original'
@@ -107,7 +78,7 @@ def check_pretrained(request: JobRequest) -> str:
     """Build the job's model as mmengine's Runner does (its config, ``init_weights``) and
     compare its encoder with the converted release: mmseg loads ``init_cfg`` weights
     leniently (a tensor of another shape is skipped with a warning), so a release of another
-    backbone would train from random values without failing. Raises RehearsalError naming the
+    backbone would train from random values without failing. Raises WeightsError naming the
     first tensor that did not arrive; returns what arrived."""
     import logging
 
@@ -116,7 +87,7 @@ def check_pretrained(request: JobRequest) -> str:
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
-    from .prepare.job_config import build_config
+    from ..prepare.job_config import build_config
     register_all_modules()
     logger = MMLogger.get_current_instance()
     level = logger.level
@@ -144,7 +115,7 @@ def check_pretrained(request: JobRequest) -> str:
             same = got is not None and got.shape == value.shape and torch.equal(got, value)
         if not same:
             shape = 'absent' if got is None else tuple(got.shape)
-            raise RehearsalError(
+            raise WeightsError(
                 f'pretrained {key} {tuple(value.shape)} of {request.row.pretrained_file} did not '
                 f'arrive in the encoder ({shape}): init_cfg skips what does not fit')
     grid = encoder['pos_embed'].shape[1] - (release['pos_embed'].shape[1] - RELEASE_GRID ** 2)
@@ -159,7 +130,7 @@ def pipeline_rate(request: JobRequest, samples: int = PIPELINE_SAMPLES) -> dict:
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
 
-    from .prepare.job_config import build_config
+    from ..prepare.job_config import build_config
     register_all_modules()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -176,14 +147,14 @@ def pipeline_rate(request: JobRequest, samples: int = PIPELINE_SAMPLES) -> dict:
 
 def _launch(request: JobRequest, tag: str) -> dict:
     """Run one job through the local launcher (the path ``run`` takes); its state."""
-    from .launch.launchers import LocalLauncher, Target
+    from ..launch.launchers import LocalLauncher, Target
     # the launcher's error line is folded into the row's one line (rehearse prints it)
     with contextlib.redirect_stderr(io.StringIO()):
         LocalLauncher().run([Target(request, tag)])
     state = read_state(request.work_dir)
     if state.get('status') != 'finished':
-        raise RehearsalError(f"{request.kind} job {state.get('status', 'did not start')}: "
-                             f"{state.get('error')} (log: {request.work_dir})")
+        raise StateError(f"{request.kind} job {state.get('status', 'did not start')}: "
+                         f"{state.get('error')} (log: {request.work_dir})")
     return state
 
 
@@ -200,9 +171,11 @@ def _steady(measured: dict, key: str) -> float | None:
     return entry['steady_median'] if entry['steady_median'] is not None else entry['first']
 
 
-def rehearse_row(row: Row, amp: str | None, iters: int, batch: int | None,
+def rehearse_row(row: Row, *, amp: str | None, iters: int, batch: int | None,
                  multi_scale: bool, work_root: Path, data_root: Path, releases: dict,
-                 tag: str, keep_checkpoints: bool = False, resume: bool = True) -> dict:
+                 tag: str, keep_checkpoints: bool = False, resume: bool = True) -> RowRehearsal:
+    """Train, resume and time ``row``'s full-profile job (see the module's docstring); raises
+    on the first step that fails."""
     weights_root = work_root / 'weights'
     train_dir = job_dir(work_root, 'full', row.table, row.id, 0)
     resume_dir = job_dir(work_root / 'resumed', 'full', row.table, row.id, 0)
@@ -211,7 +184,7 @@ def rehearse_row(row: Row, amp: str | None, iters: int, batch: int | None,
     try:
         converted = _install_release(row, weights_root, releases)
     except Exception as err:  # noqa: BLE001 - any failure of this row is one line
-        raise RehearsalError(f'pretrained weights: {str(err).splitlines()[0]}') from None
+        raise WeightsError(f'pretrained weights: {str(err).splitlines()[0]}') from None
     request = JobRequest(row=row, profile='full', seed=0, work_dir=train_dir,
                          data_root=data_root, weights_root=weights_root, amp=amp,
                          max_iters=iters, batch=batch)
@@ -223,7 +196,7 @@ def rehearse_row(row: Row, amp: str | None, iters: int, batch: int | None,
     measured = state['measured']
     checkpoint = train_dir / checkpoint_name(iters)
     if not checkpoint.is_file():
-        raise RehearsalError(f'no checkpoint {checkpoint.name} after {iters} iterations')
+        raise StateError(f'no checkpoint {checkpoint.name} after {iters} iterations')
     entry.update(
         train_s_per_iter=_steady(measured, 'train/time'),
         train_data_s_per_iter=_steady(measured, 'train/data_time'),
@@ -231,7 +204,7 @@ def rehearse_row(row: Row, amp: str | None, iters: int, batch: int | None,
         eval_s_per_image=(measured['val/time']['mean'] if 'val/time' in measured else None),
         eval_images=measured.get('images_evaluated'),
         eval_windows=measured.get('windows'),
-        peak_memory=measured['peak_memory'],
+        peak_memory=PeakMemory(**measured['peak_memory']),
         checkpoint_bytes=checkpoint.stat().st_size,
         checkpoint_save_s=_steady(measured, 'checkpoint/save_time'),
         loss=measured.get('train/loss', {}).get('last'),
@@ -248,7 +221,7 @@ def rehearse_row(row: Row, amp: str | None, iters: int, batch: int | None,
     if not keep_checkpoints:  # gigabytes each for ViT-L rows
         for folder, step in ((train_dir, iters), (resume_dir, iters + 1)):
             (folder / checkpoint_name(step)).unlink(missing_ok=True)
-    return entry
+    return RowRehearsal(**entry)
 
 
 def _resume(request: JobRequest, checkpoint: Path, resume_dir: Path, tag: str) -> str:
@@ -262,144 +235,58 @@ def _resume(request: JobRequest, checkpoint: Path, resume_dir: Path, tag: str) -
                       f'{tag} resume')
     counted = resumed['measured']['train/time']['count']
     if counted != iters + 1:
-        raise RehearsalError(f'resumed job ran {counted} iterations in all, expected '
-                             f'{iters} from {checkpoint.name} + 1')
+        raise StateError(f'resumed job ran {counted} iterations in all, expected '
+                         f'{iters} from {checkpoint.name} + 1')
     return f'from {checkpoint.name} to iteration {iters + 1}'
 
 
-def flags(entry: dict, machine: dict) -> list[str]:
-    """Why a row would be a problem at full scale: data-bound, or no fit in memory."""
-    found = []
-    step, rate = entry.get('train_s_per_iter'), entry.get('images_per_s_per_worker')
-    if step and rate and entry['workers']:
-        need = entry['batch'] / step
-        if rate * entry['workers'] < need:
-            found.append(f"data-bound: {entry['workers']} workers x {rate:.1f} images/s < "
-                         f'{need:.1f} images/s the step consumes')
-    memory = entry.get('peak_memory') or {}
-    total = memory.get('device_total') or machine.get('memory')
-    # a job that does not fit fails (out of memory) and is flagged where it fails; one that
-    # fits with little room left would not survive a longer crop or a larger batch
-    if total and memory.get('bytes', 0) > 0.9 * total:
-        found.append(f"near the device memory: peak {memory['bytes'] / 2 ** 30:.1f} of "
-                     f'{total / 2 ** 30:.1f} GB')
-    if entry['batch'] != entry['real_batch']:
-        found.append(f"memory at the real batch {entry['real_batch']} not measured (batch "
-                     f"{entry['batch']})")
-    return found
-
-
-def rehearse(rows: list[Row], device: str = 'cpu', amp: str | None = None,
+def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
              iters: int = DEFAULT_ITERS, batch: int | None = None, multi_scale: bool = False,
              work_root: Path = DEFAULT_WORK, out: Path = DEFAULT_OUT,
              data_root: Path | None = None, keep_checkpoints: bool = False,
-             resume: bool = True) -> dict:
-    """Rehearse ``rows``; returns this run's result (also merged into ``out``)."""
-    from .assets.synthetic import ensure_dataset
+             resume: bool = True) -> RehearsalRun:
+    """Rehearse ``rows`` on ``device`` (``cpu`` or ``cuda``) in ``amp`` (None: fp32), each row
+    ``iters`` iterations at its real batch or at ``batch`` per GPU; a row that fails is one
+    line on stderr and the others run. Returns this run's result, also merged into ``out``
+    row by row."""
+    from ..assets.synthetic import ensure_dataset
     if device == 'cpu':  # the job processes inherit it: a GPU machine rehearses its CPU
         os.environ['CUDA_VISIBLE_DEVICES'] = ''
     kind = device_kind(device)
     work_root = Path(work_root) / kind.replace(': ', '-').replace(' ', '_')
     data_root = ensure_dataset(data_root, size='ade20k')
-    machine = _machine(device)
-    run = {'device': kind, 'precision': PRECISION_NAMES[amp], 'machine': machine,
-           'date': time.strftime('%Y-%m-%d %H:%M'),
-           'command': ' '.join(['python -m harness'] + sys.argv[1:]),
-           'substitutions': {
-               'data': f'synthetic, ADE20K image sizes ({_shown(data_root)})',
-               'weights': 'random values in the release key layout, converted by `harness '
-                          'weights` code, loaded through init_cfg',
-               'iterations': iters, 'batch': batch or f'{TOTAL_BATCH} (real)'},
-           'rows': {}}
+    run = RehearsalRun(
+        device=kind, precision=PRECISION_NAMES[amp], machine=RehearsalMachine.of(device),
+        date=time.strftime('%Y-%m-%d %H:%M'),
+        command=' '.join(['python -m harness'] + sys.argv[1:]),
+        substitutions=Substitutions(
+            data=f'synthetic, ADE20K image sizes ({_shown(data_root)})',
+            weights='random values in the release key layout, converted by `harness weights` '
+                    'code, loaded through init_cfg',
+            iterations=iters, batch=batch or f'{TOTAL_BATCH} (real)'))
     releases = {}
     for n, row in enumerate(rows, 1):
         tag = f'[{n}/{len(rows)}] {row.table}/{row.id}'
         key = f'{row.table}/{row.id}'
         try:
-            entry = rehearse_row(row, amp, iters, batch, multi_scale, work_root,
-                                 data_root, releases, tag, keep_checkpoints, resume)
+            entry = rehearse_row(row, amp=amp, iters=iters, batch=batch,
+                                 multi_scale=multi_scale, work_root=work_root,
+                                 data_root=data_root, releases=releases, tag=tag,
+                                 keep_checkpoints=keep_checkpoints, resume=resume)
         except Exception as err:  # noqa: BLE001 - one line per failed row, the others run
             text = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-            message = text if isinstance(err, RehearsalError) else f'{type(err).__name__}: {text}'
+            message = text if isinstance(err, HarnessError) else f'{type(err).__name__}: {text}'
             print(f'error: rehearsal of {key} failed: {message}', file=sys.stderr, flush=True)
-            run['rows'][key] = {'error': message, 'batch': batch or TOTAL_BATCH}
+            run.rows[key] = RowFailure(error=message, batch=batch or TOTAL_BATCH)
             if 'out of memory' in message.lower():
-                run['rows'][key]['flags'] = [f'does not fit: out of memory at batch '
-                                             f'{batch or TOTAL_BATCH}']
+                run.rows[key].flags.append(f'does not fit: out of memory at batch '
+                                           f'{batch or TOTAL_BATCH}')
         else:
-            entry['flags'] = flags(entry, machine)
-            run['rows'][key] = entry
-            print(f"{tag}: {entry['train_s_per_iter']:.2f} s/iteration at batch "
-                  f"{entry['batch']}, evaluation {entry['eval_s_per_image']:.2f} s/image, "
-                  f"peak {entry['peak_memory']['bytes'] / 2 ** 30:.1f} GB"
-                  + ''.join(f'; {f}' for f in entry['flags']), flush=True)
-        write_results(run, Path(out))  # each row on disk as soon as it is done
+            entry.flags = flags(entry, run.machine)
+            run.rows[key] = entry
+            print(f'{tag}: {entry.train_s_per_iter:.2f} s/iteration at batch {entry.batch}, '
+                  f'evaluation {entry.eval_s_per_image:.2f} s/image, '
+                  f'peak {entry.peak_memory.bytes / 2 ** 30:.1f} GB'
+                  + ''.join(f'; {f}' for f in entry.flags), flush=True)
+        write_rehearsal(run, Path(out))  # each row on disk as soon as it is done
     return run
-
-
-def write_results(run: dict, out: Path) -> None:
-    """Merge ``run`` into ``rehearsal.json`` (its rows replace those of an earlier run of the
-    same device kind and precision) and rewrite ``rehearsal.md`` from everything on record."""
-    out.mkdir(parents=True, exist_ok=True)
-    results = load_rehearsals(out)
-    runs = results.setdefault(run['device'], {})
-    merged = runs.get(run['precision'], {}).get('rows', {})
-    runs[run['precision']] = {**run, 'rows': {**merged, **run['rows']}}
-    path = out / REHEARSAL_FILE
-    tmp = path.with_name(f'.{REHEARSAL_FILE}.partial')
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
-    (out / 'rehearsal.md').write_text(markdown(results))
-
-
-def _gb(n: float | None) -> str:
-    return '—' if n is None else f'{n / 2 ** 30:.2f} GB'
-
-
-def _num(value: float | None, fmt: str = '.2f') -> str:
-    return '—' if value is None else format(value, fmt)
-
-
-def markdown(results: dict) -> str:
-    lines = ['# Rehearsals: every row\'s full-profile job at its real size',
-             '',
-             'Made by `make rehearse` (`python -m harness rehearse`). Each row ran the job '
-             '`run --profile full` launches, for a few iterations, with the substitutions '
-             'listed per run; the figures are what the job processes measured of themselves '
-             '(mmengine\'s timers, data loading included). `plan` takes GPU-hours from the '
-             'fp32 run of a GPU whose rows ran at the real batch.', '']
-    for kind, runs in results.items():
-        lines += [f'## {kind}', '']
-        for precision, run in runs.items():
-            m = run['machine']
-            subs = run['substitutions']
-            lines += [f'### {precision} ({run["date"]})', '',
-                      f"- machine: {m.get('gpu') or m['cpu']}"
-                      + (f" ({_gb(m.get('gpu_memory'))}, CUDA {m.get('cuda')})" if m.get('gpu')
-                         else f" ({m['cpu_count']} cores, {_gb(m.get('memory'))})")
-                      + ', ' + ', '.join(f'{k} {v}' for k, v in m['versions'].items()),
-                      f"- substitutions: data {subs['data']}; weights {subs['weights']}; "
-                      f"{subs['iterations']} iterations; per-GPU batch {subs['batch']}",
-                      f"- command: `{run['command']}`", '',
-                      '| row | batch | s/iter (steady) | first iter s | data wait s/iter | '
-                      'pipeline img/s/worker x workers | eval s/img (ss) | windows/img | '
-                      'eval s/img (ms) | peak memory | checkpoint | save s | row wall s | flags |',
-                      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
-            for key, e in run['rows'].items():
-                if 'error' in e:
-                    lines.append(f"| {key} | {e.get('batch', '—')} | FAILED: {e['error']} |"
-                                 + ' |' * 10 + f" {'; '.join(e.get('flags', [])) or '—'} |")
-                    continue
-                windows = (e['eval_windows'] / e['eval_images']
-                           if e.get('eval_images') else None)
-                lines.append(
-                    f"| {key} | {e['batch']} | {_num(e['train_s_per_iter'])} | "
-                    f"{_num(e['train_first_iter_s'])} | {_num(e['train_data_s_per_iter'], '.3f')} "
-                    f"| {_num(e['images_per_s_per_worker'], '.1f')} x {e['workers']} | "
-                    f"{_num(e['eval_s_per_image'])} | {_num(windows, '.1f')} | "
-                    f"{_num(e.get('eval_ms_s_per_image'))} | {_gb(e['peak_memory']['bytes'])} "
-                    f"({e['peak_memory']['kind']}) | {_gb(e['checkpoint_bytes'])} | "
-                    f"{_num(e['checkpoint_save_s'])} | {_num(e.get('wall_s'), '.0f')} | "
-                    f"{'; '.join(e['flags']) or 'none'} |")
-            lines.append('')
-    return '\n'.join(lines) + '\n'

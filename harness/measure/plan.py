@@ -3,29 +3,30 @@
 Every number comes from the job's resolved config (the one ``run`` would train) or from a
 measurement on record: per-GPU batch and iterations from the config; GPU-hours and wall-clock
 from the spec's ``speed``, from the logged seconds per iteration of a job already on disk, or
-from a rehearsal of the row on the same device kind (``harness.rehearse``: training plus the
-evaluations), "unknown" otherwise; disk from the model's parameter count, the optimiser's state
-per parameter and the checkpoint hook's settings. Nothing is launched and nothing is written.
+from a rehearsal of the row on the same device kind (:mod:`harness.measure.rehearse`: training
+plus the evaluations), "unknown" otherwise; disk from the model's parameter count, the
+optimiser's state per parameter and the checkpoint hook's settings. Nothing is launched and
+nothing is written.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from pathlib import Path
 
-from ..core.layout import REPO_ROOT, job_dir
+from ..core.errors import DataError
+from ..core.layout import job_dir
 from ..core.request import JobRequest
 from ..core.spec import Row
 from ..core.state import read_curves, read_state
-from .job_config import build_config
+from ..prepare.job_config import build_config
+from .rehearsal_result import DEFAULT_OUT as DEFAULT_REHEARSALS, Rehearsals, RowFailure, \
+    load_rehearsals
 
 BYTES_PER_VALUE = 4  # fp32 weights and optimiser buffers
 # text logs, curves, per-class IoU and the offline W&B run of a 160k-iteration job: a generous
 # allowance rather than a measurement (they are megabytes next to gigabytes of checkpoints)
 LOG_ALLOWANCE = 100 * 2 ** 20
-DEFAULT_REHEARSALS = REPO_ROOT / 'reports' / 'rehearsal'
-REHEARSAL_FILE = 'rehearsal.json'
 
 
 @dataclasses.dataclass
@@ -70,7 +71,7 @@ def _count_params(row: Row, profile: str, depth: int) -> int:
     """Parameters of the job's model. The encoder's blocks are identical, so the count is
     linear in their number: built with 1 and 2 blocks (fast, even for ViT-L), extrapolated
     exactly to the config's depth."""
-    from .model import build_model
+    from ..prepare.model import build_model
     counts = [sum(p.numel() for p in build_model(row, profile, num_layers=n).parameters())
               for n in (1, 2)]
     return counts[0] + (depth - 1) * (counts[1] - counts[0])
@@ -99,14 +100,8 @@ def _weights(row: Row, profile: str, weights_root: Path) -> str:
     return f'MISSING {row.pretrained_file} (make weights ROWS={row.id})'
 
 
-def load_rehearsals(folder: Path = DEFAULT_REHEARSALS) -> dict:
-    """{device kind: {precision: run}} of the rehearsals on record (``harness.rehearse``)."""
-    path = Path(folder) / REHEARSAL_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, gpus: int,
-                   results: dict, device: str | None) -> tuple[dict | None, str]:
+                   results: Rehearsals, device: str | None) -> tuple[dict | None, str]:
     """GPU-hours and wall-clock of one job from a rehearsal of its row on ``device`` (a device
     kind; None: any GPU on record), in fp32 at the job's per-GPU batch: ``iters`` x seconds
     per iteration x GPUs, plus the evaluations (every ``val_interval`` iterations, ADE20K's
@@ -119,32 +114,32 @@ def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, 
     key = f'{row.table}/{row.id}'
     why = f"no fp32 rehearsal of {key} on {' / '.join(kinds)}"
     for kind in kinds:
-        run = results[kind].get('fp32', {})
-        entry = run.get('rows', {}).get(key)
-        if not entry or 'error' in entry:
+        run = results[kind].get('fp32')
+        entry = run.rows.get(key) if run else None
+        if entry is None or isinstance(entry, RowFailure):
             continue
-        if entry['batch'] != batch_per_gpu:
-            why = (f"rehearsal on {kind} at batch {entry['batch']}, not the job's "
+        if entry.batch != batch_per_gpu:
+            why = (f"rehearsal on {kind} at batch {entry.batch}, not the job's "
                    f'{batch_per_gpu} per GPU')
             continue
-        if entry.get('eval_s_per_image') is None or entry.get('train_s_per_iter') is None:
+        if entry.eval_s_per_image is None or entry.train_s_per_iter is None:
             why = f'rehearsal on {kind} without a training or evaluation time'
             continue
         # mmengine evaluates every val_interval iterations and always at the last one
         evaluations = -(-iters // val_interval)
-        eval_s = evaluations * ADE20K_COUNTS['validation'] * entry['eval_s_per_image']
-        train_s = iters * entry['train_s_per_iter']
+        eval_s = evaluations * ADE20K_COUNTS['validation'] * entry.eval_s_per_image
+        train_s = iters * entry.train_s_per_iter
         return ({'gpu_hours': (train_s * gpus + eval_s) / 3600,
                  'wall_hours': (train_s + eval_s / gpus) / 3600},
-                f"rehearsal on {kind}, {run['date']}: {entry['train_s_per_iter']:.3f} "
-                f"s/iteration, {entry['eval_s_per_image']:.3f} s per evaluated image "
+                f'rehearsal on {kind}, {run.date}: {entry.train_s_per_iter:.3f} '
+                f's/iteration, {entry.eval_s_per_image:.3f} s per evaluated image '
                 f'x {evaluations} evaluations')
     return None, why
 
 
-def plan_job(row: Row, seed: int, profile: str, gpus: int, work_root: Path, data_root: Path,
-             weights_root: Path, seeds: int, cache: dict, rehearsals: dict | None = None,
-             device: str | None = None) -> JobPlan:
+def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
+             data_root: Path, weights_root: Path, seeds: int, cache: dict,
+             rehearsals: Rehearsals | None = None, device: str | None = None) -> JobPlan:
     work_dir = job_dir(work_root, profile, row.table, row.id, seed)
     if row.id not in cache:  # the seed changes nothing but the random state
         with warnings.catch_warnings():  # mmseg's deprecation notes are not part of the plan
@@ -187,7 +182,7 @@ def plan_job(row: Row, seed: int, profile: str, gpus: int, work_root: Path, data
 def data_status(profile: str, data_root: Path) -> str:
     if profile == 'smoke':
         return f'synthetic, generated on first use at {data_root}'
-    from ..assets.data import DataError, check_layout
+    from ..assets.data import check_layout
     try:
         found = check_layout(Path(data_root))
     except DataError as err:
@@ -218,11 +213,13 @@ def _total(plans: list[JobPlan], field: str) -> str:
     return f'{sum(known):.1f}' + (f' + unknown for {unknown} job(s)' if unknown else '')
 
 
-def print_plan(tables_rows, profile: str, gpus: int, seeds: int, launcher: str,
+def print_plan(*, tables_rows, profile: str, gpus: int, seeds: int, launcher: str,
                work_root: Path, data_root: Path, weights_root: Path,
-               rehearsals: dict | None = None, device: str | None = None) -> None:
-    """``rehearsals``: :func:`load_rehearsals`; ``device``: the device kind whose
-    rehearsals estimate the time (None: any GPU on record)."""
+               rehearsals: Path = DEFAULT_REHEARSALS, device: str | None = None) -> None:
+    """Print the plan of ``tables_rows`` ([(table, rows)]). ``rehearsals``: the folder
+    ``rehearse`` wrote its results to; ``device``: the device kind whose rehearsals estimate
+    the time (None: any GPU on record)."""
+    rehearsals = load_rehearsals(rehearsals)
     print(f'plan ({profile} profile, {seeds} seed(s), {gpus} GPU(s) per job, launcher '
           f'{launcher}); nothing is launched or written')
     print(f'data: {data_status(profile, data_root)}')
@@ -232,8 +229,9 @@ def print_plan(tables_rows, profile: str, gpus: int, seeds: int, launcher: str,
         in_table = []
         for row in rows:
             for seed in range(seeds):
-                p = plan_job(row, seed, profile, gpus, work_root, data_root, weights_root,
-                             seeds, cache, rehearsals, device)
+                p = plan_job(row, seed, profile=profile, gpus=gpus, work_root=work_root,
+                             data_root=data_root, weights_root=weights_root, seeds=seeds,
+                             cache=cache, rehearsals=rehearsals, device=device)
                 in_table.append(p)
                 print(f'  {row.id} seed{seed}: {p.config} ({p.state})\n'
                       f'      launcher {_launch(launcher, gpus)}, GPUs {p.gpus}, batch/GPU '
