@@ -164,7 +164,7 @@ def test_request_survives_the_job_folder_unchanged(tmp_path):
                          data_root=tmp_path / 'data', gpus=2, weights_root=tmp_path,
                          wandb_project='p', checkpoint=tmp_path / 'c.pth', multi_scale=True,
                          released=True, amp='bf16', max_iters=7, batch=2, wandb_run_id='r',
-                         workers=3)
+                         workers=3, accept_drift=True)
     request.write(tmp_path / layout.REQUEST_FILE)
     again = JobRequest.read(tmp_path / layout.REQUEST_FILE)
     assert again == request and again.row.spec_path == spec

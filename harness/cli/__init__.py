@@ -20,13 +20,14 @@ from . import (
     run,
     status,
     sync_help,
+    verify,
     weights,
 )
 from .options import Command, add_arguments
 
 COMMANDS: list[Command] = [m.COMMAND for m in (
     run, evaluate, report, status, plan, weights, check_data, rehearse, bench, convert_official,
-    convert_pretrained, sync_help)]
+    convert_pretrained, sync_help, verify)]
 
 
 def build_parser() -> argparse.ArgumentParser:

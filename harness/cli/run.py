@@ -14,6 +14,9 @@ class RunOptions(Precision, WeightsRoot, Seeds, LaunchOptions):
                                    help='a shortened schedule for cheap trials: train N '
                                         'iterations (the poly decay ends at N); the report marks '
                                         'the row shortened, no verdict')
+    accept_drift: bool = option(False, help='resume jobs whose recipe the checkout now builds '
+                                            'differently with the recipe they started with (the '
+                                            'history and the report say so)')
 
     def check(self):
         super().check()
@@ -40,7 +43,7 @@ def run(options: RunOptions) -> int:
             rows, options.seeds, options.work_root, profile=options.profile,
             data_root=data_root, gpus=options.processes, weights_root=options.weights_root,
             wandb_project=options.wandb_project, amp=options.amp, max_iters=options.max_iters,
-            workers=options.workers))
+            workers=options.workers, accept_drift=options.accept_drift))
         options.report_after(table)
     if failed:
         print(f'{failed} job(s) did not finish; re-run the same command to retry/resume them.')

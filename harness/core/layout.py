@@ -10,7 +10,8 @@ core and imports nothing of the harness; reading and writing what the files hold
         job.json             state: status, host, pid, W&B run, provenance, evaluation metrics
         job.log              the job process's output (rank 0)
         .lock                held by the process that owns the job
-        job_config.py        the resolved mmengine config
+        job_config.py        the resolved mmengine config of the latest start
+        recipe.json, recipe_config.py   the recipe frozen at the first start
         iter_<N>.pth         checkpoints; last_checkpoint points to the newest
         vis_data/scalars.json  the curves (mmengine's LocalVisBackend); vis_data/wandb/ the run
         per_class_iou.json   per-class IoU of the last evaluation
@@ -31,7 +32,9 @@ REQUEST_FILE = 'request.json'
 STATE_FILE = 'job.json'
 LOG_FILE = 'job.log'
 LOCK_FILE = '.lock'
-CONFIG_FILE = 'job_config.py'
+CONFIG_FILE = 'job_config.py'  # this start's resolved config
+RECIPE_FILE = 'recipe.json'  # the recipe frozen at the first start: fingerprints, row, request
+FROZEN_CONFIG = 'recipe_config.py'  # the effective config of the first start
 POINTER = 'last_checkpoint'  # mmengine's name: its resume reads it
 CHECKPOINT_STAGING = '.checkpoint-staging'  # same filesystem as the job, so a rename is atomic
 VIS_DIR = 'vis_data'  # mmengine's LocalVisBackend writes here under the visualizer's save_dir
@@ -78,7 +81,10 @@ def checkpoint_name(iteration: int) -> str:
 def latest_checkpoint(work_dir: Path) -> Path | None:
     """The checkpoint mmengine would resume from, or None before the first one."""
     pointer = Path(work_dir) / POINTER
-    return Path(pointer.read_text().strip()) if pointer.is_file() else None
+    if not pointer.is_file():
+        return None
+    # a name in this folder (older pointers hold an absolute path: its name, here)
+    return Path(work_dir) / Path(pointer.read_text().strip()).name
 
 
 def slurm_folder(work_dirs: list[Path]) -> Path:

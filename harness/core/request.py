@@ -37,6 +37,8 @@ class JobRequest:
     amp: str | None = None  # one of PRECISIONS (paper: fp32)
     max_iters: int | None = None  # a shortened schedule for cheap trials; None: the row's
     workers: int | None = None  # data-loader workers per process; None: the profile's
+    # resume with the recipe frozen at the first start although the checkout builds another
+    accept_drift: bool = False
     # per-process batch instead of the total batch's share (rehearsals on a small device);
     # None: 8 / processes, the paper's
     batch: int | None = None

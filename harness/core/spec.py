@@ -5,6 +5,7 @@ A malformed spec raises :class:`SpecError` with one line naming the file, the ro
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,11 @@ class Row:
     def config_path(self) -> Path:
         return REPO_ROOT / self.config
 
+    @property
+    def folder(self) -> str:
+        """The folder of the row's table under a work root (see :func:`table_folder`)."""
+        return table_folder(self.table, self.spec_path)
+
 
 @dataclasses.dataclass(frozen=True)
 class Table:
@@ -105,6 +111,10 @@ class Table:
     title: str
     rows: tuple[Row, ...]
     path: Path
+
+    @property
+    def folder(self) -> str:
+        return table_folder(self.name, self.path)
 
     def row(self, row_id: str) -> Row:
         for row in self.rows:
@@ -115,6 +125,17 @@ class Table:
 
     def select(self, row_ids: list[str] | None) -> list[Row]:
         return list(self.rows) if not row_ids else [self.row(r) for r in row_ids]
+
+
+def table_folder(name: str, spec_path: Path | None) -> str:
+    """A table's folder name (jobs, reports): its name for the spec in experiments/; for a spec
+    given by path, the name, the file's stem and a digest of its path, so that jobs of another
+    spec never share a folder, nor a finished result, with the default one's."""
+    default = EXPERIMENTS / f'{name}.yaml'
+    if spec_path is None or Path(spec_path).resolve() == default.resolve():
+        return name
+    path = Path(spec_path).resolve()
+    return f'{name}-{path.stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}'
 
 
 def table_arg(row: Row) -> str:

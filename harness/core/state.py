@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from .atomic import atomic_write
-from .layout import CURVES_FILE, LOG_FILE, PER_CLASS_FILE, STATE_FILE
+from .errors import StateError
+from .layout import CURVES_FILE, LOG_FILE, PER_CLASS_FILE, RECIPE_FILE, STATE_FILE
 
 
 def pid_alive(pid: int) -> bool:
@@ -50,6 +51,7 @@ def write_state(work_dir: Path, **fields) -> dict:
 # eta_s: mmengine's time-left estimate, at: when it was written), also printed every few
 # iterations as a line starting with PROGRESS_PREFIX, which the local launcher shows.
 PROGRESS_PREFIX = 'progress: '
+NOTICE_PREFIX = 'notice: '  # a line the launcher shows too: something the user should know
 
 
 def progress_text(progress: dict, now: float | None = None, left: bool = True) -> str:
@@ -107,3 +109,15 @@ def read_curves(work_dir: Path):
             (val if 'mIoU' in record else train)[step] = record
     return (pd.DataFrame.from_dict(train, orient='index').sort_index(),
             pd.DataFrame.from_dict(val, orient='index').sort_index())
+
+
+def read_recipe(work_dir: Path) -> dict | None:
+    """The recipe frozen at the job's first start (None before it)."""
+    path = Path(work_dir) / RECIPE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise StateError(f'{path} does not parse: the frozen recipe of this job is unreadable '
+                         '(restore it, or start the job afresh in another work root)') from None

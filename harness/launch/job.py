@@ -3,7 +3,8 @@ mmengine's Runner.
 
 ``python -m harness.launch.job REQUEST_FILE`` (the request the launcher wrote into the job
 folder) is what every launcher starts (alone, under torchrun or in a SLURM task). Rank 0 owns the job folder: its lock, its state and the W&B
-run (``harness.layout`` names the files).
+run (``harness.core.layout`` names the files); ``harness.launch.record`` binds the job to its
+recipe.
 """
 from __future__ import annotations
 
@@ -130,17 +131,27 @@ def main(argv=None) -> int:
 
         from .. import runtime  # noqa: F401 - importing it allow-lists mmengine's checkpoint types
         from ..prepare.job_config import build_config
-        from .provenance import dataset_identity, git_state, hardware, package_versions
+        from .provenance import dataset_identity
+        from .record import freeze_or_check, input_fingerprints, resume_point, start_entry
 
         request = dataclasses.replace(request, gpus=world, wandb_run_id=run_id)
+        cfg, recipe, drift = freeze_or_check(request, build_config(request), work_dir,
+                                             write=rank == 0)
+        resume = resume_point(work_dir) if request.kind == 'train' else None
+        if request.kind == 'train':  # from the file chosen here, never a pointer's old path
+            cfg.resume, cfg.load_from = resume is not None, str(resume) if resume else None
+        start = start_entry(resume, recipe, drift)
+        history = [*(state.get('history') or []), start]  # appended, never rewritten
         meta = {'table': row.table, 'row': row.id, 'model': row.model,
                 'profile': request.profile, 'seed': request.seed, 'processes': world,
-                'amp': request.amp, 'request': request.to_json(), 'git': git_state(),
-                'versions': package_versions(), 'hardware': hardware(),
-                'dataset': dataset_identity(request.data_root)}
-        record(work_dir, meta=meta, gpus=world,
-               wandb_run=f'{request.wandb_project}/{run_id}')
-        cfg = build_config(request)  # the W&B run reads meta from the job's state
+                'amp': request.amp, 'request': request.to_json(), 'git': start['git'],
+                'versions': start['versions'], 'hardware': start['hardware'],
+                'dataset': dataset_identity(request.data_root),
+                'inputs': input_fingerprints(request), 'recipe': recipe, 'history': history}
+        # the W&B run reads meta from the job's state when the Runner starts it
+        record(work_dir, meta=meta, gpus=world, history=history,
+               wandb_run=f'{request.wandb_project}/{run_id}',
+               **({'drift': {'accepted': drift, 'recipe': recipe}} if drift else {}))
         if world > 1:
             _distribute(cfg)
         if rank == 0:

@@ -31,10 +31,17 @@ from ..core.layout import (
 )
 from ..core.request import JobRequest
 from ..core.spec import Row
-from ..core.state import PROGRESS_PREFIX, log_tail, read_curves, read_state, write_state
+from ..core.state import (
+    NOTICE_PREFIX,
+    PROGRESS_PREFIX,
+    log_tail,
+    read_curves,
+    read_state,
+    write_state,
+)
 from .job import EXIT_LOCKED, job_command, job_env, last_line
 
-PROGRESS = PROGRESS_PREFIX.encode()  # the lines of a job's output shown on the terminal
+SHOWN = (PROGRESS_PREFIX.encode(), NOTICE_PREFIX.encode())  # job output lines shown here
 
 STOP_WAIT_S = 120  # a stopped job saves a checkpoint first (torchrun kills after 30 s)
 
@@ -58,7 +65,7 @@ def train_targets(rows: list[Row], seeds: int, work_root: Path, **options) -> li
     """Every row x seed trained in ``<work_root>/<profile>/<table>/<row>/seed<k>/``;
     ``options``: the JobRequest fields common to all of them (profile, data_root, ...)."""
     requests = [JobRequest(row=row, seed=seed, work_dir=job_dir(work_root, options['profile'],
-                                                                 row.table, row.id, seed),
+                                                                 row.folder, row.id, seed),
                            **options)
                 for row in rows for seed in range(seeds)]
     return _tagged(requests, len(requests), list(range(1, len(requests) + 1)))
@@ -70,7 +77,7 @@ def evaluate_ours_targets(rows: list[Row], seeds: int, work_root: Path, multi_sc
     pairs = [(row, seed) for row in rows for seed in range(seeds)]
     requests, numbers = [], []
     for n, (row, seed) in enumerate(pairs, 1):
-        trained = job_dir(work_root, options['profile'], row.table, row.id, seed)
+        trained = job_dir(work_root, options['profile'], row.folder, row.id, seed)
         checkpoint = latest_checkpoint(trained)
         if read_state(trained).get('status') != 'finished' or checkpoint is None:
             print(f'[{n}/{len(pairs)}] {row.table}/{row.id} seed{seed}: not trained yet, skipped')
@@ -93,7 +100,7 @@ def evaluate_released_targets(rows: list[Row], work_root: Path, checkpoints: Pat
             continue
         requests.append(JobRequest(row=row, seed=0, checkpoint=checkpoint, released=True,
                                    multi_scale=multi_scale,
-                                   work_dir=released_dir(work_root, row.table, row.id,
+                                   work_dir=released_dir(work_root, row.folder, row.id,
                                                          multi_scale), **options))
         numbers.append(n)
     return _tagged(requests, len(rows), numbers)
@@ -209,7 +216,7 @@ class LocalLauncher(Launcher):
                     if self.verbose:
                         sys.stdout.buffer.write(chunk)
                         sys.stdout.flush()
-                    elif chunk.startswith(PROGRESS):
+                    elif chunk.startswith(SHOWN):
                         print(f'{tag}: {chunk.decode(errors="replace").rstrip()}', flush=True)
 
             copier = threading.Thread(target=tee, daemon=True)

@@ -11,8 +11,10 @@ import pandas as pd
 from ..core import profiles
 from ..core.layout import job_dir, ours_eval_dir, seed_dirs
 from ..core.spec import Row
-from ..core.state import job_status, read_curves, read_state
+from ..core.sources import recipe_sources
+from ..core.state import job_status, read_curves, read_recipe, read_state
 
+OTHER_RECIPE = 'other recipe'  # a job whose frozen recipe sources are not the row's now
 VAL_METRICS = ('mIoU', 'mAcc', 'aAcc')
 JOB_COLUMNS = ['row', 'seed', 'status', 'error', 'iters', 'mIoU_final', 'mAcc_final',
                'aAcc_final', 'miou_first', 'miou_ms', 'wandb_run_id', 'wandb_run',
@@ -41,17 +43,22 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
     """One record per row x seed found on disk (seeds 0..n-1 when ``seeds`` is given)."""
     records, curves = [], {}
     for row in rows:
-        found = seed_dirs(work_root, profile, row.table, row.id)
+        sources = recipe_sources(row)
+        found = seed_dirs(work_root, profile, row.folder, row.id)
         for seed in (range(seeds) if seeds else found):
-            work_dir = job_dir(work_root, profile, row.table, row.id, seed)
+            work_dir = job_dir(work_root, profile, row.folder, row.id, seed)
             state = read_state(work_dir)
             train, val = read_curves(work_dir)
             curves[(row.id, seed)] = (train, val)
             last_val = val.iloc[-1] if len(val) else None
-            status = job_status(state)
+            status, error = job_status(state), state.get('error')
+            ran = (read_recipe(work_dir) or {}).get('sources')
+            if ran is not None and ran != sources:  # never attributed to the row as it is now
+                status = OTHER_RECIPE
+                error = f'ran another recipe (sources {ran}; the row now: {sources})'
             records.append({
                 'row': row.id, 'seed': seed, 'status': status,
-                'error': state.get('error') if status == 'failed' else None,
+                'error': error if status in ('failed', OTHER_RECIPE) else None,
                 'iters': int(train.index.max()) if len(train) else 0,
                 **{f'{m}_final': (float(last_val[m]) if last_val is not None else None)
                    for m in VAL_METRICS},

@@ -21,7 +21,7 @@ def summarised_runs(table: Table, jobs: pd.DataFrame, work_root: Path) -> list[s
     runs = list(jobs['wandb_run'].dropna())
     folders = [ours_eval_dir(Path(j.work_dir), ms) for j in jobs.itertuples()
                for ms in (False, True)]
-    folders += [released_dir(work_root, table.name, row.id, ms) for row in table.rows
+    folders += [released_dir(work_root, table.folder, row.id, ms) for row in table.rows
                 for ms in (False, True)]
     runs += [state['wandb_run'] for d in folders if (state := read_state(d)).get('wandb_run')]
     return runs

@@ -17,12 +17,24 @@ from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
-from ..core.atomic import atomic_write, move_into_place
+from ..core.atomic import atomic_write
+from ..core.hashing import sha256_bytes
 from ..core.layout import CHECKPOINT_STAGING, POINTER
+from ..core.state import read_state, write_state
 
 
 class CheckpointSaveError(OSError):
     """A checkpoint could not be written; the message names it and the one still good."""
+
+
+def record_checkpoint(path: Path, sha256: str) -> None:
+    """Note a saved checkpoint's SHA-256 in its job's state; checkpoints no longer on disk
+    (the hook keeps the newest few) leave the record."""
+    work_dir = path.parent
+    known = read_state(work_dir).get('checkpoints') or {}
+    kept = {name: entry for name, entry in known.items() if (work_dir / name).is_file()}
+    kept[path.name] = {'sha256': sha256, 'bytes': path.stat().st_size, 'saved': time.time()}
+    write_state(work_dir, checkpoints=kept)
 
 
 @register_backend('atomic_local')
@@ -30,8 +42,11 @@ class AtomicLocalBackend(LocalBackend):
     """mmengine's local file backend whose writes go through a temporary file + rename."""
 
     def put(self, obj: bytes, filepath) -> None:
-        Path(filepath).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(filepath), obj)
+        path = Path(filepath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, obj)
+        if path.suffix == '.pth':  # what `verify` and a resume check the file against
+            record_checkpoint(path, sha256_bytes(obj))
 
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
         self.put(obj.encode(encoding), filepath)
@@ -61,10 +76,14 @@ class AtomicCheckpointHook(CheckpointHook):
             runner.message_hub.update_scalar('checkpoint/save_time',
                                              time.perf_counter() - start)
             if is_main_process():  # every rank writes a pointer; rank 0's becomes the one
-                move_into_place(staging / POINTER, pointer)
+                # the file's name only: a copied or moved job folder resumes from its own file
+                saved = Path((staging / POINTER).read_text().strip()).name
+                atomic_write(pointer, saved)
+                (staging / POINTER).unlink()
         except OSError as err:
             kept = (f'the previous checkpoint {Path(previous).name} is intact'
-                    if previous and Path(previous).is_file() else 'no earlier checkpoint is kept')
+                    if previous and (work_dir / Path(previous).name).is_file()
+                    else 'no earlier checkpoint is kept')
             reason = (err.strerror or str(err)).lower()
             raise CheckpointSaveError(
                 err.errno, f'{reason} while saving checkpoint '  # the job line names the folder

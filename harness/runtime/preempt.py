@@ -107,7 +107,7 @@ class PreemptionHook(Hook):
             runner.save_checkpoint(runner.work_dir, filename, save_optimizer=True,
                                    save_param_scheduler=True, by_epoch=False,
                                    backend_args=dict(backend='atomic_local'))
-            atomic_write(Path(runner.work_dir, POINTER), str(path))
+            atomic_write(Path(runner.work_dir, POINTER), path.name)
         runner.logger.info(f'Stop signal: saved {filename}, stopping')
         _state['armed'] = False
         raise Stopped(signum, iteration, filename)

@@ -1,0 +1,73 @@
+"""The recipe fingerprint: a hash of a job's effective config reduced to what changes its
+results (model, pretrained file, data pipeline, optimiser, schedule, batch, seed, precision,
+evaluation protocol), leaving out what does not (work dir, data root, W&B ids, resume flags,
+logging, loader workers: the data order is a function of seed and position, not of them)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mmengine.config import Config
+
+# the sections mmengine's Runner builds a job from that decide its numbers
+RECIPE_KEYS = ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader',
+               'optim_wrapper', 'param_scheduler', 'train_cfg', 'val_cfg', 'test_cfg',
+               'val_evaluator', 'test_evaluator', 'randomness', 'custom_hooks', 'tta_model',
+               'tta_pipeline', 'custom_imports')
+# where a machine or a start differs and the results do not
+MACHINE_KEYS = {'data_root', 'num_workers', 'persistent_workers', 'pin_memory'}
+# hooks that only report, log or stop: no result depends on them
+REPORTING_HOOKS = {'RunSummaryHook', 'PreemptionHook', 'ProgressHook'}
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k not in MACHINE_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def recipe_view(cfg: Config, weights_root: Path | None = None, processes: int = 1) -> dict:
+    """The part of ``cfg`` that decides a job's results, as plain JSON values; the pretrained
+    file as the spec names it (relative to ``weights_root``), not where this machine keeps it;
+    the batch as the total of the ``processes`` that share it (a job resumed on another
+    number of GPUs trains the same recipe: its data order does not depend on them)."""
+    view = {key: _plain(cfg.to_dict()[key]) for key in RECIPE_KEYS if key in cfg}
+    if 'train_dataloader' in view:
+        view['train_dataloader']['batch_size'] *= processes
+    view['custom_hooks'] = [h for h in view.get('custom_hooks', [])
+                            if h.get('type') not in REPORTING_HOOKS]
+    pretrained = view.get('model', {}).get('pretrained')
+    if pretrained and weights_root is not None:
+        try:
+            view['model']['pretrained'] = str(Path(pretrained).relative_to(weights_root))
+        except ValueError:
+            pass
+    return view
+
+
+def fingerprint(view: dict) -> str:
+    """A short, stable hash of a recipe view (16 hex digits of its SHA-256)."""
+    text = json.dumps(view, sort_keys=True, separators=(',', ':'), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flat(value, prefix: str = '') -> dict:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items()
+                for k, v in _flat(item, f'{prefix}.{key}' if prefix else str(key)).items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value)
+                for k, v in _flat(item, f'{prefix}[{i}]').items()} or {prefix: []}
+    return {prefix: value}
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """The dotted keys whose values differ between two recipe views, in the old one's order
+    (keys only one of them has included)."""
+    a, b = _flat(old), _flat(new)
+    return [k for k in list(a) + [k for k in b if k not in a] if a.get(k) != b.get(k)]

@@ -1,0 +1,147 @@
+"""Every number bound to what produced it: the recipe frozen at a job's first start, refused
+drift, folders of their own for a spec given by path, the start history, work roots that move,
+damaged checkpoints passed over, and `verify`. Real jobs through the CLI, real signals."""
+import json
+import os
+import shutil
+import signal
+
+import pytest
+import yaml
+
+from harness.core.layout import FROZEN_CONFIG, job_dir
+from harness.core.spec import EXPERIMENTS, load_table
+from harness.core.state import read_state
+from tests.helpers import harness_cli, start_and_wait
+
+pytestmark = pytest.mark.e2e
+
+ROW = 'seg-t-16'
+OTHER_CONFIG = 'experiments/configs/table3/seg-s-16.py'  # another backbone width
+
+
+def _spec(tmp_path, name='mine', config=None):
+    """A copy of table3.yaml given by path; ``config``: the row's config file instead."""
+    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
+    if config is not None:
+        next(r for r in data['rows'] if r['id'] == ROW)['config'] = config
+    path = tmp_path / f'{name}.yaml'
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+def _run(table, work, data, *extra):
+    return harness_cli('run', '--table', table, '--rows', ROW, '--profile', 'smoke',
+                       '--work-root', work, '--data-root', data, '--no-report', *extra)
+
+
+def _stopped(table, work, data, at=20):
+    """A job of 40 iterations stopped by SIGTERM after its first checkpoint (iteration 20):
+    the stop saves one more checkpoint where it stopped."""
+    work_dir = job_dir(work, 'smoke', load_table(table).row(ROW).folder, ROW, 0)
+    args = ('run', '--table', table, '--rows', ROW, '--profile', 'smoke', '--work-root', work,
+            '--data-root', data, '--no-report', '--max-iters', 40)
+    proc = start_and_wait(args, work_dir, at)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=300)
+    state = read_state(work_dir)
+    assert state['status'] == 'interrupted', state
+    return work_dir
+
+
+def _stopped_at(work_dir) -> int:
+    return max(int(p.stem[5:]) for p in work_dir.glob('iter_*.pth'))
+
+
+def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
+        tmp_path, synthetic_root):
+    spec = _spec(tmp_path)
+    work = tmp_path / 'work'
+    work_dir = _stopped(spec, work, synthetic_root)
+    stopped_at = _stopped_at(work_dir)
+    frozen = (work_dir / FROZEN_CONFIG).read_text()
+    recipe = json.loads((work_dir / 'recipe.json').read_text())
+
+    _spec(tmp_path, config=OTHER_CONFIG)  # the same spec file, edited: a wider backbone
+    refused = _run(spec, work, synthetic_root, '--max-iters', 40)
+    assert refused.returncode == 1
+    lines = [line for line in refused.stderr.splitlines() if 'error:' in line]
+    assert len(lines) == 1 and 'is not the one the job started with' in lines[0], refused.stderr
+    assert 'model.backbone.embed_dims' in lines[0] and '--accept-drift' in lines[0]
+    assert (work_dir / FROZEN_CONFIG).read_text() == frozen  # the record is history
+    status = harness_cli('status', '--table', spec, '--work-root', work)
+    assert 'other recipe' in status.stdout and 'ran another recipe' in status.stdout
+
+    accepted = _run(spec, work, synthetic_root, '--max-iters', 40, '--accept-drift')
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    state = read_state(work_dir)
+    assert state['status'] == 'finished'
+    first, last = state['history'][0], state['history'][-1]
+    assert first['resumed_from'] is None and first['drift'] is None
+    assert last['resumed_from'] == stopped_at and 'model.backbone.embed_dims' in last['drift']
+    assert last['recipe'] == first['recipe'] == recipe['fingerprint']
+    # it trained the frozen recipe: the backbone width it started with, not the spec's now
+    width = recipe['view']['model']['backbone']['embed_dims']
+    assert f'embed_dims={width},' in (work_dir / 'job_config.py').read_text()
+    assert state['drift']['accepted'] == last['drift']
+
+
+def test_a_spec_by_path_gets_folders_of_its_own_and_verify_checks_them(
+        tmp_path, synthetic_root):
+    work = tmp_path / 'work'
+    default = _run('table3', work, synthetic_root, '--max-iters', 20)
+    assert default.returncode == 0, default.stderr
+    default_dir = job_dir(work, 'smoke', 'table3', ROW, 0)
+    other = _spec(tmp_path, config=OTHER_CONFIG)
+    ran = _run(other, work, synthetic_root, '--max-iters', 20)
+    assert ran.returncode == 0, ran.stderr
+    assert 'finished before' not in ran.stdout
+    other_dir = job_dir(work, 'smoke', load_table(other).row(ROW).folder, ROW, 0)
+    assert other_dir != default_dir and read_state(other_dir)['status'] == 'finished'
+    recipes = [json.loads((d / 'recipe.json').read_text()) for d in (default_dir, other_dir)]
+    assert recipes[0]['fingerprint'] != recipes[1]['fingerprint']
+
+    ok = harness_cli('verify', '--table', other, '--work-root', work)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.startswith(f'ok      {other_dir}') and '1 of 1' in ok.stdout
+
+    checkpoint = other_dir / 'iter_20.pth'
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte
+    checkpoint.write_bytes(bytes(data))
+    damaged = harness_cli('verify', '--job', other_dir)
+    assert damaged.returncode == 1
+    assert 'checkpoint iter_20.pth: SHA-256 differs from the one recorded at save' in \
+        damaged.stdout
+
+    _spec(tmp_path, config=None)  # the spec file edited: its row back on its own config
+    drifted = harness_cli('verify', '--job', default_dir)
+    assert drifted.returncode == 0, drifted.stdout  # the default spec did not change
+    changed = harness_cli('verify', '--table', other, '--work-root', work)
+    assert changed.returncode == 1
+    assert 'the current spec builds another recipe' in changed.stdout
+    assert 'model.backbone.embed_dims' in changed.stdout
+
+
+def test_a_copied_work_root_resumes_from_its_own_files_past_a_damaged_checkpoint(
+        tmp_path, synthetic_root):
+    work = tmp_path / 'work'
+    work_dir = _stopped('table3', work, synthetic_root)
+    newest = _stopped_at(work_dir)
+    assert newest > 20 and (work_dir / 'iter_20.pth').is_file()
+    copy = tmp_path / 'copy'
+    shutil.copytree(work, copy)
+    work.rename(tmp_path / 'moved-away')  # the original is gone from where the copy points
+    copied_dir = job_dir(copy, 'smoke', 'table3', ROW, 0)
+    truncated = copied_dir / f'iter_{newest}.pth'
+    truncated.write_bytes(truncated.read_bytes()[:1000])  # a copy cut short
+
+    resumed = _run('table3', copy, synthetic_root, '--max-iters', 40)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    damaged = [line for line in resumed.stdout.splitlines() if 'is damaged' in line]
+    assert len(damaged) == 1 and f'iter_{newest}.pth' in damaged[0]
+    state = read_state(copied_dir)
+    assert state['status'] == 'finished' and state['history'][-1]['resumed_from'] == 20
+    assert f'Load checkpoint from {copied_dir / "iter_20.pth"}' in \
+        (copied_dir / 'job.log').read_text()
+    assert not (tmp_path / 'work').exists()
