@@ -45,13 +45,15 @@ class BenchOptions(Options):
 
 
 def bench(options: BenchOptions) -> int:
-    from ..measure.bench import print_ratios, run_bench, select_cases
-    chosen = select_cases(options.device, options.rows)
-    result = run_bench(options.device, options.repeats, options.warmup, options.amp,
-                       options.compile, options.slide_batch, options.overhead, options.out,
-                       chosen, options.tf32, options.profile, options.rounds)
+    from ..measure.bench import run_bench
+    from ..measure.bench_result import print_ratios
+    run = run_bench(device=options.device, rows=options.rows, repeats=options.repeats,
+                    warmup=options.warmup, rounds=options.rounds, amp=options.amp,
+                    tf32=options.tf32, compile_model=options.compile,
+                    slide_batch=options.slide_batch, overhead=options.overhead,
+                    profile=options.profile, out=options.out)
     print(f"bench: {options.out / 'bench.md'}")
-    print_ratios(result)
+    print_ratios(run)
     return 0
 
 

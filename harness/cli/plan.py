@@ -21,10 +21,11 @@ class PlanOptions(WeightsRoot, DataRoot, Launcher, Gpus, Seeds, Jobs):
 
 
 def plan(options: PlanOptions) -> int:
-    from ..measure.plan import load_rehearsals, print_plan
-    print_plan(options.tables(), options.profile, options.gpus, options.seeds, options.launcher,
-               options.work_root, options.data_for(options.profile), options.weights_root,
-               load_rehearsals(options.rehearsals), options.device)
+    from ..measure.plan import print_plan
+    print_plan(tables_rows=options.tables(), profile=options.profile, gpus=options.gpus,
+               seeds=options.seeds, launcher=options.launcher, work_root=options.work_root,
+               data_root=options.data_for(options.profile), weights_root=options.weights_root,
+               rehearsals=options.rehearsals, device=options.device)
     return 0
 
 

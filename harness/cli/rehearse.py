@@ -45,14 +45,14 @@ def rehearse(options: RehearseOptions) -> int:
     # mmengine imports pkg_resources, whose deprecation notice would sit among the rows' lines
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
     from ..measure.rehearse import rehearse as rehearse_rows
-    rows = options.selected_rows()
-    run = rehearse_rows(rows, options.device, options.amp, options.iters, options.batch,
-                        options.multi_scale, options.work_root, options.out, options.data_root,
-                        options.keep_checkpoints, options.resume)
-    failed = [key for key, entry in run['rows'].items() if 'error' in entry]
-    print(f"rehearsal: {options.out / 'rehearsal.md'} ({len(run['rows']) - len(failed)} of "
-          f"{len(run['rows'])} rows rehearsed)")
-    return 1 if failed else 0
+    run = rehearse_rows(rows=options.selected_rows(), device=options.device, amp=options.amp,
+                        iters=options.iters, batch=options.batch,
+                        multi_scale=options.multi_scale, work_root=options.work_root,
+                        out=options.out, data_root=options.data_root,
+                        keep_checkpoints=options.keep_checkpoints, resume=options.resume)
+    print(f"rehearsal: {options.out / 'rehearsal.md'} ({len(run.rows) - len(run.failed)} of "
+          f"{len(run.rows)} rows rehearsed)")
+    return 1 if run.failed else 0
 
 
 COMMAND = Command('rehearse', "each row's full-profile job at its real size for a few "

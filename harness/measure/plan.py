@@ -80,7 +80,7 @@ def _count_params(row: Row, profile: str, depth: int) -> int:
 def _logged_speed(row: Row, profile: str, work_root: Path, seeds: int) -> tuple[float, str] | None:
     """Seconds per iteration x GPUs, from the training log of a job of this row on disk."""
     for seed in range(max(seeds, 1)):
-        work_dir = job_dir(work_root, profile, row.table, row.id, seed)
+        work_dir = job_dir(work_root, profile, row.folder, row.id, seed)
         train, _ = read_curves(work_dir)
         if len(train) and 'time' in train:
             gpus = read_state(work_dir).get('gpus', 1)
@@ -140,7 +140,7 @@ def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, 
 def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
              data_root: Path, weights_root: Path, seeds: int, cache: dict,
              rehearsals: Rehearsals | None = None, device: str | None = None) -> JobPlan:
-    work_dir = job_dir(work_root, profile, row.table, row.id, seed)
+    work_dir = job_dir(work_root, profile, row.folder, row.id, seed)
     if row.id not in cache:  # the seed changes nothing but the random state
         with warnings.catch_warnings():  # mmseg's deprecation notes are not part of the plan
             warnings.simplefilter('ignore')

@@ -177,8 +177,8 @@ def rehearse_row(row: Row, *, amp: str | None, iters: int, batch: int | None,
     """Train, resume and time ``row``'s full-profile job (see the module's docstring); raises
     on the first step that fails."""
     weights_root = work_root / 'weights'
-    train_dir = job_dir(work_root, 'full', row.table, row.id, 0)
-    resume_dir = job_dir(work_root / 'resumed', 'full', row.table, row.id, 0)
+    train_dir = job_dir(work_root, 'full', row.folder, row.id, 0)
+    resume_dir = job_dir(work_root / 'resumed', 'full', row.folder, row.id, 0)
     for folder in (train_dir, resume_dir):  # the rehearsal's own scratch from a previous one
         shutil.rmtree(folder, ignore_errors=True)
     try:
