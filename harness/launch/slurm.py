@@ -12,7 +12,6 @@ job's state. Waiting asks ``squeue`` about all jobs at once, every ``poll_s`` se
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
