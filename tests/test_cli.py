@@ -11,7 +11,7 @@ from harness.cli.options import OptionError, flag_of
 from harness.cli.reference import REFERENCE, render
 from harness.cli.rehearse import RehearseOptions
 from harness.cli.run import RunOptions
-from tests.helpers import REPO_ROOT, harness_cli
+from tests.helpers import REPO_ROOT, broken_spec, harness_cli
 
 
 def test_the_cli_reference_is_what_the_parsers_print():
@@ -108,3 +108,13 @@ def test_workers_reach_every_loader_of_the_job_config(tmp_path, profile, flags, 
         assert cfg[loader].num_workers == expected, loader
         if flags:
             assert cfg[loader].persistent_workers == (expected > 0), loader
+
+
+def test_plan_on_a_config_that_does_not_build_says_so_in_one_line(tmp_path):
+    bad = tmp_path / 'broken.py'
+    bad.write_text('model = dict(\n')  # a syntax error
+    spec = broken_spec(tmp_path, lambda rows: rows[0].update(config=str(bad)))
+    result = harness_cli('plan', '--table', spec, '--rows', 'seg-t-16')
+    assert result.returncode == 2 and result.stderr.count('\n') == 1, result.stderr
+    assert result.stderr.startswith(f'error: table3/seg-t-16: config {bad} does not build: ')
+    assert 'SyntaxError' in result.stderr

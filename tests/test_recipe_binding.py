@@ -84,6 +84,13 @@ def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
     width = recipe['view']['model']['backbone']['embed_dims']
     assert f'embed_dims={width},' in (work_dir / 'job_config.py').read_text()
     assert state['drift']['accepted'] == last['drift']
+    reports = tmp_path / 'reports'
+    built = harness_cli('report', '--table', spec, '--work-root', work, '--reports', reports,
+                        '--profile', 'smoke', '--no-wandb-report')
+    assert built.returncode == 0, built.stderr
+    report = next(reports.rglob('report.md')).read_text()
+    assert 'ran another recipe' in report and 'drift accepted' in report
+    assert f"recipe {recipe['fingerprint']}" in report
 
 
 def test_a_spec_by_path_gets_folders_of_its_own_and_verify_checks_them(

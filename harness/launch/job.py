@@ -2,9 +2,9 @@
 mmengine's Runner.
 
 ``python -m harness.launch.job REQUEST_FILE`` (the request the launcher wrote into the job
-folder) is what every launcher starts (alone, under torchrun or in a SLURM task). Rank 0 owns the job folder: its lock, its state and the W&B
-run (``harness.core.layout`` names the files); ``harness.launch.record`` binds the job to its
-recipe.
+folder) is what every launcher starts (alone, under torchrun or in a SLURM task). Rank 0 owns
+the job folder: its lock, its state and the W&B run (``harness.core.layout`` names the files);
+``harness.launch.record`` binds the job to its recipe.
 """
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
 
         from .. import runtime  # noqa: F401 - importing it allow-lists mmengine's checkpoint types
         from ..prepare.job_config import build_config
-        from .provenance import dataset_identity
+        from .provenance import changes_during, dataset_identity
         from .record import freeze_or_check, input_fingerprints, resume_point, start_entry
 
         request = dataclasses.replace(request, gpus=world, wandb_run_id=run_id)
@@ -147,7 +147,8 @@ def main(argv=None) -> int:
                 'amp': request.amp, 'request': request.to_json(), 'git': start['git'],
                 'versions': start['versions'], 'hardware': start['hardware'],
                 'dataset': dataset_identity(request.data_root),
-                'inputs': input_fingerprints(request), 'recipe': recipe, 'history': history}
+                'inputs': input_fingerprints(request), 'recipe': recipe, 'history': history,
+                'changed_during_job': changes_during(history)}
         # the W&B run reads meta from the job's state when the Runner starts it
         record(work_dir, meta=meta, gpus=world, history=history,
                wandb_run=f'{request.wandb_project}/{run_id}',

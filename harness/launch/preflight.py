@@ -52,14 +52,13 @@ def check_configs(rows: list[Row], profile: str, gpus: int = 1,
     starts: a config that cannot build stops the run with one line instead of failing in the
     job process, after the rows before it have run. Full profile: the row's weights file is
     checked against the model built here (``preflight_full`` found it)."""
+    from ..prepare.job_config import does_not_build
     from ..prepare.model import build_model
     for row in rows:
         try:
             model = build_model(row, profile, gpus=gpus, weights_root=weights_root)
         except Exception as err:  # noqa: BLE001 - whatever mmengine/mmseg raise, one line
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            raise PreflightError(f'{row.table}/{row.id}: config {row.config} does not build: '
-                                 f'{type(err).__name__}: {(lines or [""])[0][:200]}') from None
+            raise does_not_build(row, err) from None
         if profile == 'full':
             check_weights_fit(row, Path(weights_root) / row.pretrained_file,
                               model.backbone.state_dict())

@@ -2,6 +2,7 @@
 code version, package versions, hardware, dataset identity."""
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import platform
 import subprocess
@@ -12,14 +13,35 @@ TRACKED_PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmsegmentation', 'wandb', 'num
 
 
 def git_state() -> dict:
-    """Commit and dirty flag of the harness checkout (None outside a git checkout)."""
+    """Commit, dirty flag and a hash of the uncommitted changes (tracked files' diff and the
+    untracked files' names) of the harness checkout; None outside a git checkout."""
     def git(*args):
         return subprocess.run(['git', *args], cwd=REPO_ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
     try:
-        return {'commit': git('rev-parse', 'HEAD'), 'dirty': bool(git('status', '--porcelain'))}
+        status = git('status', '--porcelain')
+        diff = git('diff', 'HEAD') + '\n' + status if status else ''
+        return {'commit': git('rev-parse', 'HEAD'), 'dirty': bool(status),
+                'diff_sha256': hashlib.sha256(diff.encode()).hexdigest() if status else None}
     except (OSError, subprocess.CalledProcessError):
-        return {'commit': None, 'dirty': None}
+        return {'commit': None, 'dirty': None, 'diff_sha256': None}
+
+
+def changes_during(history: list[dict]) -> list[str]:
+    """What changed between the starts of one job: the code (commit or uncommitted changes)
+    and the packages, one phrase each, naming the start it changed at (1-based)."""
+    found = []
+    for k, (before, after) in enumerate(zip(history, history[1:]), 2):
+        was, git = before.get('git') or {}, after.get('git') or {}
+        if any(was.get(key) != git.get(key) for key in ('commit', 'diff_sha256')):
+            dirty = ' (uncommitted changes)' if git.get('dirty') else ''
+            found.append(f"start {k}: code {(git.get('commit') or '?')[:10]}{dirty}")
+        old, new = before.get('versions') or {}, after.get('versions') or {}
+        moved = [f'{name} {old.get(name)} -> {new.get(name)}'
+                 for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
+        if moved:
+            found.append(f"start {k}: packages {', '.join(moved)}")
+    return found
 
 
 def hardware() -> dict:

@@ -19,7 +19,7 @@ from ..core.layout import job_dir
 from ..core.request import JobRequest
 from ..core.spec import Row
 from ..core.state import read_curves, read_state
-from ..prepare.job_config import build_config
+from ..prepare.job_config import build_config, does_not_build
 from .rehearsal_result import DEFAULT_OUT as DEFAULT_REHEARSALS, Rehearsals, RowFailure, \
     load_rehearsals
 
@@ -144,10 +144,13 @@ def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
     if row.id not in cache:  # the seed changes nothing but the random state
         with warnings.catch_warnings():  # mmseg's deprecation notes are not part of the plan
             warnings.simplefilter('ignore')
-            cfg = build_config(JobRequest(row=row, profile=profile, seed=seed,
-                                          work_dir=work_dir, data_root=data_root, gpus=gpus,
-                                          weights_root=weights_root))
-            cache[row.id] = cfg, _count_params(row, profile, cfg.model.backbone.num_layers)
+            try:
+                cfg = build_config(JobRequest(row=row, profile=profile, seed=seed,
+                                              work_dir=work_dir, data_root=data_root, gpus=gpus,
+                                              weights_root=weights_root))
+                cache[row.id] = cfg, _count_params(row, profile, cfg.model.backbone.num_layers)
+            except Exception as err:  # noqa: BLE001 - whatever mmengine/mmseg raise, one line
+                raise does_not_build(row, err) from None
     cfg, params = cache[row.id]
     iters = cfg.train_cfg.max_iters
     buffers = _optimizer_buffers(cfg.optim_wrapper.optimizer)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
+from ..core.errors import SpecError
 from ..core.layout import STATE_FILE
 from ..core.profiles import MULTI_SCALE_RATIOS, SMOKE, SmokeSize
 from ..core.request import JobRequest
@@ -140,6 +141,14 @@ def _wandb_backend(job: JobRequest) -> dict:
         # the run starts: kept out of the config, whose pretty-printing (yapf, in every
         # checkpoint) takes ~1.5 s per save with it nested inside
         meta_file=None if job.work_dir is None else str(Path(job.work_dir) / STATE_FILE))
+
+
+def does_not_build(row, err: BaseException) -> SpecError:
+    """The one line for a row whose config or model does not build, whatever mmengine or mmseg
+    raised: the row, its config file and the first line of the reason."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return SpecError(f'{row.table}/{row.id}: config {row.config} does not build: '
+                     f'{type(err).__name__}: {(lines or [""])[0][:200]}')
 
 
 def build_config(job: JobRequest) -> Config:

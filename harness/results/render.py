@@ -56,7 +56,7 @@ def _interval(r) -> str:
 
 def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: str,
               paper_version: str | None, tolerance: float, progress: dict,
-              per_class: list[str]) -> str:
+              per_class: list[str], out: Path | None = None) -> str:
     lines = []
     if profile == 'smoke':
         lines += [f'> **Smoke run on synthetic data** (each row at 1/{SMOKE.width_divisor} width '
@@ -166,21 +166,53 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
                          f"{_text(v.get('mmengine'))}, mmseg {_text(v.get('mmsegmentation'))}, "
                          f"wandb {_text(v.get('wandb'))}; {device}; data "
                          f"{_text(meta.get('dataset', {}).get('file_list_sha256'))[:12]}"
-                         + (f"; {meta['amp']} training precision" if meta.get('amp') else ''))
+                         + (f"; {meta['amp']} training precision" if meta.get('amp') else '')
+                         + _binding(meta))
     lines += ['', '## Per-class IoU of the last evaluation', '']
     for name in per_class:
         lines += [f'![per-class IoU]({name})', '']
     if not per_class:
         lines += ['No finished job has a per-class IoU yet.', '']
     lines += ['## Jobs', '',
-              '| row | seed | status | last iteration | mIoU | progress | W&B run | work dir |',
+              'Each job links to its record (state, start history, frozen recipe: '
+              '`python -m harness verify` checks it).', '',
+              '| row | seed | status | last iteration | mIoU | progress | W&B run | record |',
               '|---|---|---|---|---|---|---|---|']
     for j in jobs.itertuples():
         status = j.status + (f' ({j.error})' if j.error else '')
         lines.append(f'| {j.row} | {j.seed} | {status} | {j.iters} | {_fmt(j.mIoU_final)} | '
                      f'{_text(progress.get((j.row, j.seed)))} | {_text(j.wandb_run_id)} | '
-                     f'{_relative(j.work_dir)} |')
+                     f'{_record_link(j.work_dir, out)} |')
     return '\n'.join(lines) + '\n'
+
+
+def _binding(meta: dict) -> str:
+    """What binds the job's number to what produced it: its recipe, its inputs' hashes, a
+    drift accepted at a restart, code or packages that changed between its starts."""
+    parts = []
+    if meta.get('recipe'):
+        parts.append(f"recipe {meta['recipe']}")
+    for kind, entry in (meta.get('inputs') or {}).items():
+        if entry.get('sha256'):
+            parts.append(f"{kind} sha256 {entry['sha256'][:12]}")
+    drifted = [k for k, start in enumerate(meta.get('history') or [], 1) if start.get('drift')]
+    if drifted:
+        parts.append(f"**resumed at start {', '.join(map(str, drifted))} with its frozen recipe "
+                     'although the checkout built another (drift accepted)**')
+    if meta.get('changed_during_job'):
+        parts.append('**changed during the job: ' + '; '.join(meta['changed_during_job']) + '**')
+    return ''.join(f'; {p}' for p in parts)
+
+
+def _record_link(work_dir: str, out: Path | None) -> str:
+    """The job folder, linked to its state file from where the report lies."""
+    import os
+
+    from ..core.layout import STATE_FILE
+    shown = _relative(work_dir)
+    if out is None:
+        return shown
+    return f'[{shown}]({os.path.relpath(Path(work_dir) / STATE_FILE, Path(out))})'
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:

@@ -251,7 +251,7 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path | N
     images.update(_per_class_charts(table, jobs, work_root, profile))
 
     markdown = markdown_page(table, summary, jobs, profile, paper_version, tolerance, progress,
-                         [name for name in images if name.startswith('per-class-')])
+                         [name for name in images if name.startswith('per-class-')], out)
     page = html_page(markdown, summary, jobs, images, table.title, progress)
     publish(out, {'results.csv': summary.to_csv(index=False).encode(), **images,
                   'report.md': markdown.encode(), 'report.html': page.encode()})
