@@ -15,6 +15,7 @@ from mmseg.models.segmentors import EncoderDecoder, SegTTAModel
 from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
 
+from .branches import use_gpu_branch
 from .loss import ChannelsLastCrossEntropyLoss
 
 # classes of a window upsampled at a time on CPUs (8 MB at 512x512): a whole window's
@@ -46,15 +47,16 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
 
     def _decode_head_forward_train(self, inputs, data_samples) -> dict:
         """mmseg's decode-head loss (head forward, then ``loss_by_feat``: logits upsampled to
-        the labels, pixel loss, logged accuracy), computed faster with the same values. On CPU,
-        ``ChannelsLastCrossEntropyLoss.upsampled`` computes all three from the low-resolution
-        logits. Elsewhere (measured faster on CPU only) the logits are made channels-last
-        before mmseg's ``loss_by_feat``, so its upsampling and the row-wise pixel loss work on
-        contiguous rows of classes."""
+        the labels, pixel loss, logged accuracy), computed faster with the same values. On the
+        CPU branch (``use_gpu_branch``), ``ChannelsLastCrossEntropyLoss.upsampled`` computes all
+        three from the low-resolution logits. On the GPU branch (the fused loss was measured
+        faster on CPUs only) the logits are made channels-last before mmseg's
+        ``loss_by_feat``, so its upsampling and the row-wise pixel loss work on contiguous rows
+        of classes."""
         head = self.decode_head
         logits = head(inputs)
         loss = head.loss_decode
-        if (logits.device.type == 'cpu' and isinstance(loss, ChannelsLastCrossEntropyLoss)
+        if (not use_gpu_branch(logits) and isinstance(loss, ChannelsLastCrossEntropyLoss)
                 and loss.fuses_upsampling and head.sampler is None and not head.align_corners):
             labels = head._stack_batch_gt(data_samples).squeeze(1)
             value, accuracy = loss.upsampled(logits, labels, head.ignore_index)
@@ -87,10 +89,10 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
                 raise ValueError(f'sliding windows {crop} with stride {stride} leave pixels of '
                                  f'a {height}x{width} image uncovered')
         head = self.decode_head
-        # on CPUs, mmseg's own steps (head forward, then its resize to the window) taken apart,
-        # so that the resize runs on a few classes at a time; bilinear resizing is per channel,
-        # so the logits are the same
-        by_classes = (views[0].device.type == 'cpu'
+        # on the CPU branch, mmseg's own steps (head forward, then its resize to the window)
+        # taken apart, so that the resize runs on a few classes at a time; bilinear resizing is
+        # per channel, so the logits are the same
+        by_classes = (not use_gpu_branch(views[0])
                       and type(self).encode_decode is EncoderDecoder.encode_decode
                       and type(head).predict is BaseDecodeHead.predict)
         for shape, group in windows.items():

@@ -24,6 +24,8 @@ class BF16AutocastOptimWrapper(OptimWrapper):
 
     @contextmanager
     def optim_context(self, model):
+        # where autocast applies, not a choice of code: the models' CPU/GPU branches are
+        # chosen by harness.models.branches, and a test that forces one keeps this device
         device = next(model.parameters()).device.type
         with super().optim_context(model), torch.autocast(device_type=device,
                                                           dtype=torch.bfloat16):
