@@ -1,6 +1,7 @@
 """The command line: options dataclasses that check themselves (one line naming the flag), the
 row selection, and the generated reference in docs/ that must equal what the parsers say."""
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -89,7 +90,7 @@ def test_row_selection_refuses_an_empty_list_and_runs_a_row_named_twice_once(tmp
 
 
 @pytest.mark.parametrize('profile, flags, expected', [
-    ('full', [], 4),  # the recipe's
+    ('full', [], None),  # from this process's CPUs
     ('smoke', [], 0),  # in the training process
     ('full', ['--workers', '3'], 3),
     ('smoke', ['--workers', '2'], 2),
@@ -104,6 +105,9 @@ def test_workers_reach_every_loader_of_the_job_config(tmp_path, profile, flags, 
     [target] = train_targets(options.selected_rows(), 1, tmp_path, profile=profile,
                              data_root=tmp_path, workers=options.workers)
     cfg = build_config(target.request)
+    if expected is None:
+        expected = min(8, len(os.sched_getaffinity(0))) if 'SLURM_CPUS_PER_TASK' not in \
+            os.environ else min(8, int(os.environ['SLURM_CPUS_PER_TASK']))
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[loader].num_workers == expected, loader
         if flags:
@@ -118,3 +122,17 @@ def test_plan_on_a_config_that_does_not_build_says_so_in_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.count('\n') == 1, result.stderr
     assert result.stderr.startswith(f'error: table3/seg-t-16: config {bad} does not build: ')
     assert 'SyntaxError' in result.stderr
+
+
+@pytest.mark.parametrize('env, cpus, processes, expected', [
+    ({'SLURM_CPUS_PER_TASK': '2'}, 64, 1, 2),  # SLURM's allocation, not the node's CPUs
+    ({}, 16, 8, 2),  # 16 CPUs shared by 8 processes
+    ({'LOCAL_WORLD_SIZE': '4'}, 16, 1, 4),  # torchrun says how many share the node
+    ({}, 64, 1, 8),  # capped
+    ({}, 3, 4, 0),  # fewer CPUs than processes: loading in the training process
+])
+def test_loader_workers_come_from_the_allocation(env, cpus, processes, expected):
+    from harness.core.allocation import loader_workers
+    workers, source = loader_workers(processes, env=env, cpus=cpus)
+    assert workers == expected
+    assert ('SLURM_CPUS_PER_TASK=2' in source) == ('SLURM_CPUS_PER_TASK' in env)

@@ -1,9 +1,11 @@
 """`harness plan`: a dry run whose numbers come from the jobs' configs and the records on disk,
 and which launches nothing and writes nothing."""
 import json
+import os
 import re
 import subprocess
 
+import pytest
 import yaml
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
@@ -14,7 +16,7 @@ from harness.measure.rehearsal_result import (PeakMemory, RehearsalMachine, Rehe
                                               RowFailure, RowRehearsal, Substitutions,
                                               load_rehearsals, markdown, write_rehearsal)
 from harness.prepare.job_config import build_config
-from tests.conftest import REPO_ROOT, harness_cli
+from tests.helpers import REPO_ROOT, harness_cli
 
 
 def _tree(root):
@@ -45,7 +47,8 @@ def test_plan_of_real_rows_from_their_configs_writes_nothing(tmp_path):
     spec.parent.mkdir()
     spec.write_text(yaml.safe_dump(data, allow_unicode=True))
     work, weights = tmp_path / 'work', tmp_path / 'weights-root'
-    logged = work / 'full' / 'table3' / 'seg-t-16' / 'seed1'
+    # a spec given by path keeps its jobs in a table folder of its own
+    logged = work / 'full' / load_table(spec).row('seg-t-16').folder / 'seg-t-16' / 'seed1'
     (logged / 'vis_data').mkdir(parents=True)
     (logged / 'job.json').write_text(json.dumps({'status': 'interrupted', 'gpus': 2}))
     (logged / 'vis_data' / 'scalars.json').write_text(''.join(
@@ -100,14 +103,14 @@ def test_smoke_plan_and_bad_gpu_count():
         'batch 8\n'
 
 
-def _rehearsed(batch, step, per_image):
+def _rehearsed(batch, step, per_image, per_worker=1.0):
     """A row's rehearsal with the figures plan reads; the others are placeholders."""
     return RowRehearsal(batch=batch, real_batch=8, iters=2, crop=512, weights='test',
                         weights_loaded='test', train_s_per_iter=step, train_data_s_per_iter=None,
                         train_first_iter_s=step, eval_s_per_image=per_image, eval_images=None,
                         eval_windows=None, peak_memory=PeakMemory(bytes=1, kind='test'),
                         checkpoint_bytes=1, checkpoint_save_s=None, loss=None, train_dir='test',
-                        images_per_s_per_worker=1.0, samples=1, workers=1, wall_s=1.0)
+                        images_per_s_per_worker=per_worker, samples=1, workers=1, wall_s=1.0)
 
 
 def _rehearsal_record(folder, kind, rows):
@@ -151,6 +154,26 @@ def test_plan_hours_from_a_rehearsal_of_the_same_device_kind(tmp_path):
                         '--rehearsals', tmp_path / 'r', '--work-root', tmp_path / 'w',
                         '--device', 'cuda: Other GPU')
     assert 'GPU-hours unknown' in other.stdout and 'no rehearsal on cuda: Other GPU' in other.stdout
+
+
+@pytest.mark.parametrize('cpus', [1, 4])
+def test_plan_says_when_a_row_would_be_data_bound(tmp_path, cpus):
+    """The loader workers come from the allocation (here SLURM's CPUs per task); the rehearsed
+    pipeline delivers ``per_worker`` images/s each, the step consumes batch / step_s."""
+    batch, step, per_worker = 8, 0.5, 5.0  # the step consumes 16 images/s
+    kind = 'cuda: Test GPU'
+    _rehearsal_record(tmp_path / 'r', kind, {
+        'table6/seg-t-mask-16': _rehearsed(batch, step, 0.05, per_worker)})
+    result = harness_cli('plan', '--table', 'table6', '--rows', 'seg-t-mask-16',
+                         '--rehearsals', tmp_path / 'r', '--work-root', tmp_path / 'w',
+                         env={**os.environ, 'SLURM_CPUS_PER_TASK': str(cpus)})
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in _job_block(result.stdout, 'seg-t-mask-16', 0).splitlines()
+                if x.strip().startswith('data '))
+    assert f'{cpus} loader worker(s) per process (SLURM_CPUS_PER_TASK={cpus} here)' in line
+    bound = cpus * per_worker < batch / step
+    assert ('DATA-BOUND' in line) == bound and ('keeps up' in line) != bound
+    assert f'{cpus} x {per_worker:.1f} images/s against {batch / step:.1f}' in line
 
 
 def test_plan_takes_hours_from_the_rehearsals_on_record(tmp_path):

@@ -8,6 +8,7 @@ which must fail alone with one line.
 """
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -26,9 +27,10 @@ from harness.core.request import JobRequest
 from harness.core.spec import EXPERIMENTS, load_table
 from harness.core.state import read_state
 from harness.launch.job import job_env
-from tests.conftest import harness_cli
+from tests.helpers import harness_cli
 
 ROWS = [('table3', 'seg-t-16'), ('table6', 'seg-t-mask-16')]
+ALLOCATED_CPUS = 2  # what SLURM would give each process: its loader workers
 BAD = 'seg-s-32'  # its spec below points at Seg-T/16's release (another width and patch)
 ITERS, BATCH = 2, 1
 
@@ -48,7 +50,8 @@ def rehearsal(tmp_path_factory, ade_sized_root):
     result = harness_cli('rehearse', '--table', spec, '--table', 'table6', '--rows',
                          f'seg-t-16,{BAD},seg-t-mask-16', '--iters', ITERS, '--batch', BATCH,
                          '--data-root', ade_sized_root, '--work-root', work, '--out', out,
-                         '--keep-checkpoints', timeout=2400)
+                         '--keep-checkpoints', timeout=2400,
+                         env={**os.environ, 'SLURM_CPUS_PER_TASK': str(ALLOCATED_CPUS)})
     return result, work / 'cpu', out, spec
 
 
@@ -84,11 +87,15 @@ def test_row_rehearsed_at_real_size(rehearsal, ade_sized_root, table, row):
     result, work, out, spec = rehearsal
     entry = json.loads((out / 'rehearsal.json').read_text())['cpu']['fp32']['rows'][
         f'{table}/{row}']
-    train_dir = job_dir(work, 'full', table, row, 0)
-    assert read_state(train_dir)['status'] == 'finished'
+    spec_row = load_table(spec if table == 'table3' else table).row(row)
+    train_dir = job_dir(work, 'full', spec_row.folder, row, 0)  # a spec by path: its own
+    state = read_state(train_dir)
+    assert state['status'] == 'finished'
+    # the loaders fed from the allocation the rehearsal ran under (SLURM's, set below)
+    assert state['meta']['loader']['workers'] == entry['workers'] == ALLOCATED_CPUS
+    assert state['meta']['loader']['cpus'] == f'SLURM_CPUS_PER_TASK={ALLOCATED_CPUS}'
     cfg = Config.fromfile(train_dir / CONFIG_FILE)  # what the job ran
     crop, stride = cfg.model.test_cfg.crop_size[0], cfg.model.test_cfg.stride[0]
-    spec_row = load_table(spec if table == 'table3' else table).row(row)
     assert crop == spec_row.crop_size == 512 and cfg.train_dataloader.batch_size == BATCH
     assert cfg.train_cfg.max_iters == ITERS
 
@@ -119,7 +126,7 @@ def test_row_rehearsed_at_real_size(rehearsal, ade_sized_root, table, row):
 
     assert math.isfinite(entry['loss'])
     # resumed: the second job started from the checkpoint and ran one more iteration
-    resumed = job_dir(work / 'resumed', 'full', table, row, 0)
+    resumed = job_dir(work / 'resumed', 'full', spec_row.folder, row, 0)
     assert read_state(resumed)['measured']['train/time']['count'] == ITERS + 1
     assert (resumed / checkpoint_name(ITERS + 1)).is_file()
     assert entry['resumed'] == f'from {checkpoint_name(ITERS)} to iteration {ITERS + 1}'
@@ -205,7 +212,7 @@ def test_every_other_row_trains_in_smoke_form(tmp_path, synthetic_root):
     (['--iters', '1'], '--iters must be at least 2'),
     (['--batch', '0'], '--batch must be at least 1, got 0'),
     (['--rows', 'seg-x-99'], "no row 'seg-x-99'"),
-    (['--device', 'tpu'], '--device tpu: choose cpu or cuda'),
+    (['--device', 'tpu'], "unknown --device 'tpu' (choose cpu or cuda)"),
 ])
 def test_bad_rehearsal_arguments_are_one_line_and_write_nothing(tmp_path, args, message):
     result = harness_cli('rehearse', '--table', 'table3', '--work-root', tmp_path / 'w',

@@ -48,8 +48,10 @@ class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
                                   help='slurm: seconds between two squeue calls while waiting '
                                        '(one call for all jobs)')
     workers: int | None = option(None, minimum=0, metavar='N',
-                                 help="data-loader worker processes per training process "
-                                      "(default: the recipe's; smoke: 0, in the process)")
+                                 help='data-loader worker processes per training process '
+                                      '(default: min(8, usable CPUs / processes on the node), '
+                                      "SLURM's --cpus-per-task where set; smoke: 0, in the "
+                                      'process)')
     report: bool = option(True, flag='--no-report', help='do not rebuild the report afterwards')
     verbose: bool = option(False, short='-v', help='stream job logs')
 

@@ -140,6 +140,7 @@ def main(argv=None) -> int:
         resume = resume_point(work_dir) if request.kind == 'train' else None
         if request.kind == 'train':  # from the file chosen here, never a pointer's old path
             cfg.resume, cfg.load_from = resume is not None, str(resume) if resume else None
+        loader = _feed_loaders(cfg)
         start = start_entry(resume, recipe, drift)
         history = [*(state.get('history') or []), start]  # appended, never rewritten
         meta = {'table': row.table, 'row': row.id, 'model': row.model,
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
                 'versions': start['versions'], 'hardware': start['hardware'],
                 'dataset': dataset_identity(request.data_root),
                 'inputs': input_fingerprints(request), 'recipe': recipe, 'history': history,
-                'changed_during_job': changes_during(history)}
+                'changed_during_job': changes_during(history), 'loader': loader}
         # the W&B run reads meta from the job's state when the Runner starts it
         record(work_dir, meta=meta, gpus=world, history=history,
                wandb_run=f'{request.wandb_project}/{run_id}',
@@ -175,6 +176,20 @@ def main(argv=None) -> int:
     record(work_dir, status='finished', finished=time.time(),
            **({'metrics': metrics} if request.kind == 'evaluate' else {}))
     return 0
+
+
+def _feed_loaders(cfg) -> dict:
+    """Pinned memory for the loaders where batches go to a GPU; what the loaders got, for the
+    job's record."""
+    import torch
+
+    from ..core.allocation import loader_workers
+    pinned = torch.cuda.is_available()
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].pin_memory = pinned
+    _, source = loader_workers(int(os.environ.get('WORLD_SIZE', 1)))
+    return {'workers': cfg.train_dataloader.num_workers, 'pin_memory': pinned,
+            'cpus': source}
 
 
 def _distribute(cfg) -> None:

@@ -47,6 +47,7 @@ class JobPlan:
     speed_source: str
     weights: str
     state: str
+    loader: str = ''
 
 
 def _optimizer_buffers(optimizer: dict) -> int:
@@ -137,6 +138,29 @@ def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, 
     return None, why
 
 
+def loader_feed(row: Row, workers: int, processes: int, results: Rehearsals,
+                device: str | None) -> str:
+    """The job's loader workers per process and where they come from, and whether they would
+    keep up with the training step (from a rehearsal of the row on ``device``: the pipeline's
+    images per second per worker x workers against the images per second a step consumes)."""
+    from ..core.allocation import loader_workers
+    line = f'{workers} loader worker(s) per process ({loader_workers(processes)[1]} here)'
+    kinds = [k for k in results if (k == device if device else k.startswith('cuda'))]
+    for kind in kinds:
+        run = results[kind].get('fp32')
+        entry = run.rows.get(f'{row.table}/{row.id}') if run else None
+        if entry is None or isinstance(entry, RowFailure) or not entry.train_s_per_iter \
+                or not entry.images_per_s_per_worker:
+            continue
+        need = entry.batch / entry.train_s_per_iter
+        fed = entry.images_per_s_per_worker * max(workers, 1)
+        verdict = 'DATA-BOUND' if fed < need else 'keeps up'
+        return (f'{line}: {verdict} on {kind} ({max(workers, 1)} x '
+                f'{entry.images_per_s_per_worker:.1f} images/s against {need:.1f} the step '
+                'consumes)')
+    return line
+
+
 def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
              data_root: Path, weights_root: Path, seeds: int, cache: dict,
              rehearsals: Rehearsals | None = None, device: str | None = None) -> JobPlan:
@@ -179,7 +203,9 @@ def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
                    disk_bytes=ckpt * kept + LOG_ALLOWANCE, gpu_hours=hours,
                    wall_hours=wall, speed_source=source,
                    weights=_weights(row, profile, weights_root),
-                   state=state)
+                   state=state,
+                   loader=loader_feed(row, cfg.train_dataloader.num_workers, gpus,
+                                      rehearsals or {}, device))
 
 
 def data_status(profile: str, data_root: Path) -> str:
@@ -245,7 +271,8 @@ def print_plan(*, tables_rows, profile: str, gpus: int, seeds: int, launcher: st
                       f'{_gb(p.checkpoint_bytes)} ({p.params} params x {BYTES_PER_VALUE} B x '
                       f'(weights + {p.buffers} optimiser buffer(s))) + '
                       f'{LOG_ALLOWANCE // 2 ** 20} MB logs\n'
-                      f'      weights {p.weights}')
+                      f'      weights {p.weights}\n'
+                      f'      data {p.loader}')
         print(f'  {table.name} total: GPU-hours {_total(in_table, "gpu_hours")}, wall-clock '
               f'hours {_total(in_table, "wall_hours")} (jobs one after another)')
         plans += in_table

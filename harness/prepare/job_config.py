@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
+from ..core.allocation import loader_workers
 from ..core.errors import SpecError
 from ..core.layout import STATE_FILE
 from ..core.profiles import MULTI_SCALE_RATIOS, SMOKE, SmokeSize
@@ -166,6 +167,8 @@ def build_config(job: JobRequest) -> Config:
         cfg.train_dataloader.batch_size = job.batch
     if job.workers is not None:
         _set_workers(cfg, job.workers)
+    elif job.profile == 'full':  # what this process's allocation feeds (smoke: in-process)
+        _set_workers(cfg, loader_workers(job.gpus)[0])
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(job.data_root)
 
