@@ -1,4 +1,5 @@
 # Segmenter reproduction harness. `make smoke` and `make test` are all a newcomer needs.
+# `make test-fast`: the tests that run no training job, SLURM or browser (under 2 minutes).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -65,8 +66,8 @@ TABLE ?= table3
 TABLES ?= table3 table6
 TABLES_ARG := $(foreach t,$(TABLES),--table $(t))
 
-.PHONY: install browser slurm smoke test bench data weights plan plan-table3 plan-table6 \
-	reproduce-table3 reproduce-table6 evaluate-table3 rehearse \
+.PHONY: install browser slurm smoke test test-fast bench data weights plan plan-table3 \
+	plan-table6 reproduce-table3 reproduce-table6 evaluate-table3 rehearse \
 	evaluate-table6 report clean sync-help
 
 ifeq ($(PY),$(VENV_PY))
@@ -113,6 +114,13 @@ test: install browser slurm
 	@$(call has_modules,$(TEST_MODULES))
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 		--durations=15 tests
+
+# the tests marked (pytest.ini) neither e2e, slurm nor browser: no training job, nothing more
+# to install; handed out test by test, as they are short and many
+test-fast: install
+	@$(call has_modules,$(TEST_MODULES))
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal \
+		-m "not e2e and not slurm and not browser" --durations=10 tests
 
 # verify ADE20K at ADE20K_ROOT (ZIP=path/ADEChallengeData2016.zip unpacks it there first)
 data: install

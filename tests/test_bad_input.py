@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.core.spec import load_table
-from tests.conftest import REPO_ROOT, harness_cli
-from tests.test_spec import _broken_spec
+from tests.helpers import REPO_ROOT, broken_spec, harness_cli
 
 PREVIOUS_JOB = ('smoke', 'table3', 'seg-t-16', 'seed0')
 
@@ -63,12 +62,12 @@ def test_unknown_row(work):
 
 def test_malformed_spec(work, tmp_path):
     # the field-by-field cases are in test_spec; here the command refuses and keeps the files
-    spec = _broken_spec(tmp_path, lambda rows: rows[2].update(decoder='conv'))
+    spec = broken_spec(tmp_path, lambda rows: rows[2].update(decoder='conv'))
     _assert_refused(_run(work, '--table', spec), work, "row 'seg-s-16': field 'decoder'")
 
 
 def test_row_id_that_cannot_be_a_folder_name(work, tmp_path):
-    spec = _broken_spec(tmp_path, lambda rows: rows[0].update(id='../seg-t-16'))
+    spec = broken_spec(tmp_path, lambda rows: rows[0].update(id='../seg-t-16'))
     _assert_refused(_run(work, '--table', spec), work,
                     "row '../seg-t-16': field 'id': '../seg-t-16' is not a usable identifier")
 
@@ -77,7 +76,7 @@ def test_config_that_does_not_build(work, tmp_path):
     bad = tmp_path / 'seg-t-16-wrong-type.py'
     bad.write_text(f"_base_ = [{str(REPO_ROOT / 'experiments/configs/table3/seg-t-16.py')!r}]\n"
                    "model = dict(backbone=dict(type='VisionTransformr'))\n")
-    spec = _broken_spec(tmp_path, lambda rows: rows[0].update(config=str(bad)))
+    spec = broken_spec(tmp_path, lambda rows: rows[0].update(config=str(bad)))
     result = _run(work, '--table', spec, '--rows', 'seg-t-16', '--profile', 'smoke',
                   '--data-root', tmp_path / 'data')
     _assert_refused(result, work, 'table3/seg-t-16: config')
@@ -186,6 +185,7 @@ cp -a "$job" "$out/after"
 '''
 
 
+@pytest.mark.e2e
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, synthetic_root):
     mountpoint, out = tmp_path / 'disk', tmp_path / 'out'
     mountpoint.mkdir()

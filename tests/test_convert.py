@@ -10,9 +10,9 @@ from harness.assets.convert import (
     convert_pretrained_vit,
 )
 from harness.core.spec import load_table
-from tests.conftest import harness_cli
-from tests.layouts import (
+from tests.helpers import (
     encoder_shapes,
+    harness_cli,
     official_forward,
     official_shapes,
     random_state,

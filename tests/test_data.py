@@ -9,7 +9,7 @@ from PIL import Image
 
 from harness.assets.data import DataError, check_files, check_layout, unpack
 from harness.assets.synthetic import SPLITS
-from tests.conftest import harness_cli
+from tests.helpers import harness_cli
 
 SMALL_COUNTS = {split: count for split, (_, count) in SPLITS.items()}
 

@@ -15,8 +15,13 @@ from PIL import Image
 from harness.core.layout import released_dir
 from harness.core.spec import load_table
 from harness.core.state import read_state
-from tests.conftest import harness_cli, wandb_records
-from tests.layouts import official_shapes, random_state, row_dims
+from tests.helpers import (
+    harness_cli,
+    official_shapes,
+    random_state,
+    row_dims,
+    wandb_records,
+)
 
 ROW = load_table('table3').row('seg-t-16')
 PREDICTED = 4  # 0-based class index, i.e. label value 5 in the annotation PNGs
@@ -55,6 +60,7 @@ def _expected_miou(data):
     return 100 * (hit / valid) / len(present)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('multi_scale', [False, True], ids=['single-scale', 'multi-scale'])
 def test_released_checkpoint_is_evaluated_and_reported(released, multi_scale):
     root, data = released

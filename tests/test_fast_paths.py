@@ -1,6 +1,9 @@
 """The fast paths compute what stock mmseg computes: fused-attention blocks (same keys, same
 outputs and gradients), batched sliding windows and batched multi-scale views (same logits,
 same predictions)."""
+import copy
+import functools
+
 import pytest
 import torch
 from mmengine.registry import init_default_scope
@@ -9,9 +12,10 @@ from mmseg.models.backbones.vit import TransformerEncoderLayer
 from mmseg.models.segmentors import EncoderDecoder, SegTTAModel
 from mmseg.registry import MODELS
 
-from harness.bench import Case, build_pair, model_cfg, train_batch
-from harness.core.request import JobRequest as JobSpec
+from harness.core.request import JobRequest
 from harness.core.spec import load_table
+from harness.measure.bench_cases import build_pair, model_cfg, train_batch
+from harness.measure.bench_result import Case
 from harness.models.fused_block import FusedEncoderLayer, fuse_layers
 from harness.prepare.job_config import build_config
 
@@ -20,7 +24,13 @@ ROWS = [('table3', 'seg-s-16'), ('table6', 'seg-t-mask-16'), ('table6', 'seg-bd-
 
 
 def _pair(table, row, crop=64, no_drop=False):
-    """Ours and stock mmseg with the same weights (``no_drop``: deterministic training)."""
+    """Ours and stock mmseg with the same weights (``no_drop``: deterministic training), a copy
+    for each test: tests change the test_cfg, the head's class and the gradients."""
+    return copy.deepcopy(_built_pair(table, row, crop, no_drop))
+
+
+@functools.cache  # building the pair costs more than most tests here
+def _built_pair(table, row, crop, no_drop):
     case = Case(table, row, crop=crop, batch=2, image=(crop, crop), images=1)
     ours, stock = build_pair(case, 'cpu', False), build_pair(case, 'cpu', True)
     if no_drop:  # rebuild both without stochastic layers, same weights
@@ -225,13 +235,14 @@ def test_windows_that_leave_pixels_uncovered_are_refused():
         ours.slide_inference(torch.zeros(1, 3, 64, 200), [dict(img_shape=(64, 200))])
 
 
+@pytest.mark.e2e
 def test_multi_scale_views_batched_match_stock_tta(tmp_path, synthetic_root):
     """The smoke row's multi-scale + flip evaluation on real pipeline output: our TTA model
     (all views' windows pooled) and mmseg's SegTTAModel (view by view) predict the same."""
     row = load_table('table6').row('seg-t-mask-16')
-    cfg = build_config(JobSpec(row=row, profile='smoke', seed=0, work_dir=tmp_path,
-                               data_root=synthetic_root, checkpoint=tmp_path / 'unused.pth',
-                               multi_scale=True))
+    cfg = build_config(JobRequest(row=row, profile='smoke', seed=0, work_dir=tmp_path,
+                                  data_root=synthetic_root, checkpoint=tmp_path / 'unused.pth',
+                                  multi_scale=True))
     assert cfg.model.type == 'BatchedSegTTAModel'
     init_default_scope('mmseg')
     cfg.test_dataloader.batch_size = 1

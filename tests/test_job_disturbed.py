@@ -8,10 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from harness.core.layout import job_dir
 from harness.core.profiles import SMOKE
 from harness.core.state import read_curves, read_state
-from tests.conftest import (
+from tests.helpers import (
     REPO_ROOT,
     harness_cli,
     harness_popen,
@@ -19,6 +21,8 @@ from tests.conftest import (
     start_and_wait,
     wandb_history,
 )
+
+pytestmark = pytest.mark.e2e
 
 
 def test_sigterm_saves_the_current_iteration_and_resumes_from_it(tmp_path, synthetic_root):

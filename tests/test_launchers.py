@@ -12,8 +12,13 @@ import pytest
 from harness.core.layout import job_dir
 from harness.core.profiles import SMOKE, TOTAL_BATCH
 from harness.core.state import read_curves, read_state
-from tests.conftest import REPO_ROOT, harness_cli, wandb_history
-from tests.slurm_cluster import ClusterError, SlurmCluster
+from tests.helpers import (
+    REPO_ROOT,
+    ClusterError,
+    SlurmCluster,
+    harness_cli,
+    wandb_history,
+)
 
 
 def _run_args(table, row, tmp_path, data, *extra):
@@ -41,6 +46,7 @@ def _assert_trained(work_dir, processes):
     return state
 
 
+@pytest.mark.e2e
 def test_torchrun_two_processes_share_the_batch(tmp_path, synthetic_root):
     table, row = 'table3', 'seg-t-16'
     result = harness_cli(*_run_args(table, row, tmp_path, synthetic_root,
@@ -87,6 +93,8 @@ def _scontrol(cluster, job_id):
                                                   job_id).stdout))
 
 
+@pytest.mark.e2e
+@pytest.mark.slurm
 def test_slurm_array_is_preempted_requeued_and_completes(tmp_path, synthetic_root,
                                                           slurm_cluster):
     """Two seeds submitted by the harness to a real slurmctld/slurmd as one job array, with the
@@ -166,6 +174,8 @@ def test_slurm_array_is_preempted_requeued_and_completes(tmp_path, synthetic_roo
     assert _slurm(slurm_cluster, 'squeue', '-h', '-j', array, '-o', '%T').stdout.strip() == ''
 
 
+@pytest.mark.e2e
+@pytest.mark.slurm
 def test_slurm_no_wait_and_a_failing_squeue(tmp_path, synthetic_root, slurm_cluster,
                                             monkeypatch, capsys):
     """NO_WAIT: submit and return (the command says how to follow the jobs); a wait whose squeue

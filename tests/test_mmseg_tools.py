@@ -16,8 +16,9 @@ import pytest
 from harness.core.layout import job_dir, latest_checkpoint, ours_eval_dir
 from harness.core.profiles import SMOKE
 from harness.core.state import read_curves, read_state
-from tests.conftest import REPO_ROOT, harness_cli
+from tests.helpers import REPO_ROOT, harness_cli
 
+pytestmark = pytest.mark.e2e
 TABLE, ROW = 'table3', 'seg-t-16'
 ITERS = 2 * SMOKE.log_interval
 

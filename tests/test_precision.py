@@ -1,13 +1,16 @@
 """``--amp tf32``: a real mmengine Runner trains a smoke job with TF32 matmuls allowed and
 validates it with PyTorch's flags as they were (evaluation stays fp32 under every
 training-precision option)."""
+import pytest
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from harness.core.request import JobRequest as JobSpec
+from harness.core.request import JobRequest
 from harness.core.spec import load_table
 from harness.prepare.job_config import build_config
 from harness.runtime.precision import set_tf32_flags, tf32_flags
+
+pytestmark = pytest.mark.e2e
 
 
 class FlagProbe(Hook):
@@ -27,8 +30,8 @@ def test_tf32_while_training_and_pytorch_defaults_while_validating(tmp_path, syn
     before = tf32_flags()  # PyTorch's defaults: (False, True), TF32 convolutions only
     assert before != (True, True)
     row = load_table('table3').row('seg-t-16')
-    cfg = build_config(JobSpec(row=row, profile='smoke', seed=0, work_dir=tmp_path,
-                               data_root=synthetic_root, amp='tf32'))
+    cfg = build_config(JobRequest(row=row, profile='smoke', seed=0, work_dir=tmp_path,
+                                  data_root=synthetic_root, amp='tf32'))
     assert cfg.custom_hooks[-1] == {'type': 'TF32TrainingHook'}
     assert cfg.optim_wrapper.type == 'OptimWrapper'  # fp32 tensors: no autocast, no scaling
     cfg.train_cfg.update(max_iters=4, val_interval=2)

@@ -5,7 +5,7 @@ reference notes; changing any one of them in a config makes this test fail.
 """
 import pytest
 
-from harness.core.request import JobRequest as JobSpec
+from harness.core.request import JobRequest
 from harness.core.spec import load_table
 from harness.prepare.job_config import build_config
 
@@ -17,8 +17,8 @@ IMAGENET_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]
 @pytest.fixture(scope='module', params=ROWS, ids=lambda r: r.id)
 def row_cfg(request, tmp_path_factory):
     row, folder = request.param, tmp_path_factory.mktemp(request.param.id)
-    return row, build_config(JobSpec(row=row, profile='full', seed=0, work_dir=folder,
-                                     data_root=folder))
+    return row, build_config(JobRequest(row=row, profile='full', seed=0, work_dir=folder,
+                                        data_root=folder))
 
 
 def test_optimiser_and_schedule(row_cfg):
@@ -58,8 +58,8 @@ def test_data_and_augmentation(row_cfg):
 def test_data_is_seeded_by_position_in_both_profiles(profile, tmp_path):
     """Data order and augmentations come from (seed, position), not from the loader workers;
     a resume skips to its iteration without loading the batches before it."""
-    cfg = build_config(JobSpec(row=ROWS[0], profile=profile, seed=3, work_dir=tmp_path,
-                               data_root=tmp_path))
+    cfg = build_config(JobRequest(row=ROWS[0], profile=profile, seed=3, work_dir=tmp_path,
+                                  data_root=tmp_path))
     loader = cfg.train_dataloader
     assert loader.sampler == dict(type='PositionSampler', shuffle=True)
     assert loader.dataset.type == 'PositionSeededDataset'

@@ -18,7 +18,7 @@ from harness.core.spec import EXPERIMENTS, SEED_LOGS, load_table
 from harness.core.state import read_curves, write_state
 from harness.results.collect import JOB_COLUMNS
 from harness.results.report import build_report, seed_eval_curve, summarise
-from tests.conftest import REPO_ROOT, harness_cli
+from tests.helpers import REPO_ROOT, harness_cli
 
 TABLE3 = load_table('table3')
 
@@ -258,7 +258,7 @@ def test_reports_belong_to_their_work_root_and_spec(tmp_path):
 KILL_WHILE_WRITING = '''
 import os, signal, sys
 from pathlib import Path
-from harness.prepare.spec import load_table
+from harness.core.spec import load_table
 from harness.results.report import build_report
 
 def kill_on_open(event, args):  # when the HTML is opened for writing, the rest written

@@ -20,6 +20,7 @@ from harness.core.request import JobRequest
 from harness.core.spec import load_table
 from harness.prepare.job_config import build_config
 
+pytestmark = pytest.mark.e2e
 ROW = load_table('table3').row('seg-t-16')
 ITERS = 4
 RESUME_AT = 2

@@ -20,7 +20,7 @@ from harness.core.layout import job_dir, latest_checkpoint, ours_eval_dir
 from harness.core.profiles import SMOKE
 from harness.core.spec import load_table
 from harness.core.state import read_curves, read_state
-from tests.conftest import (
+from tests.helpers import (
     REPO_ROOT,
     harness_cli,
     smoke_run_args,
@@ -29,6 +29,7 @@ from tests.conftest import (
     wandb_records,
 )
 
+pytestmark = pytest.mark.e2e
 JOBS = [('table3', 'seg-t-16'), ('table6', 'seg-bd-mask-16')]  # a linear row, a mask B† row
 
 
@@ -210,6 +211,7 @@ def test_killed_job_resumes_exactly_as_if_never_killed(smoke, tmp_path, syntheti
     assert train['loss'].to_dict() == ref_train['loss'].to_dict()
 
 
+@pytest.mark.browser
 def test_html_report_reads_in_a_headless_browser(smoke):
     """Debian's Chromium renders the report: table and figures (comparison, curves, per-class)
     loaded and drawn, no None or nan text, nothing fetched."""

@@ -5,7 +5,7 @@ import yaml
 
 from harness.core.errors import SpecError
 from harness.core.spec import EXPERIMENTS, load_table
-from tests.conftest import harness_cli
+from tests.helpers import broken_spec, harness_cli
 
 
 def test_tables_hold_the_paper_rows():
@@ -32,14 +32,6 @@ def test_known_values_carry_source_and_confidence_unknown_stay_null():
     assert load_table('table3').row('seg-t-16').paper['v1'].miou is None
 
 
-def _broken_spec(tmp_path, mutate):
-    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
-    mutate(data['rows'])
-    path = tmp_path / 'table3.yaml'
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    return path
-
-
 @pytest.mark.parametrize('mutate, field', [
     (lambda rows: rows[2]['paper']['v3'].update(miou='high'), 'paper.v3.miou'),
     (lambda rows: rows[2]['paper']['v3'].update(source=None), 'paper.v3.miou'),
@@ -59,7 +51,7 @@ def _broken_spec(tmp_path, mutate):
     (lambda rows: rows[2].update(speed={'seconds_per_iter': 0.5, 'gpus': 1}), 'speed.gpu'),
 ])
 def test_malformed_spec_names_file_row_and_field(tmp_path, mutate, field):
-    path = _broken_spec(tmp_path, mutate)
+    path = broken_spec(tmp_path, mutate)
     with pytest.raises(SpecError) as err:
         load_table(path)
     message = str(err.value)
@@ -101,7 +93,7 @@ def test_full_run_stops_before_training_without_data_or_weights(tmp_path, synthe
 @pytest.mark.parametrize('bad_id', ['seg/t-16', 'seg t 16', '-seg-t-16', 'seg-t,16', 'seg:t',
                                     '../seg', 'seg-t-16é', 'x' * 65, ''])
 def test_row_ids_must_be_usable_as_folder_wandb_and_shell_names(tmp_path, bad_id):
-    path = _broken_spec(tmp_path, lambda rows: rows[2].update(id=bad_id))
+    path = broken_spec(tmp_path, lambda rows: rows[2].update(id=bad_id))
     with pytest.raises(SpecError) as err:
         load_table(path)
     message = str(err.value)

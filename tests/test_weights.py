@@ -16,11 +16,10 @@ import yaml
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
-from harness.core.request import JobRequest as JobSpec
+from harness.core.request import JobRequest
 from harness.core.spec import EXPERIMENTS, load_table
 from harness.prepare.job_config import build_config
-from tests.conftest import harness_cli
-from tests.layouts import encoder_shapes, random_state
+from tests.helpers import encoder_shapes, harness_cli, random_state
 
 ROW = load_table('table3').row('seg-t-16')  # ViT-Ti/16: the smallest real release
 
@@ -67,8 +66,8 @@ def _files(root: Path) -> dict:
 def _assert_loads_into_row_model(weights_root):
     register_all_modules()
     converted = torch.load(weights_root / ROW.pretrained_file, weights_only=True)
-    cfg = build_config(JobSpec(row=ROW, profile='full', seed=0, work_dir=weights_root,
-                               data_root=weights_root, weights_root=weights_root))
+    cfg = build_config(JobRequest(row=ROW, profile='full', seed=0, work_dir=weights_root,
+                                  data_root=weights_root, weights_root=weights_root))
     model = MODELS.build(cfg.model)
     model.init_weights()  # mmseg loads model.pretrained through the backbone's init_cfg
     state = model.backbone.state_dict()

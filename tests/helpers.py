@@ -1,0 +1,348 @@
+"""What the tests share: running the CLI, reading W&B offline runs, broken specs, the key
+layouts of the real releases with an independent forward of the official model, and a real
+one-node SLURM cluster.
+
+Fixtures and pytest hooks stay in conftest.py; no test module imports another. torch and
+mmengine are imported inside the functions that need them, so a test that only runs the CLI
+does not pay for loading them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.core.spec import EXPERIMENTS
+from harness.core.state import read_curves
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- the command line, as a user runs it --------------------------------------------------------
+
+def harness_popen(*args, **popen_kwargs):
+    """Start ``python -m harness`` in the background (its output discarded)."""
+    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **popen_kwargs)
+
+
+def harness_cli(*args, timeout=900, env=None):
+    """Run ``python -m harness`` as a user would; returns the CompletedProcess."""
+    env = {**(env or os.environ), 'PYTHONPATH': str(REPO_ROOT)}
+    return subprocess.run([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def smoke_run_args(table, row, work, reports, data):
+    """The CLI arguments of a smoke job of one row, reported into ``reports``."""
+    return ('run', '--table', table, '--rows', row, '--profile', 'smoke', '--work-root', work,
+            '--reports', reports, '--data-root', data)
+
+
+def start_and_wait(args, work_dir, until_iter):
+    """Start a smoke job in its own session; return it once it logged ``until_iter`` with a
+    checkpoint on disk."""
+    proc = harness_popen(*args, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        train, _ = read_curves(work_dir)
+        if len(train) and train.index.max() >= until_iter and \
+                (work_dir / 'last_checkpoint').is_file():
+            return proc
+        time.sleep(0.2)
+    pytest.fail(f'the job ended (exit {proc.poll()}) before it could be stopped')
+
+
+# --- W&B offline runs ---------------------------------------------------------------------------
+
+def wandb_records(run_dir):
+    """Every record of an offline run's transaction log, as W&B's own reader prints it."""
+    wandb_cli = Path(sys.executable).with_name('wandb')
+    out = subprocess.run([wandb_cli, 'leet', 'inspect', '--json', str(run_dir)], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith('{')]
+
+
+def wandb_history(run_dir):
+    return [r['history']['item'] for r in wandb_records(run_dir) if r['type'] == 'history']
+
+
+# --- specs --------------------------------------------------------------------------------------
+
+def broken_spec(tmp_path, mutate):
+    """table3.yaml with ``mutate`` applied to its rows, written to ``tmp_path``."""
+    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
+    mutate(data['rows'])
+    path = tmp_path / 'table3.yaml'
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+# --- key layouts and shapes of the real releases ------------------------------------------------
+# ``official_shapes`` is the layout of the authors' ``segm/model`` checkpoints (``encoder.*`` ViT,
+# ``decoder.*`` DecoderLinear/MaskTransformer), ``encoder_shapes`` that of timm/DeiT releases;
+# ``official_forward`` is a plain-torch forward of the official architecture written from its
+# formulas, so a conversion that maps a key to the wrong place, or forgets a transpose, changes
+# the output.
+
+PRETRAINED_GRID = 24  # all releases are 384 px
+
+
+def row_dims(row):
+    from harness.core.request import JobRequest
+    from harness.prepare.job_config import build_config
+
+    cfg = build_config(JobRequest(row=row, profile='full', seed=0, work_dir=None,
+                                  data_root=None))
+    b = cfg.model.backbone
+    return cfg, dict(d=b.embed_dims, layers=b.num_layers, heads=b.num_heads, patch=b.patch_size,
+                     distilled=b.type == 'DistilledVisionTransformer', decoder=row.decoder)
+
+
+def _block(prefix, d, hidden):
+    return {f'{prefix}norm1.weight': (d,), f'{prefix}norm1.bias': (d,),
+            f'{prefix}attn.qkv.weight': (3 * d, d), f'{prefix}attn.qkv.bias': (3 * d,),
+            f'{prefix}attn.proj.weight': (d, d), f'{prefix}attn.proj.bias': (d,),
+            f'{prefix}norm2.weight': (d,), f'{prefix}norm2.bias': (d,),
+            f'{prefix}mlp.fc1.weight': (hidden, d), f'{prefix}mlp.fc1.bias': (hidden,),
+            f'{prefix}mlp.fc2.weight': (d, hidden), f'{prefix}mlp.fc2.bias': (d,)}
+
+
+def encoder_shapes(d, layers, patch, distilled, prefix='', grid=PRETRAINED_GRID, **_):
+    extra = 2 if distilled else 1
+    shapes = {f'{prefix}cls_token': (1, 1, d),
+              f'{prefix}pos_embed': (1, extra + grid ** 2, d),
+              f'{prefix}patch_embed.proj.weight': (d, 3, patch, patch),
+              f'{prefix}patch_embed.proj.bias': (d,),
+              f'{prefix}norm.weight': (d,), f'{prefix}norm.bias': (d,),
+              f'{prefix}head.weight': (1000, d), f'{prefix}head.bias': (1000,)}
+    if distilled:
+        shapes.update({f'{prefix}dist_token': (1, 1, d), f'{prefix}head_dist.weight': (1000, d),
+                       f'{prefix}head_dist.bias': (1000,)})
+    for i in range(layers):
+        shapes.update(_block(f'{prefix}blocks.{i}.', d, 4 * d))
+    return shapes
+
+
+def official_shapes(d, decoder, grid, **dims):
+    """A released checkpoint: trained at the row's crop, so its position grid is crop/patch."""
+    shapes = encoder_shapes(d, prefix='encoder.', grid=grid, **dims)
+    if decoder == 'linear':
+        shapes.update({'decoder.head.weight': (150, d), 'decoder.head.bias': (150,)})
+        return shapes
+    shapes.update({'decoder.cls_emb': (1, 150, d), 'decoder.proj_dec.weight': (d, d),
+                   'decoder.proj_dec.bias': (d,), 'decoder.proj_patch': (d, d),
+                   'decoder.proj_classes': (d, d), 'decoder.decoder_norm.weight': (d,),
+                   'decoder.decoder_norm.bias': (d,), 'decoder.mask_norm.weight': (150,),
+                   'decoder.mask_norm.bias': (150,)})
+    for i in range(2):
+        shapes.update(_block(f'decoder.blocks.{i}.', d, 4 * d))
+    return shapes
+
+
+def random_state(shapes, generator):
+    import torch
+
+    return {k: torch.randn(s, generator=generator) * 0.05 + (1.0 if 'norm' in k and
+            k.endswith('weight') else 0.0) for k, s in shapes.items()}
+
+
+def _ln(x, sd, key):
+    import torch.nn.functional as F
+
+    return F.layer_norm(x, x.shape[-1:], sd[f'{key}.weight'], sd[f'{key}.bias'], eps=1e-5)
+
+
+def _official_block(x, sd, p, heads):
+    import torch.nn.functional as F
+
+    b, n, c = x.shape
+    qkv = F.linear(_ln(x, sd, p + 'norm1'), sd[p + 'attn.qkv.weight'], sd[p + 'attn.qkv.bias'])
+    q, k, v = qkv.reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    attn = ((q @ k.transpose(-2, -1)) * (c // heads) ** -0.5).softmax(-1)
+    y = (attn @ v).transpose(1, 2).reshape(b, n, c)
+    x = x + F.linear(y, sd[p + 'attn.proj.weight'], sd[p + 'attn.proj.bias'])
+    h = F.gelu(F.linear(_ln(x, sd, p + 'norm2'), sd[p + 'mlp.fc1.weight'], sd[p + 'mlp.fc1.bias']))
+    return x + F.linear(h, sd[p + 'mlp.fc2.weight'], sd[p + 'mlp.fc2.bias'])
+
+
+def official_forward(sd, image, pos_side, d, layers, heads, patch, distilled, decoder):
+    """The official Segmenter at token resolution (eval mode), from the formulas; its
+    position embedding is a ``pos_side`` x ``pos_side`` grid."""
+    import torch
+    import torch.nn.functional as F
+
+    b = image.shape[0]
+    x = F.conv2d(image, sd['encoder.patch_embed.proj.weight'],
+                 sd['encoder.patch_embed.proj.bias'], stride=patch)
+    gh, gw = x.shape[-2:]
+    x = x.flatten(2).transpose(1, 2)
+    names = ['cls_token', 'dist_token'] if distilled else ['cls_token']
+    extra = torch.cat([sd[f'encoder.{t}'] for t in names], 1)
+    pos = sd['encoder.pos_embed']
+    grid = pos[:, len(names):].reshape(1, pos_side, pos_side, d).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(gh, gw), mode='bilinear', align_corners=False)
+    pos = torch.cat([pos[:, :len(names)], grid.flatten(2).transpose(1, 2)], 1)
+    x = torch.cat([extra.expand(b, -1, -1), x], 1) + pos
+    for i in range(layers):
+        x = _official_block(x, sd, f'encoder.blocks.{i}.', heads)
+    x = _ln(x, sd, 'encoder.norm')[:, len(names):]
+    if decoder == 'linear':
+        out = F.linear(x, sd['decoder.head.weight'], sd['decoder.head.bias'])
+    else:
+        x = F.linear(x, sd['decoder.proj_dec.weight'], sd['decoder.proj_dec.bias'])
+        x = torch.cat([x, sd['decoder.cls_emb'].expand(b, -1, -1)], 1)
+        for i in range(2):
+            x = _official_block(x, sd, f'decoder.blocks.{i}.', d // 64)
+        x = _ln(x, sd, 'decoder.decoder_norm')
+        patches = F.normalize(x[:, :-150] @ sd['decoder.proj_patch'], dim=-1)
+        classes = F.normalize(x[:, -150:] @ sd['decoder.proj_classes'], dim=-1)
+        out = _ln(patches @ classes.transpose(1, 2), sd, 'decoder.mask_norm')
+    return out.transpose(1, 2).reshape(b, 150, gh, gw)
+
+
+# --- a real one-node SLURM cluster --------------------------------------------------------------
+# Debian's slurm-wlm + munge on 127.0.0.1. Everything it writes (munge key and socket,
+# slurm.conf, state, spool, logs, pid files) lives in one scratch folder; clients find it through
+# ``SLURM_CONF``. Needs root: slurmd starts jobs as their users. ``make slurm`` installs the
+# packages.
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    if not path.is_file():
+        return f'--- {path.name}: (none)'
+    text = path.read_text(errors='replace').splitlines()[-lines:]
+    return f'--- {path.name}:\n' + '\n'.join(text)
+
+
+class SlurmCluster:
+    FEATURE = 'harnesstest'
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.conf = self.root / 'slurm.conf'
+        self.env = {**os.environ, 'SLURM_CONF': str(self.conf)}
+        self.logs = [self.root / 'log' / name for name in ('munged.log', 'slurmctld.log',
+                                                           'slurmd.log')]
+        self.pid_files = [self.root / 'run' / name for name in ('slurmd.pid', 'slurmctld.pid',
+                                                                'munged.pid')]
+
+    def log_tail(self) -> str:
+        return '\n'.join(_tail(log) for log in self.logs)
+
+    def _fail(self, what: str):
+        raise ClusterError(f'{what}\n{self.log_tail()}')
+
+    def start(self, timeout: float = 60) -> float:
+        """Start munged, slurmctld and slurmd; return the seconds until the node was idle."""
+        start = time.monotonic()
+        missing = [b for b in ('munged', 'slurmctld', 'slurmd', 'sinfo', 'sbatch')
+                   if shutil.which(b) is None]
+        if missing:
+            raise ClusterError(f'not installed: {", ".join(missing)} (run `make slurm`)')
+        if os.geteuid() != 0:
+            raise ClusterError('a SLURM node needs root (slurmd starts jobs as their users)')
+        for sub in ('log', 'run', 'state', 'spool', 'munge'):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        munge = self.root / 'munge'
+        # munged refuses a key or socket folder others can write to; clients need to enter it
+        munge.chmod(0o755)
+        key = munge / 'munge.key'
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        socket_path = munge / 'munge.socket'
+        self._run(['munged', '--force', f'--key-file={key}', f'--socket={socket_path}',
+                   f'--pid-file={self.pid_files[2]}', f'--log-file={self.logs[0]}',
+                   f'--seed-file={munge / "munged.seed"}'], 'munged')
+        host = socket.gethostname().split('.')[0]
+        mem_mb = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**20
+        self.conf.write_text('\n'.join([
+            'ClusterName=harness-test',
+            f'SlurmctldHost={host}(127.0.0.1)',
+            f'SlurmctldPort={_free_port()}',
+            f'SlurmdPort={_free_port()}',
+            'SlurmUser=root',
+            'SlurmdUser=root',
+            'AuthType=auth/munge',
+            'CredType=cred/munge',
+            # a requeued job waits for its old credential to expire (default 120 s)
+            f'AuthInfo=socket={socket_path},cred_expire=10',
+            'SchedulerParameters=sched_interval=2,bf_interval=2',
+            'ProctrackType=proctrack/linuxproc',
+            'TaskPlugin=task/none',
+            'JobAcctGatherType=jobacct_gather/none',
+            'AccountingStorageType=accounting_storage/none',
+            'SelectType=select/cons_tres',
+            'SelectTypeParameters=CR_Core',
+            'MpiDefault=none',
+            'ReturnToService=2',
+            'SchedulerType=sched/backfill',
+            'KillWait=30',
+            f'StateSaveLocation={self.root / "state"}',
+            f'SlurmdSpoolDir={self.root / "spool"}',
+            f'SlurmctldPidFile={self.pid_files[1]}',
+            f'SlurmdPidFile={self.pid_files[0]}',
+            f'SlurmctldLogFile={self.logs[1]}',
+            f'SlurmdLogFile={self.logs[2]}',
+            # a node feature, for jobs submitted with --constraint
+            f'NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} '
+            f'RealMemory={mem_mb} Feature={self.FEATURE} State=UNKNOWN',
+            f'PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP',
+            '']))
+        self._run(['slurmctld', '-f', str(self.conf)], 'slurmctld')
+        self._run(['slurmd', '-f', str(self.conf)], 'slurmd')
+        deadline = time.monotonic() + timeout
+        state = ''
+        while time.monotonic() < deadline:
+            out = subprocess.run(['sinfo', '-h', '-o', '%T'], env=self.env, capture_output=True,
+                                 text=True, timeout=30)
+            state = (out.stdout or out.stderr).strip()
+            if out.returncode == 0 and state == 'idle':
+                return time.monotonic() - start
+            time.sleep(0.5)
+        self._fail(f'the SLURM node is not idle after {timeout:.0f} s (sinfo: {state!r})')
+
+    def _run(self, cmd: list[str], name: str) -> None:
+        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            self._fail(f'{name} did not start (exit {out.returncode}): '
+                       f'{(out.stderr or out.stdout).strip()}')
+
+    def stop(self) -> None:
+        """Stop the daemons by their pid files (slurmd first) and wait until they are gone."""
+        for pid_file in self.pid_files:
+            try:
+                pid = int(pid_file.read_text().strip())
+                os.kill(pid, signal.SIGTERM)
+            except (OSError, ValueError):
+                continue
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
+            else:
+                os.kill(pid, signal.SIGKILL)
