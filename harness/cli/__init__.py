@@ -53,8 +53,16 @@ def main(argv=None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     except OSError as err:  # a disk or permission problem outside the checks: still one line
-        print(f'error: {err}', file=sys.stderr)
+        print(f'error: {os_error_line(err)}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('interrupted: run the same command again to resume', file=sys.stderr)
         return 130
+
+
+def os_error_line(err: OSError) -> str:
+    """The file first, then what happened to it (``[Errno 28] ...: 'path'`` buries the path)."""
+    if err.filename is None or not err.strerror:
+        return str(err).replace('\n', ' ')
+    also = f' -> {err.filename2}' if err.filename2 is not None else ''
+    return f'{err.filename}{also}: {err.strerror}'

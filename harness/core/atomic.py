@@ -4,6 +4,7 @@ final name. Every writer of the harness goes through :func:`atomic_path`."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -30,19 +31,37 @@ def move_into_place(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+# what a write raises without naming its file (``f.write``, ``os.fsync``, ``torch.save``)
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+@contextlib.contextmanager
+def _naming_final(tmp: Path, path: Path):
+    """A failed write of ``tmp`` raised as an error naming ``path``: the temporary name is gone
+    by the time anyone reads the message, and a full disk's own error names no file at all."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename == str(tmp) or (err.filename is None and err.errno in _WRITE_ERRORS):
+            raise OSError(err.errno, err.strerror, str(path)) from err  # errno: the subclass
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, fsync: bool = True):
     """Yield a temporary path beside ``path`` to write a file or a folder at; when the block
-    ends without error it takes ``path``'s name, otherwise it is removed."""
+    ends without error it takes ``path``'s name, otherwise it is removed (and an OSError of
+    the write names ``path``)."""
     path = Path(path)
     tmp = temporary_name(path)
     _remove(tmp)
     try:
-        yield tmp
-        if fsync and tmp.is_file():
-            with open(tmp, 'rb') as f:
-                os.fsync(f.fileno())  # on disk before it takes the final name
-        move_into_place(tmp, path)
+        with _naming_final(tmp, path):
+            yield tmp
+            if fsync and tmp.is_file():
+                with open(tmp, 'rb') as f:
+                    os.fsync(f.fileno())  # on disk before it takes the final name
+            move_into_place(tmp, path)
     finally:
         if tmp.exists() or tmp.is_symlink():
             _remove(tmp)
@@ -61,10 +80,11 @@ def publish(files: dict[Path, bytes]) -> None:
         staged = []
         for path, data in files.items():
             tmp = stack.enter_context(_staged(Path(path)))
-            tmp.write_bytes(data)
             staged.append((tmp, Path(path)))
+            with _naming_final(tmp, Path(path)):
+                tmp.write_bytes(data)
         for tmp, path in staged:
-            with open(tmp, 'rb') as f:
+            with _naming_final(tmp, path), open(tmp, 'rb') as f:
                 os.fsync(f.fileno())
         for tmp, path in staged:
             move_into_place(tmp, path)

@@ -33,17 +33,54 @@ def job_status(state: dict) -> str:
     return status
 
 
-def read_state(work_dir: Path) -> dict:
+# The status of a job whose state file does not parse (cut short by a copy, edited, damaged):
+# shown as such by status and report, never launched, never written over (whoever repairs it
+# or moves it aside decides what it held).
+UNREADABLE = 'unreadable'
+
+
+def _load_state(path: Path) -> dict:
+    """The state in ``path``; FileNotFoundError when there is none, StateError naming the file
+    when it cannot be read as a JSON object."""
     try:
-        return json.loads((Path(work_dir) / STATE_FILE).read_text())
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise StateError(f'unreadable state ({path}): {err.strerror or err}') from None
+    try:
+        state = json.loads(text)
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        reason = 'the file is empty' if not text.strip() else f'not JSON ({err})'
+        raise StateError(f'unreadable state ({path}): {reason}') from None
+    if not isinstance(state, dict):
+        raise StateError(f'unreadable state ({path}): not a JSON object')
+    return state
+
+
+def read_state(work_dir: Path) -> dict:
+    """The job state; ``{}`` before the job's first start; ``{'status': UNREADABLE, 'error':
+    'unreadable state (<path>): <reason>'}`` when the file does not parse, so that every
+    reader shows that one job as such and goes on with the others."""
+    try:
+        return _load_state(Path(work_dir) / STATE_FILE)
     except FileNotFoundError:
         return {}
+    except StateError as err:
+        return {'status': UNREADABLE, 'error': str(err)}
 
 
 def write_state(work_dir: Path, **fields) -> dict:
-    """Merge ``fields`` into the job state, atomically (a reader never sees half a file)."""
-    state = {**read_state(work_dir), **fields, 'updated': time.time()}
-    atomic_write(Path(work_dir) / STATE_FILE, json.dumps(state, indent=1), fsync=False)
+    """Merge ``fields`` into the job state, atomically (a reader never sees half a file).
+    Raises StateError, writing nothing, when the state on disk does not parse: merging into
+    nothing would destroy what it still holds."""
+    path = Path(work_dir) / STATE_FILE
+    try:
+        state = _load_state(path)
+    except FileNotFoundError:
+        state = {}
+    state = {**state, **fields, 'updated': time.time()}
+    atomic_write(path, json.dumps(state, indent=1), fsync=False)
     return state
 
 
@@ -85,7 +122,12 @@ def read_per_class(work_dir: Path) -> dict[str, float]:
     path = Path(work_dir) / PER_CLASS_FILE
     if not path.is_file():
         return {}
-    return {k: v for k, v in json.loads(path.read_text())['IoU'].items() if v is not None}
+    try:
+        per_class = json.loads(path.read_text()).get('IoU')
+    except (ValueError, AttributeError):  # written in place: a kill or a full disk cuts it
+        return {}
+    return {k: v for k, v in per_class.items() if v is not None} \
+        if isinstance(per_class, dict) else {}
 
 
 def read_curves(work_dir: Path):
@@ -118,6 +160,6 @@ def read_recipe(work_dir: Path) -> dict | None:
         return None
     try:
         return json.loads(path.read_text())
-    except ValueError:
-        raise StateError(f'{path} does not parse: the frozen recipe of this job is unreadable '
-                         '(restore it, or start the job afresh in another work root)') from None
+    except ValueError as err:
+        raise StateError(f'unreadable state ({path}): the frozen recipe does not parse ({err}); '
+                         'restore it, or start the job afresh in another work root') from None

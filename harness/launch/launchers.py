@@ -9,6 +9,7 @@ and the next one starts. ``run`` and ``evaluate`` differ only in the targets the
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from ..core.atomic import atomic_path
+from ..core.errors import StateError
 from ..core.layout import (
     LOCK_FILE,
     LOG_FILE,
@@ -34,6 +37,7 @@ from ..core.spec import Row
 from ..core.state import (
     NOTICE_PREFIX,
     PROGRESS_PREFIX,
+    UNREADABLE,
     log_tail,
     read_curves,
     read_state,
@@ -79,7 +83,12 @@ def evaluate_ours_targets(rows: list[Row], seeds: int, work_root: Path, multi_sc
     for n, (row, seed) in enumerate(pairs, 1):
         trained = job_dir(work_root, options['profile'], row.folder, row.id, seed)
         checkpoint = latest_checkpoint(trained)
-        if read_state(trained).get('status') != 'finished' or checkpoint is None:
+        state = read_state(trained)
+        if state.get('status') == UNREADABLE:
+            print(f"[{n}/{len(pairs)}] {row.table}/{row.id} seed{seed}: {state['error']}, "
+                  'skipped')
+            continue
+        if state.get('status') != 'finished' or checkpoint is None:
             print(f'[{n}/{len(pairs)}] {row.table}/{row.id} seed{seed}: not trained yet, skipped')
             continue
         requests.append(JobRequest(row=row, seed=seed, checkpoint=checkpoint,
@@ -127,11 +136,13 @@ def _resume_note(work_dir: Path) -> str:
     return ' (restarting: no checkpoint yet)' if read_state(work_dir) else ''
 
 
-def report_end(target: Target, rc: int, took: float, log: Path | None = None) -> bool:
+def report_end(target: Target, rc: int, took: float, log: Path | None = None,
+               output: JobOutput | None = None) -> bool:
     """Print how one job ended (recording a death it could not record itself); True when
-    it finished."""
+    it finished. ``output``: what the local launcher saw of the job's output."""
     work_dir, tag = target.work_dir, target.tag
     log = log or work_dir / LOG_FILE
+    log_note = f' ({output.log_error})' if output and output.log_error else ''
     state = read_state(work_dir)
     if rc == 0 and state.get('status') == 'finished':
         if 'metrics' in state:
@@ -139,18 +150,27 @@ def report_end(target: Target, rc: int, took: float, log: Path | None = None) ->
         else:
             _, val = read_curves(work_dir)
             miou = f"mIoU {val['mIoU'].iloc[-1]:.2f}" if len(val) else 'no evaluation'
-        print(f'{tag}: finished in {took:.0f}s, {miou}', flush=True)
+        print(f'{tag}: finished in {took:.0f}s, {miou}'
+              + (f'; its log {log}{log_note}' if log_note else ''), flush=True)
         return True
     if rc == EXIT_LOCKED:  # another process owns this job: leave its state alone
         print(f"{tag}: already running (host {state.get('host')}, pid {state.get('pid')}),"
               ' skipped', flush=True)
         return False
-    if state.get('status') in ('running', 'queued'):  # died before it could record anything
-        state = write_state(work_dir, status='failed',
-                            error=last_line(log_tail(work_dir)) or f'exit code {rc}')
+    unrecorded = state.get('status') in ('running', 'queued') or (
+        output is not None and state.get('updated', 0) < output.started)
+    if unrecorded:  # died before it could record anything (a kill, a full disk)
+        said = last_line(output.tail() if output else '') or last_line(log_tail(work_dir))
+        error = said or f'exit code {rc}'
+        try:
+            state = write_state(work_dir, status='failed', error=error)
+        except (OSError, StateError) as err:  # the line below is then all there is
+            why = err.strerror if isinstance(err, OSError) and err.strerror else err
+            state = {'status': 'failed', 'error': f'{error} (not recorded in its state: {why})'}
     # one line on stderr per job that did not finish, naming its problem
     print(f"error: {target.request.name} {state.get('status')} after {took:.0f}s "
-          f"(exit {rc}): {state.get('error')} -- log: {log}", file=sys.stderr, flush=True)
+          f"(exit {rc}): {state.get('error')} -- log: {log}{log_note}", file=sys.stderr,
+          flush=True)
     return False
 
 
@@ -163,13 +183,27 @@ class Launcher:
             state = read_state(target.work_dir)
             if state.get('status') == 'finished':
                 print(f'{target.tag}: finished before, skipped', flush=True)
+            elif state.get('status') == UNREADABLE:  # never written over: it is all we have
+                failed += 1
+                print(f"error: {target.request.name}: {state['error']}; not launched (repair "
+                      'the file, or move it aside to resume the job from its checkpoints)',
+                      file=sys.stderr, flush=True)
             elif _held_elsewhere(target.work_dir) and not self.follows(state):
                 failed += 1
                 print(f"{target.tag}: already running (host {state.get('host')}, pid "
                       f"{state.get('pid')}), skipped", flush=True)
             else:
-                target.work_dir.mkdir(parents=True, exist_ok=True)
-                target.request.write(target.work_dir / REQUEST_FILE)
+                request_file = target.work_dir / REQUEST_FILE
+                try:
+                    target.work_dir.mkdir(parents=True, exist_ok=True)
+                    with atomic_path(request_file, fsync=False) as tmp:
+                        target.request.write(tmp)
+                except OSError as err:  # a full disk: the next rows may still fit
+                    failed += 1
+                    print(f'error: {target.request.name}: cannot write '
+                          f'{err.filename or request_file}: {err.strerror or err}; not launched',
+                          file=sys.stderr, flush=True)
+                    continue
                 ready.append(target)
         return failed + self.launch(ready)
 
@@ -196,47 +230,99 @@ class LocalLauncher(Launcher):
                       else f'training{_resume_note(target.work_dir)}')
             print(f'{target.tag}: {action} -> {target.work_dir}', flush=True)
             start = time.monotonic()
-            rc = self._run_one(job_command(target.work_dir / REQUEST_FILE, self.processes),
-                               target.work_dir, job_env(request), target.tag)
-            failed += not report_end(target, rc, time.monotonic() - start)
+            rc, output = self._run_one(job_command(target.work_dir / REQUEST_FILE,
+                                                   self.processes),
+                                       target.work_dir, job_env(request), target.tag)
+            failed += not report_end(target, rc, time.monotonic() - start, output=output)
         return failed
 
-    def _run_one(self, cmd: list[str], work_dir: Path, env: dict, tag: str) -> int:
+    def _run_one(self, cmd: list[str], work_dir: Path, env: dict, tag: str):
         """Run one job process, its output teed to the job's log (and the terminal: all of it
         when verbose, else its progress lines) by a thread, so that a stopped launcher still
-        records what the job says while it stops."""
-        with open(work_dir / LOG_FILE, 'ab') as log:
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
+        records what the job says while it stops. Returns (exit code, JobOutput)."""
+        output = JobOutput(work_dir / LOG_FILE)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
 
-            def tee():
-                for chunk in iter(proc.stdout.readline, b''):
+        def show(chunk: bytes) -> None:
+            if self.verbose:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif chunk.startswith(SHOWN):
+                print(f'{tag}: {chunk.decode(errors="replace").rstrip()}', flush=True)
+
+        copier = threading.Thread(target=output.copy, args=(proc.stdout, show), daemon=True)
+        copier.start()
+        try:
+            rc = proc.wait()
+        except BaseException as err:
+            # Ctrl-C reached the job too; SIGTERM stopped the launcher alone: pass it on.
+            # Either way the job saves a checkpoint and records its state before it exits.
+            if not isinstance(err, KeyboardInterrupt):
+                proc.terminate()
+            try:
+                proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            copier.join(timeout=10)
+            raise
+        copier.join()
+        return rc, output
+
+
+class JobOutput:
+    """A job's output as the local launcher copies it: to the job's log, to the terminal, and
+    its last lines kept here. A log that cannot be written (a full disk) is given up, once,
+    while the output is still read to its end: a job blocked on a full pipe would never end,
+    and its last lines then say how it ended."""
+    TAIL_LINES = 40
+
+    def __init__(self, log: Path):
+        self.log = log
+        self.log_error: str | None = None  # why the log is incomplete
+        self.started = time.time()
+        self._tail = collections.deque(maxlen=self.TAIL_LINES)
+
+    def tail(self) -> str:
+        return b''.join(self._tail).decode(errors='replace')
+
+    def copy(self, stream, show) -> None:
+        log = self._open()
+        for chunk in iter(stream.readline, b''):
+            self._tail.append(chunk)
+            if log is not None:
+                try:
                     log.write(chunk)
                     log.flush()
-                    if self.verbose:
-                        sys.stdout.buffer.write(chunk)
-                        sys.stdout.flush()
-                    elif chunk.startswith(SHOWN):
-                        print(f'{tag}: {chunk.decode(errors="replace").rstrip()}', flush=True)
-
-            copier = threading.Thread(target=tee, daemon=True)
-            copier.start()
+                except OSError as err:
+                    self._give_up(err)
+                    _close_quietly(log)
+                    log = None
             try:
-                rc = proc.wait()
-            except BaseException as err:
-                # Ctrl-C reached the job too; SIGTERM stopped the launcher alone: pass it on.
-                # Either way the job saves a checkpoint and records its state before it exits.
-                if not isinstance(err, KeyboardInterrupt):
-                    proc.terminate()
-                try:
-                    proc.wait(timeout=STOP_WAIT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                copier.join(timeout=10)
-                raise
-            copier.join()
-        return rc
+                show(chunk)
+            except OSError:  # a terminal gone or a full disk under a redirected output
+                pass
+        _close_quietly(log)
+
+    def _open(self):
+        try:
+            return open(self.log, 'ab')
+        except OSError as err:
+            self._give_up(err)
+            return None
+
+    def _give_up(self, err: OSError) -> None:
+        self.log_error = f'not written further: {err.strerror or err}'
+
+
+def _close_quietly(file) -> None:
+    """Close ``file``, dropping what a full disk kept it from writing."""
+    if file is not None:
+        try:
+            file.close()
+        except OSError:
+            pass
 
 
 @dataclasses.dataclass

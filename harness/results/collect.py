@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..core import profiles
+from ..core.errors import StateError
 from ..core.layout import job_dir, ours_eval_dir, seed_dirs
 from ..core.spec import Row
 from ..core.sources import recipe_sources
-from ..core.state import job_status, read_curves, read_recipe, read_state
+from ..core.state import UNREADABLE, job_status, read_curves, read_recipe, read_state
 
 OTHER_RECIPE = 'other recipe'  # a job whose frozen recipe sources are not the row's now
 VAL_METRICS = ('mIoU', 'mAcc', 'aAcc')
@@ -52,13 +53,16 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
             curves[(row.id, seed)] = (train, val)
             last_val = val.iloc[-1] if len(val) else None
             status, error = job_status(state), state.get('error')
-            ran = (read_recipe(work_dir) or {}).get('sources')
+            try:
+                ran = (read_recipe(work_dir) or {}).get('sources')
+            except StateError as err:  # that job alone is unreadable: the others are shown
+                ran, status, error = None, UNREADABLE, str(err)
             if ran is not None and ran != sources:  # never attributed to the row as it is now
                 status = OTHER_RECIPE
                 error = f'ran another recipe (sources {ran}; the row now: {sources})'
             records.append({
                 'row': row.id, 'seed': seed, 'status': status,
-                'error': error if status in ('failed', OTHER_RECIPE) else None,
+                'error': error if status in ('failed', OTHER_RECIPE, UNREADABLE) else None,
                 'iters': int(train.index.max()) if len(train) else 0,
                 **{f'{m}_final': (float(last_val[m]) if last_val is not None else None)
                    for m in VAL_METRICS},
@@ -71,4 +75,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 'meta': state.get('meta'),
                 'work_dir': str(work_dir),
             })
-    return pd.DataFrame.from_records(records, columns=JOB_COLUMNS), curves
+    jobs = pd.DataFrame.from_records(records, columns=JOB_COLUMNS)
+    # pandas turns None into NaN beside strings: a job without an error would print "nan"
+    jobs['error'] = jobs['error'].astype(object).where(jobs['error'].notna(), None)
+    return jobs, curves

@@ -219,9 +219,15 @@ def _per_class_charts(table: Table, jobs: pd.DataFrame, work_root: Path,
 def publish(out: Path, files: dict[str, bytes]) -> None:
     """Write ``files`` into ``out`` so that a build killed or failing while writing leaves the
     previous files whole; temporary files of earlier builds whose process is gone are removed."""
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)
-    atomic.publish({out / name: data for name, data in files.items()})
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale(out)
+        atomic.publish({out / name: data for name, data in files.items()})
+    except OSError as err:  # a full disk: say which file, and that nothing was replaced
+        if not err.strerror:
+            raise
+        raise OSError(err.errno, f'{err.strerror} (the previous report is left as it was)',
+                      err.filename) from err
 
 
 def build_report(table: Table, profile: str, work_root: Path, out_root: Path | None = None,
