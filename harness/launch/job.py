@@ -21,7 +21,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..core.layout import CONFIG_FILE, LOCK_FILE, REPO_ROOT
-from ..core.state import read_state, write_state
+from ..core.errors import StateError
+from ..core.state import UNREADABLE, read_state, write_state
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: the job is running in another process
 
@@ -117,6 +118,11 @@ def main(argv=None) -> int:
                   f"(host {holder.get('host')}, pid {holder.get('pid')})", file=sys.stderr)
             return EXIT_LOCKED
     state = read_state(work_dir)
+    if state.get('status') == UNREADABLE:  # never written over: it is all the job's record
+        if rank == 0:
+            print(f"error: {request.name}: {state['error']}; not started (repair the file, or "
+                  "move it aside to resume the job from its checkpoints)", file=sys.stderr)
+        return 2
     row = request.row
     run_id = (state.get('wandb_run_id')  # one W&B run per job, across restarts
               or f'{row.table}-{row.id}-s{request.seed}-{secrets.token_hex(3)}')
@@ -167,9 +173,12 @@ def main(argv=None) -> int:
     except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
         error = error_summary(err)
         failed = isinstance(err, Exception)  # not Ctrl-C / SystemExit: those resume next time
-        record(work_dir, status='failed' if failed else 'interrupted', error=error,
-               finished=time.time())
-        if failed:
+        try:
+            record(work_dir, status='failed' if failed else 'interrupted', error=error,
+                   finished=time.time())
+        except (OSError, StateError) as unrecorded:  # a full disk: the launcher records it
+            print(f'the job state could not be recorded: {unrecorded}', file=sys.stderr)
+        if failed:  # its last line says why the job failed
             traceback.print_exc()
             return 1
         raise
