@@ -50,7 +50,8 @@ def test_mean_std_delta_and_verdict_over_seeds():
     assert summary.loc['seg-s-16'].status == 'failed: CUDA out of memory'
     assert summary.loc['seg-l-16'].status == 'running'
     assert summary.loc['seg-t-16'].status == 'not run'
-    assert summary.loc['seg-t-16'].verdict == 'no paper value'  # unknown in v1 and v3
+    # unknown in v1 and v3, and no release of the authors' to stand in
+    assert summary.loc['seg-t-16'].verdict == 'no published value'
     assert math.isnan(summary.loc['seg-t-16'].delta)
 
     v1 = summarise(TABLE3, jobs, 'full', paper_version='v1', tolerance=3.0).set_index('row')
@@ -116,7 +117,7 @@ def _write_job(work_root, profile, row, seed, status, val, train=None, max_iters
                per_class=None):
     """A job folder with its state and curves (``val``: iteration -> mIoU), in the files and
     formats the job process writes."""
-    work_dir = job_dir(work_root, profile, row.table, row.id, seed)
+    work_dir = job_dir(work_root, profile, row.folder, row.id, seed)
     (work_dir / CURVES_FILE).parent.mkdir(parents=True, exist_ok=True)
     lines = [{'loss': loss, 'lr': 0.001, 'time': 0.5, 'step': int(it)}
              for it, loss in (train or {}).items()]
@@ -237,12 +238,15 @@ def _tree(root):
 
 def test_reports_belong_to_their_work_root_and_spec(tmp_path):
     """Without --reports, another work root reports into its own reports/ and leaves the
-    default reports byte-identical; a spec given by path gets a folder of its own."""
+    default reports byte-identical; a spec given by path gets folders of its own, for its
+    jobs and its report: each report reads its own spec's job."""
     row = load_table('table6').row('seg-t-mask-16')
     work = tmp_path / 'work'
     _write_job(work, 'smoke', row, 0, 'finished', {SMOKE.first_val: 5.0, SMOKE.max_iters: 9.0})
     spec = tmp_path / 'mine.yaml'
     shutil.copy(EXPERIMENTS / 'table6.yaml', spec)
+    _write_job(work, 'smoke', load_table(spec).row(row.id), 0, 'finished',
+               {SMOKE.first_val: 5.0, SMOKE.max_iters: 11.0})
     before = _tree(DEFAULT_REPORTS)
     result = harness_cli('report', '--table', 'table6', '--table', spec, '--profile', 'smoke',
                          '--work-root', work, '--no-wandb-report')
@@ -250,9 +254,10 @@ def test_reports_belong_to_their_work_root_and_spec(tmp_path):
     assert _tree(DEFAULT_REPORTS) == before
     folders = sorted(p.name for p in (work / 'reports' / 'smoke').iterdir())
     assert len(folders) == 2 and 'table6' in folders
-    for folder in folders:  # each report read the same job
+    for folder in folders:  # each report read its own spec's job
         results = pd.read_csv(work / 'reports' / 'smoke' / folder / 'results.csv')
-        assert results.set_index('row').loc[row.id, 'miou_ss'] == 9.0
+        expected = 9.0 if folder == 'table6' else 11.0
+        assert results.set_index('row').loc[row.id, 'miou_ss'] == expected
 
 
 KILL_WHILE_WRITING = '''

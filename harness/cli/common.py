@@ -98,10 +98,12 @@ class Gpus(Options):
 
     def check(self):
         super().check()
-        name = (f'--gpus {self.gpus}' if self.nodes == 1 else
+        # where --nodes is an option, the count is gpus x nodes; plan has --gpus alone
+        per_node = 'help' not in type(self).__dataclass_fields__['nodes'].metadata
+        name = (f'--gpus {self.gpus}' if per_node else
                 f'{self.gpus * self.nodes} processes (--gpus x --nodes)')
         try:
-            divides_batch(name, self.gpus * self.nodes)
+            divides_batch(name, self.gpus * self.nodes, plural=not per_node)
         except SpecError as err:
             raise OptionError(str(err)) from None
 

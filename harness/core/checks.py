@@ -23,8 +23,9 @@ def at_least(name: str, value, minimum, why: str = '') -> None:
         raise SpecError(f'{name} must be at least {minimum}, got {value}{why}')
 
 
-def divides_batch(name: str, processes: int) -> None:
+def divides_batch(name: str, processes: int, plural: bool = False) -> None:
     """The total batch is divided among a job's processes: refuse a count that does not divide
     it (``name`` says which count: a flag, or the request's)."""
     if processes < 1 or TOTAL_BATCH % processes:
-        raise SpecError(f'{name} does not divide the total batch {TOTAL_BATCH}')
+        raise SpecError(f"{name} {'do' if plural else 'does'} not divide the total batch "
+                        f'{TOTAL_BATCH}')
