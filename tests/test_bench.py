@@ -17,6 +17,7 @@ from harness.measure.record import to_json
 TINY = Case('table6', 'seg-t-mask-16', crop=64, batch=2, image=(64, 150), images=4)
 
 
+@pytest.mark.e2e
 def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     run = run_bench(device='cpu', repeats=1, warmup=0, amp=None, slide_batch=4, overhead=False,
                     out=tmp_path, cases=(TINY,), rounds=2)
@@ -58,6 +59,7 @@ def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     assert f"more than **{case['ratios']['train_step_ceiling']:.2f}×**" in md
 
 
+@pytest.mark.e2e
 def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthetic_root,
                                                                 monkeypatch):
     """The bare baseline keeps the model, data and schedule and drops the harness's hooks and

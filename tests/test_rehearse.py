@@ -65,6 +65,7 @@ def _windows(side: int, crop: int, stride: int) -> int:
     return max(math.ceil((side - crop) / stride), 0) + 1
 
 
+@pytest.mark.e2e
 def test_a_broken_row_fails_alone_with_one_line(rehearsal):
     result, _, out, _ = rehearsal
     assert result.returncode == 1, result.stdout + result.stderr
@@ -82,6 +83,7 @@ def test_a_broken_row_fails_alone_with_one_line(rehearsal):
     assert {f'{t}/{r}' for t, r in ROWS} <= {k for k, v in rows.items() if 'error' not in v}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('table, row', ROWS)
 def test_row_rehearsed_at_real_size(rehearsal, ade_sized_root, table, row):
     result, work, out, spec = rehearsal
@@ -151,6 +153,7 @@ def test_row_rehearsed_at_real_size(rehearsal, ade_sized_root, table, row):
     assert f'memory at the real batch 8 not measured (batch {BATCH})' in md
 
 
+@pytest.mark.e2e
 def test_plan_takes_hours_from_the_rehearsal(rehearsal, tmp_path):
     """With 8 GPUs a job's per-GPU batch is 1, the rehearsal's: plan uses its figures."""
     result, _, out, _ = rehearsal
@@ -182,6 +185,7 @@ sys.exit(max(main([request]) for request in sys.argv[1:]))
 '''
 
 
+@pytest.mark.e2e
 def test_every_other_row_trains_in_smoke_form(tmp_path, synthetic_root):
     """The rows no other test trains: a few smoke iterations each, by the job process's code
     from requests written as the launcher writes them."""

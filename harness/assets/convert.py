@@ -139,7 +139,8 @@ def save_new(path: Path, obj) -> None:
         raise StateError(f'{path} exists: remove it or write elsewhere')
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, 'wb') as f:  # torch names the archive after a path: the same bytes
+            torch.save(obj, f)      # whatever temporary name the file is written under
 
 
 def convert_official_checkpoint(source: Path, row: Row, out: Path) -> str:
