@@ -68,7 +68,7 @@ TABLES_ARG := $(foreach t,$(TABLES),--table $(t))
 
 .PHONY: install browser slurm smoke test test-fast bench data weights plan plan-table3 \
 	plan-table6 reproduce-table3 reproduce-table6 evaluate-table3 rehearse \
-	evaluate-table6 report clean sync-help
+	evaluate-table6 report clean sync-help gpu-check-dry-run
 
 ifeq ($(PY),$(VENV_PY))
 install: $(STAMP)
@@ -77,13 +77,22 @@ install:
 	@$(call has_modules,$(RUN_MODULES))
 endif
 
+# mmcv compiles its CUDA kernels whenever torch sees a GPU (or FORCE_CUDA=1): far longer than
+# the CPU build, never built here against torch 2.13, and no row uses them (mmseg only imports
+# the ops module). So the build sees no GPU, whatever the machine has; MMCV_CUDA_OPS=1 asks for
+# the kernels (untested with this torch) and skips pip's wheel cache, which may hold a CPU build.
+MMCV_CUDA_OPS ?=
+MMCV_BUILD = MMCV_WITH_OPS=1 \
+	$(if $(filter 1,$(MMCV_CUDA_OPS)),FORCE_CUDA=1,CUDA_VISIBLE_DEVICES= FORCE_CUDA=0)
+MMCV_PIP_ARGS = $(if $(filter 1,$(MMCV_CUDA_OPS)),--no-cache-dir,)
 $(STAMP): requirements.txt requirements-post.txt
 	@test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -r requirements.txt
 	@# mmcv 2.1.0 has no wheel: build it against the installed torch. No build isolation, or
 	@# its compiled ops can be silently skipped; pip's wheel cache keeps the result.
-	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation $(SETUPTOOLS) mmcv==2.1.0
+	$(MMCV_BUILD) MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation $(MMCV_PIP_ARGS) \
+		$(SETUPTOOLS) mmcv==2.1.0
 	$(PIP) install -r requirements-post.txt
 	$(VENV_PY) -c "import mmcv.ops, mmseg, wandb; print('mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
 	@touch $@
@@ -186,6 +195,11 @@ report: install
 
 sync-help:
 	@$(PY) -m harness sync-help
+
+# scripts/gpu_check.sh's stages on the CPU at tiny sizes, into a temporary folder
+# (DRY_RUN_DIR= to keep the files somewhere): the script rehearsed before it meets a GPU
+gpu-check-dry-run: install
+	PY=$(PY) scripts/gpu_check.sh --dry-run $(DRY_RUN_DIR)
 
 clean:
 	rm -rf work_dirs reports/smoke .cache/synthetic_ade20k .pytest_cache

@@ -15,7 +15,19 @@
 # Each stage has a time limit so the whole fits the session; a stage that runs out leaves the
 # rows it finished on record. Stages and limits (seconds): SETUP_S, FP32_S, BF16_S, TF32_S,
 # BENCH_S.
+#
+# `scripts/gpu_check.sh --dry-run [DIR]` (`make gpu-check-dry-run`, and a test in CI) runs every
+# stage with the same commands on the CPU at tiny sizes, so that a broken stage shows here and
+# not in the first paid GPU hour. Its files go under DIR (default: a new temporary folder),
+# never into the committed reports/; it exits 1 when a stage failed. What a CPU cannot do, or
+# not at tiny sizes, is swapped in the block after the limits, and the stage line says so.
 set -uo pipefail
+DRY_RUN=
+if [ "${1:-}" = --dry-run ]; then
+    # resolved before the cd below, so that a relative DIR means the caller's folder
+    DRY_RUN=$(if [ -n "${2:-}" ]; then mkdir -p "$2" && cd "$2" && pwd
+              else mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX"; fi) || exit 1
+fi
 cd "$(dirname "$0")/.."
 
 # what the harness adds to such an image, at the versions of the CPU environment (.venv)
@@ -40,10 +52,42 @@ if [ "${1:-}" = wheels ]; then
     exit 0
 fi
 
+# the limits fit a GPU session; a dry run's stages take minutes on a busy CPU
+[ -z "$DRY_RUN" ] || : "${FP32_S:=900}" "${BF16_S:=900}" "${TF32_S:=900}" "${BENCH_S:=900}"
 SETUP_S=${SETUP_S:-300} FP32_S=${FP32_S:-330} BF16_S=${BF16_S:-150} TF32_S=${TF32_S:-150}
 BENCH_S=${BENCH_S:-150}
+DEVICE=cuda
+REHEARSE_SIZE=(--iters 4)
+TF32=(--amp tf32) TF32_NOTE=
+BENCH=(-m harness bench) BENCH_SIZE=(--repeats 3) BENCH_NOTE=
+REHEARSAL_DIR=reports/rehearsal BENCH_DIR=reports/bench
+STAGE_NOTE=
+REHEARSE_OUT=() BENCH_OUT=()  # expanded as ${A[@]+"${A[@]}"}: bash < 4.4 calls () unbound
+if [ -n "$DRY_RUN" ]; then
+    DEVICE=cpu
+    REHEARSE_SIZE=(--rows seg-t-16 --iters 2 --batch 1)
+    # rehearse refuses --amp tf32 without a GPU (TF32 is a tensor-core format); bench's --tf32
+    # and --amp bf16 run on a CPU as they are
+    TF32=() TF32_NOTE=' (dry run: fp32, --amp tf32 needs a GPU)'
+    # bench has no size option, and its CPU case (ViT-S at 512 px, multi-scale) took 15
+    # minutes on 2 busy cores: the same CLI on the tests' tiny case (tests/test_bench.py)
+    BENCH=(-c 'import sys
+from harness.measure import bench_cases as c
+c.CPU_CASES = (c.Case("table6", "seg-t-mask-16", crop=64, batch=2, image=(64, 150), images=4),)
+from harness.cli import main
+sys.exit(main())' bench)
+    BENCH_SIZE=(--rows seg-t-mask-16 --repeats 1 --warmup 0)
+    BENCH_NOTE=' (dry run: cpu, seg-t-mask-16 at 64 px)'
+    REHEARSAL_DIR=$DRY_RUN/rehearsal BENCH_DIR=$DRY_RUN/bench
+    REHEARSE_OUT=(--out "$REHEARSAL_DIR" --work-root "$DRY_RUN/work")
+    BENCH_OUT=(--out "$BENCH_DIR")
+    OUT=${OUT:-$DRY_RUN/out}
+    mkdir -p "$OUT"
+    echo "dry run: $DEVICE, tiny sizes, files under $DRY_RUN"
+fi
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 start=$SECONDS
+failed=()
 stage() { echo "== $1 (at $((SECONDS - start)) s)"; }
 
 stage setup
@@ -63,24 +107,39 @@ if ! $PY -c 'import mmseg, mmcv.ops' 2>/dev/null; then
         || { echo 'error: setup failed or ran out of time' >&2; exit 1; }
     export PYTHONPATH=$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-$PY -c 'import torch, mmseg, mmcv; print("torch", torch.__version__, torch.cuda.get_device_name(0), "mmseg", mmseg.__version__, "mmcv", mmcv.__version__)' || exit 1
+$PY -c 'import sys, torch, mmseg, mmcv; print("torch", torch.__version__, torch.cuda.get_device_name(0) if sys.argv[1] == "cuda" else sys.argv[1], "mmseg", mmseg.__version__, "mmcv", mmcv.__version__)' "$DEVICE" || exit 1
 
 rehearse() {  # precision label, time limit, extra arguments
-    stage "rehearsal $1"
+    stage "rehearsal $1$STAGE_NOTE"
     timeout -k 60 "$2" $PY -m harness rehearse --table table3 --table table6 \
-        --device cuda --iters 4 "${@:3}" || echo "rehearsal $1: exit $? (rows on record kept)"
+        --device "$DEVICE" "${REHEARSE_SIZE[@]}" ${REHEARSE_OUT[@]+"${REHEARSE_OUT[@]}"} "${@:3}" \
+        || { echo "rehearsal $1: exit $? (rows on record kept)"; failed+=("rehearsal $1"); }
 }
 rehearse fp32 "$FP32_S"
 rehearse bf16 "$BF16_S" --amp bf16 --no-resume
-rehearse tf32 "$TF32_S" --amp tf32 --no-resume
+STAGE_NOTE=$TF32_NOTE rehearse tf32 "$TF32_S" ${TF32[@]+"${TF32[@]}"} --no-resume
 
-stage bench
-timeout -k 60 "$BENCH_S" $PY -m harness bench --device cuda --amp bf16 --tf32 \
-    --rounds 1 --repeats 3 --no-overhead || echo "bench: exit $?"
+stage "bench$BENCH_NOTE"
+timeout -k 60 "$BENCH_S" $PY "${BENCH[@]}" --device "$DEVICE" --amp bf16 --tf32 \
+    --rounds 1 "${BENCH_SIZE[@]}" --no-overhead ${BENCH_OUT[@]+"${BENCH_OUT[@]}"} \
+    || { echo "bench: exit $?"; failed+=(bench); }
 
 stage done
 if [ -n "${OUT:-}" ]; then
-    cp reports/rehearsal/rehearsal.json reports/rehearsal/rehearsal.md "$OUT"/ 2>/dev/null
-    cp reports/bench/bench.json reports/bench/bench.md "$OUT"/ 2>/dev/null
+    cp "$REHEARSAL_DIR"/rehearsal.json "$REHEARSAL_DIR"/rehearsal.md "$OUT"/ 2>/dev/null \
+        || failed+=("copy of the rehearsal")
+    cp "$BENCH_DIR"/bench.json "$BENCH_DIR"/bench.md "$OUT"/ 2>/dev/null \
+        || failed+=("copy of the bench")
 fi
-ls -l reports/rehearsal reports/bench
+ls -l "$REHEARSAL_DIR" "$BENCH_DIR"
+rc=$?
+if [ -n "$DRY_RUN" ]; then
+    if [ ${#failed[@]} -gt 0 ]; then
+        printf -v list '%s, ' "${failed[@]}"
+        echo "dry run: failed: ${list%, }" >&2
+        exit 1
+    fi
+    rm -rf "$DRY_RUN/work"  # the rehearsals' job folders: only worth keeping after a failure
+    echo "dry run: passed; files under $DRY_RUN"
+fi
+exit $rc
