@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import SpecError
 from .layout import REPO_ROOT
+from .atomic import atomic_write
 from .checks import at_least, divides_batch, one_of
 from .profiles import DEFAULT_WANDB_PROJECT, PRECISIONS, PROFILES
 from .spec import Row, load_table, table_arg
@@ -81,7 +82,7 @@ class JobRequest:
                                for k, v in data.items()})
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=1))
+        atomic_write(path, json.dumps(self.to_json(), indent=1), fsync=False)
 
     @classmethod
     def read(cls, path: Path) -> 'JobRequest':

@@ -9,10 +9,14 @@ import multiprocessing as mp
 import resource
 import statistics
 import time
+from typing import TYPE_CHECKING
 
 from ..core.errors import SpecError
 from ..core.spec import load_table
 from .bench_result import Case, EvalSide, Evaluation, Floor, Spread, Training
+
+if TYPE_CHECKING:  # torch loads in the measuring processes only
+    import torch
 
 # ours -> stock mmseg type of each module the project replaces
 STOCK_TYPES = {'SegmenterViT': 'VisionTransformer',
@@ -189,7 +193,7 @@ def _views(image, multi_scale: bool) -> list:
     return views
 
 
-def _merged(logits: list, size) -> 'torch.Tensor':
+def _merged(logits: list, size) -> torch.Tensor:
     """Softmax average of the views at the image size (flipped views flipped back); one view:
     its logits, whose argmax is mmseg's single-scale prediction."""
     import torch.nn.functional as F

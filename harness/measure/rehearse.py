@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 
 from ..assets.weights import RELEASE_GRID
+from ..core.atomic import atomic_write
 from ..core.errors import HarnessError, LaunchError, StateError, WeightsError
 from ..core.layout import DEFAULT_WORK_ROOT, POINTER, REPO_ROOT, checkpoint_name, job_dir, \
     ours_eval_dir
@@ -230,7 +231,7 @@ def _resume(request: JobRequest, checkpoint: Path, resume_dir: Path, tag: str) -
     the resumed job counts N + 1 iterations."""
     iters = request.max_iters
     resume_dir.mkdir(parents=True)
-    (resume_dir / POINTER).write_text(str(checkpoint))
+    atomic_write(resume_dir / POINTER, str(checkpoint))
     resumed = _launch(dataclasses.replace(request, work_dir=resume_dir, max_iters=iters + 1),
                       f'{tag} resume')
     counted = resumed['measured']['train/time']['count']

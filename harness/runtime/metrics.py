@@ -14,6 +14,7 @@ from mmengine.hooks import Hook
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import HOOKS, METRICS
 
+from ..core.atomic import atomic_write
 from ..core.layout import PER_CLASS_FILE, latest_checkpoint
 from ..core.state import read_curves
 
@@ -45,8 +46,8 @@ class RunSummaryHook(Hook):
     def _write_per_class(runner, evaluator, iteration: int | None) -> dict:
         per_class = next((m.last_per_class_iou for m in evaluator.metrics
                           if isinstance(m, PerClassIoUMetric)), {})
-        Path(runner.work_dir, PER_CLASS_FILE).write_text(
-            json.dumps({'iter': iteration, 'IoU': per_class}, indent=1))
+        atomic_write(Path(runner.work_dir, PER_CLASS_FILE),
+                     json.dumps({'iter': iteration, 'IoU': per_class}, indent=1), fsync=False)
         return per_class
 
     def after_train(self, runner) -> None:
