@@ -14,7 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / 'scripts' / 'gpu_check.sh'
 # what a caller's shell may carry that would steer the script or the Makefile elsewhere
-STEERING = ('PY', 'USE_ENV', 'OUT', 'MMCV_CUDA_OPS', 'FORCE_CUDA', 'CUDA_VISIBLE_DEVICES')
+STEERING = ('PY', 'USE_ENV', 'OUT', 'MMCV_CUDA_OPS', 'FORCE_CUDA', 'CUDA_VISIBLE_DEVICES',
+            'MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES')  # a calling make's too
 
 
 def clean_env(**extra) -> dict:

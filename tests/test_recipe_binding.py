@@ -55,19 +55,22 @@ def _stopped_at(work_dir) -> int:
 
 def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
         tmp_path, synthetic_root):
-    spec = _spec(tmp_path)
+    config = tmp_path / 'seg-t-16.py'  # the row's config through a file the test may edit
+    original = EXPERIMENTS / 'configs' / 'table3' / 'seg-t-16.py'
+    config.write_text(f'_base_ = [{str(original)!r}]\n')
+    spec = _spec(tmp_path, config=str(config))
     work = tmp_path / 'work'
     work_dir = _stopped(spec, work, synthetic_root)
     stopped_at = _stopped_at(work_dir)
     frozen = (work_dir / FROZEN_CONFIG).read_text()
     recipe = json.loads((work_dir / 'recipe.json').read_text())
 
-    _spec(tmp_path, config=OTHER_CONFIG)  # the same spec file, edited: a wider backbone
+    config.write_text(config.read_text() + 'model = dict(backbone=dict(drop_path_rate=0.2))\n')
     refused = _run(spec, work, synthetic_root, '--max-iters', 40)
     assert refused.returncode == 1
     lines = [line for line in refused.stderr.splitlines() if 'error:' in line]
     assert len(lines) == 1 and 'is not the one the job started with' in lines[0], refused.stderr
-    assert 'model.backbone.embed_dims' in lines[0] and '--accept-drift' in lines[0]
+    assert 'model.backbone.drop_path_rate' in lines[0] and '--accept-drift' in lines[0]
     assert (work_dir / FROZEN_CONFIG).read_text() == frozen  # the record is history
     status = harness_cli('status', '--table', spec, '--work-root', work)
     assert 'other recipe' in status.stdout and 'ran another recipe' in status.stdout
@@ -78,11 +81,11 @@ def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
     assert state['status'] == 'finished'
     first, last = state['history'][0], state['history'][-1]
     assert first['resumed_from'] is None and first['drift'] is None
-    assert last['resumed_from'] == stopped_at and 'model.backbone.embed_dims' in last['drift']
+    assert last['resumed_from'] == stopped_at and last['drift'] == ['model.backbone.drop_path_rate']
     assert last['recipe'] == first['recipe'] == recipe['fingerprint']
-    # it trained the frozen recipe: the backbone width it started with, not the spec's now
-    width = recipe['view']['model']['backbone']['embed_dims']
-    assert f'embed_dims={width},' in (work_dir / 'job_config.py').read_text()
+    # it trained the frozen recipe: the drop path it started with, not the config's now
+    rate = recipe['view']['model']['backbone']['drop_path_rate']
+    assert rate != 0.2 and f'drop_path_rate={rate},' in (work_dir / 'job_config.py').read_text()
     assert state['drift']['accepted'] == last['drift']
     reports = tmp_path / 'reports'
     built = harness_cli('report', '--table', spec, '--work-root', work, '--reports', reports,
