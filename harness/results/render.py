@@ -179,7 +179,9 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
               '| row | seed | status | last iteration | mIoU | progress | W&B run | record |',
               '|---|---|---|---|---|---|---|---|']
     for j in jobs.itertuples():
-        status = j.status + (f' ({j.error})' if j.error else '')
+        # an error that starts with the status says it already ('unreadable state (...)')
+        status = (j.error if j.error and j.error.startswith(j.status) else
+                  j.status + (f' ({j.error})' if j.error else ''))
         lines.append(f'| {j.row} | {j.seed} | {status} | {j.iters} | {_fmt(j.mIoU_final)} | '
                      f'{_text(progress.get((j.row, j.seed)))} | {_text(j.wandb_run_id)} | '
                      f'{_record_link(j.work_dir, out)} |')

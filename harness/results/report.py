@@ -23,7 +23,7 @@ from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, released_dir
 from ..core.spec import EXPERIMENTS, SEED_LOGS, Table
 from ..core.state import read_per_class, read_state
 from . import figures
-from .collect import collect_jobs
+from .collect import OTHER_RECIPE, collect_jobs
 from .render import (
     EMPTY,
     NUMERIC,
@@ -73,8 +73,10 @@ def _row_status(jobs: pd.DataFrame) -> str:
     statuses = list(jobs['status'])
     if not statuses or all(s == 'not run' for s in statuses):
         return 'not run'
-    if 'failed' in statuses:
-        return f"failed: {jobs.loc[jobs['status'] == 'failed', 'error'].iloc[0]}"
+    for problem in ('failed', 'unreadable', OTHER_RECIPE):  # what the row's number lacks, named
+        if problem in statuses:
+            error = jobs.loc[jobs['status'] == problem, 'error'].iloc[0]
+            return error if error and error.startswith(problem) else f'{problem}: {error}'
     if 'running' in statuses:
         return 'running'
     done = statuses.count('finished')
