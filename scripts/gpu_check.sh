@@ -69,13 +69,7 @@ if [ -n "$DRY_RUN" ]; then
     # rehearse refuses --amp tf32 without a GPU (TF32 is a tensor-core format); bench's --tf32
     # and --amp bf16 run on a CPU as they are
     TF32=() TF32_NOTE=' (dry run: fp32, --amp tf32 needs a GPU)'
-    # bench has no size option, and its CPU case (ViT-S at 512 px, multi-scale) took 15
-    # minutes on 2 busy cores: the same CLI on the tests' tiny case (tests/test_bench.py)
-    BENCH=(-c 'import sys
-from harness.measure import bench_cases as c
-c.CPU_CASES = (c.Case("table6", "seg-t-mask-16", crop=64, batch=2, image=(64, 150), images=4),)
-from harness.cli import main
-sys.exit(main())' bench)
+    # the bench's tiny case (Seg-T-Mask/16 at 64 px): its CPU case takes many minutes
     BENCH_SIZE=(--rows seg-t-mask-16 --repeats 1 --warmup 0)
     BENCH_NOTE=' (dry run: cpu, seg-t-mask-16 at 64 px)'
     REHEARSAL_DIR=$DRY_RUN/rehearsal BENCH_DIR=$DRY_RUN/bench

@@ -28,7 +28,9 @@ class BenchOptions(Options):
     tf32: bool = option(False, help='also time our fp32 step with TF32 matmuls (GPU)')
     profile: bool = option(False, help='add the top operators of one training step of ours')
     rows: list[str] | None = option(None, parse=parse_rows, metavar='ROWS',
-                                    help="bench cases by row id (default: the device's cases)")
+                                    help="bench cases by row id (default: the device's cases; "
+                                         'seg-t-mask-16: a 64-pixel case that checks the bench '
+                                         'end to end in seconds)')
     slide_batch: int = option(8, minimum=1, metavar='N', help='windows per forward')
     overhead: bool = option(True, flag='--no-overhead',
                             help='skip the harness-vs-bare-Runner smoke job timing')
