@@ -148,8 +148,8 @@ def install_row(row: Row, weights_root: Path, originals: Path, source: Path | No
                 url_base: str | None = None, timeout: float = 60.0,
                 out: Path | None = None) -> str:
     """Put the row's converted weights at ``out`` (default ``weights_root/pretrained.file``);
-    return what was done (one line). Raises :class:`WeightsError` with one line naming the file, the expected
-    hash and where to put the release."""
+    return what was done (one line). Raises :class:`WeightsError` with one line naming the
+    file, the expected hash and where to put the release."""
     tag = f'{row.table}/{row.id}'
     out = Path(out or Path(weights_root) / row.pretrained_file)
     if out.exists():

@@ -36,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         description='Reproduce the Segmenter ADE20K tables (arXiv 2105.05633) with mmseg.')
     sub = parser.add_subparsers(dest='command', required=True)
     for command in COMMANDS:
-        p = sub.add_parser(command.name, help=command.help,
-                           description=command.description or command.help)
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
         add_arguments(p, command.options)
         p.set_defaults(command_=command)
     return parser

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..core.layout import DEFAULT_REPORTS
+from ..core.layout import BENCH
 from ..core.profiles import PRECISIONS
 from .common import parse_rows
 from .options import Command, Options, OptionError, option
@@ -34,7 +34,7 @@ class BenchOptions(Options):
     slide_batch: int = option(8, minimum=1, metavar='N', help='windows per forward')
     overhead: bool = option(True, flag='--no-overhead',
                             help='skip the harness-vs-bare-Runner smoke job timing')
-    out: Path = option(DEFAULT_REPORTS / 'bench', metavar='DIR',
+    out: Path = option(BENCH, metavar='DIR',
                        help='where the results are written (bench.json, bench.md)')
 
     def check(self):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.checks import divides_batch
 from ..core.errors import SpecError
-from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, REPO_ROOT
+from ..core.layout import DEFAULT_WORK_ROOT, REPO_ROOT
 from ..core.profiles import (
     DEFAULT_WANDB_PROJECT,
     GPU_ONLY_PRECISIONS,
@@ -145,5 +145,3 @@ class Tracking(Options):
         default_factory=lambda: os.environ.get('WANDB_PROJECT', DEFAULT_WANDB_PROJECT),
         help='W&B project of the runs (default: $WANDB_PROJECT, else segmenter-repro)')
 
-
-DEFAULT_REHEARSALS = DEFAULT_REPORTS / 'rehearsal'

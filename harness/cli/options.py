@@ -159,4 +159,3 @@ class Command:
     help: str
     options: type
     run: Callable[[Any], int]
-    description: str | None = None

@@ -5,14 +5,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .common import DEFAULT_REHEARSALS, DataRoot, Gpus, Jobs, Launcher, Seeds, WeightsRoot
+from ..core.layout import REHEARSALS
+from .common import DataRoot, Gpus, Jobs, Launcher, Seeds, WeightsRoot
 from .options import Command, option, redefault
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PlanOptions(WeightsRoot, DataRoot, Launcher, Gpus, Seeds, Jobs):
     profile: str = redefault(Jobs, 'profile', 'full')
-    rehearsals: Path = option(DEFAULT_REHEARSALS, metavar='DIR',
+    rehearsals: Path = option(REHEARSALS, metavar='DIR',
                               help='where `rehearse` wrote its results (GPU-hours come from '
                                    'them)')
     device: str | None = option(None, help="the device kind whose rehearsals give the time, as "

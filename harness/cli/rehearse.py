@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT
+from ..core.layout import REHEARSAL_WORK_ROOT, REHEARSALS
+from ..measure.rehearsal_result import DEFAULT_ITERS
 from .common import Precision, Tables, cuda_available
 from .options import Command, OptionError, option
 
@@ -12,7 +13,8 @@ from .options import Command, OptionError, option
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RehearseOptions(Precision, Tables):
     device: str = option('cpu', choices=('cpu', 'cuda'), help='where the jobs run')
-    iters: int = option(4, minimum=2, metavar='N', why=' (the first iteration is the warm-up)',
+    iters: int = option(DEFAULT_ITERS, minimum=2, metavar='N',
+                        why=' (the first iteration is the warm-up)',
                         help='training iterations per row (the first is the warm-up)')
     batch: int | None = option(None, minimum=1, metavar='B',
                                help='per-GPU batch instead of the real 8 (for a device the real '
@@ -22,7 +24,7 @@ class RehearseOptions(Precision, Tables):
     data_root: Path | None = option(None, metavar='DIR',
                                     help='the ADE20K-sized synthetic dataset (default: '
                                          'generated once into .cache/synthetic_ade20k_sized/)')
-    work_root: Path = option(DEFAULT_WORK_ROOT / 'rehearsal', metavar='DIR',
+    work_root: Path = option(REHEARSAL_WORK_ROOT, metavar='DIR',
                              help="the rehearsal's job folders and converted weights (replaced "
                                   'row by row; checkpoints deleted once measured)')
     resume: bool = option(True, flag='--no-resume',
@@ -30,7 +32,7 @@ class RehearseOptions(Precision, Tables):
                                'again in another precision)')
     keep_checkpoints: bool = option(False, help="keep each row's checkpoints (deleted once "
                                                 'measured by default)')
-    out: Path = option(DEFAULT_REPORTS / 'rehearsal', metavar='DIR',
+    out: Path = option(REHEARSALS, metavar='DIR',
                        help='where the results are written (rehearsal.json, rehearsal.md)')
 
     def check(self):

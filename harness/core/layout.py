@@ -27,6 +27,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORK_ROOT = REPO_ROOT / 'work_dirs'
 DEFAULT_REPORTS = REPO_ROOT / 'reports'
+REHEARSALS = DEFAULT_REPORTS / 'rehearsal'  # the committed measurements `plan` reads
+BENCH = DEFAULT_REPORTS / 'bench'
+REHEARSAL_WORK_ROOT = DEFAULT_WORK_ROOT / 'rehearsal'
 
 REQUEST_FILE = 'request.json'
 STATE_FILE = 'job.json'

@@ -66,10 +66,11 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
             f"started with ({frozen['fingerprint']}): {shown} differ; resume it with its frozen "
             'recipe (--accept-drift) or start it afresh in another work root')
     # the frozen recipe, with this start's paths: the job goes on as it started
-    old = Config.fromfile(Path(work_dir) / FROZEN_CONFIG)
+    old = Config.fromfile(Path(work_dir) / FROZEN_CONFIG).to_dict()
+    current = cfg.to_dict()
     for key in RECIPE_KEYS:
         if key in old:
-            cfg[key] = _rebase(old.to_dict()[key], cfg.to_dict().get(key))
+            cfg[key] = _rebase(old[key], current.get(key))
     weights = frozen['view'].get('model', {}).get('pretrained')
     if weights:
         cfg.model.pretrained = str(Path(request.weights_root) / weights)

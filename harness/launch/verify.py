@@ -23,12 +23,9 @@ def job_folders(rows: list[Row], profile: str, work_root: Path) -> list[Path]:
     return found
 
 
-def _recorded_request(work_dir: Path) -> JobRequest:
-    return JobRequest.read(work_dir / REQUEST_FILE)
-
-
-def check_job(work_dir: Path) -> list[str]:
-    """What differs between a job folder and its record (empty: all of it verified)."""
+def check_job(work_dir: Path) -> tuple[str | None, list[str]]:
+    """The job's recorded recipe fingerprint, and what differs between the folder and its
+    record (empty: all of it verified)."""
     from mmengine.config import Config
 
     from ..prepare.fingerprint import differences, fingerprint, recipe_view
@@ -37,8 +34,8 @@ def check_job(work_dir: Path) -> list[str]:
     work_dir = Path(work_dir)
     recipe = read_recipe(work_dir)
     if recipe is None:
-        return ['no frozen recipe (the job never started, or started before jobs kept one)']
-    request = _recorded_request(work_dir)
+        return None, ['no frozen recipe (the job never started, or started before jobs kept one)']
+    request = JobRequest.read(work_dir / REQUEST_FILE)
     problems = []
     frozen = recipe_view(Config.fromfile(work_dir / FROZEN_CONFIG), request.weights_root,
                          request.gpus)
@@ -73,7 +70,7 @@ def check_job(work_dir: Path) -> list[str]:
         if now['file_list_sha256'] != dataset['file_list_sha256']:
             problems.append(f'dataset at {request.data_root}: file list differs from the one '
                             'the job read')
-    return problems
+    return recipe['fingerprint'], problems
 
 
 def verify(folders: list[Path], log=print) -> int:
@@ -81,13 +78,13 @@ def verify(folders: list[Path], log=print) -> int:
     differing = 0
     for folder in folders:
         try:
-            problems = check_job(folder)
+            recipe, problems = check_job(folder)
         except Exception as err:  # noqa: BLE001 - one line for a folder that cannot be read
             problems = [f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}']
         if problems:
             differing += 1
             log(f'DIFFERS {folder}: ' + '; '.join(problems), flush=True)
         else:
-            log(f"ok      {folder} (recipe {read_recipe(folder)['fingerprint']})", flush=True)
+            log(f'ok      {folder} (recipe {recipe})', flush=True)
     return differing
 

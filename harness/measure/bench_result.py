@@ -11,13 +11,13 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from ..core.layout import DEFAULT_REPORTS
+from ..core.layout import BENCH
 from ..core.profiles import TOTAL_BATCH
 from .record import load, save
 
 FORMAT = 1
 NAME = 'bench'
-DEFAULT_OUT = DEFAULT_REPORTS / 'bench'
+DEFAULT_OUT = BENCH
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,8 +20,8 @@ from ..core.request import JobRequest
 from ..core.spec import Row
 from ..core.state import read_curves, read_state
 from ..prepare.job_config import build_config, does_not_build
-from .rehearsal_result import DEFAULT_OUT as DEFAULT_REHEARSALS, Rehearsals, RowFailure, \
-    load_rehearsals
+from .rehearsal_result import DEFAULT_OUT as DEFAULT_REHEARSALS
+from .rehearsal_result import Rehearsals, RowFailure, load_rehearsals, loader_rates
 
 BYTES_PER_VALUE = 4  # fp32 weights and optimiser buffers
 # text logs, curves, per-class IoU and the offline W&B run of a 160k-iteration job: a generous
@@ -101,6 +101,20 @@ def _weights(row: Row, profile: str, weights_root: Path) -> str:
     return f'MISSING {row.pretrained_file} (make weights ROWS={row.id})'
 
 
+def _kinds(results: Rehearsals, device: str | None) -> list[str]:
+    """The device kinds on record that ``device`` asks for (None: any GPU)."""
+    return [k for k in results if (k == device if device else k.startswith('cuda'))]
+
+
+def _rehearsals(row: Row, results: Rehearsals, device: str | None):
+    """(kind, run, entry) of each fp32 rehearsal of ``row`` that succeeded on those kinds."""
+    for kind in _kinds(results, device):
+        run = results[kind].get('fp32')
+        entry = run.rows.get(f'{row.table}/{row.id}') if run else None
+        if entry is not None and not isinstance(entry, RowFailure):
+            yield kind, run, entry
+
+
 def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, gpus: int,
                    results: Rehearsals, device: str | None) -> tuple[dict | None, str]:
     """GPU-hours and wall-clock of one job from a rehearsal of its row on ``device`` (a device
@@ -109,16 +123,11 @@ def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, 
     2,000 validation images at the rehearsal's single-scale seconds per image, split among
     the GPUs). Returns (None, why) when no such rehearsal is on record."""
     from ..assets.data import ADE20K_COUNTS
-    kinds = [k for k in results if (k == device if device else k.startswith('cuda'))]
+    kinds = _kinds(results, device)
     if not kinds:
         return None, f"no rehearsal on {device or 'a GPU'} yet (make rehearse)"
-    key = f'{row.table}/{row.id}'
-    why = f"no fp32 rehearsal of {key} on {' / '.join(kinds)}"
-    for kind in kinds:
-        run = results[kind].get('fp32')
-        entry = run.rows.get(key) if run else None
-        if entry is None or isinstance(entry, RowFailure):
-            continue
+    why = f"no fp32 rehearsal of {row.table}/{row.id} on {' / '.join(kinds)}"
+    for kind, run, entry in _rehearsals(row, results, device):
         if entry.batch != batch_per_gpu:
             why = (f"rehearsal on {kind} at batch {entry.batch}, not the job's "
                    f'{batch_per_gpu} per GPU')
@@ -145,15 +154,11 @@ def loader_feed(row: Row, workers: int, processes: int, results: Rehearsals,
     images per second per worker x workers against the images per second a step consumes)."""
     from ..core.allocation import loader_workers
     line = f'{workers} loader worker(s) per process ({loader_workers(processes)[1]} here)'
-    kinds = [k for k in results if (k == device if device else k.startswith('cuda'))]
-    for kind in kinds:
-        run = results[kind].get('fp32')
-        entry = run.rows.get(f'{row.table}/{row.id}') if run else None
-        if entry is None or isinstance(entry, RowFailure) or not entry.train_s_per_iter \
-                or not entry.images_per_s_per_worker:
+    for kind, _, entry in _rehearsals(row, results, device):
+        rates = loader_rates(entry, workers)
+        if rates is None:
             continue
-        need = entry.batch / entry.train_s_per_iter
-        fed = entry.images_per_s_per_worker * max(workers, 1)
+        fed, need = rates
         verdict = 'DATA-BOUND' if fed < need else 'keeps up'
         return (f'{line}: {verdict} on {kind} ({max(workers, 1)} x '
                 f'{entry.images_per_s_per_worker:.1f} images/s against {need:.1f} the step '

@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..core.layout import DEFAULT_REPORTS
+from ..core.layout import REHEARSALS
 from .record import load, save
 
 FORMAT = 1
 NAME = 'rehearsal'
-DEFAULT_OUT = DEFAULT_REPORTS / 'rehearsal'
+DEFAULT_OUT = REHEARSALS
+DEFAULT_ITERS = 4  # the first iteration warms up; the others are the steady state
 PRECISION_NAMES = {None: 'fp32', 'bf16': 'bf16', 'fp16': 'fp16', 'tf32': 'tf32'}
 
 
@@ -114,15 +115,23 @@ class RehearsalRun:
 Rehearsals = dict[str, dict[str, RehearsalRun]]  # device kind -> precision -> run
 
 
+def loader_rates(entry: RowRehearsal, workers: int) -> tuple[float, float] | None:
+    """(images/s ``workers`` loader workers deliver at the rehearsed pipeline's rate, images/s
+    the rehearsed training step consumes); None without both measurements. No worker: the
+    training process loads, at one worker's rate."""
+    step, rate = entry.train_s_per_iter, entry.images_per_s_per_worker
+    if not (step and rate):
+        return None
+    return rate * max(workers, 1), entry.batch / step
+
+
 def flags(entry: RowRehearsal, machine: RehearsalMachine) -> list[str]:
     """Why a row would be a problem at full scale: data-bound, or no fit in memory."""
     found = []
-    step, rate = entry.train_s_per_iter, entry.images_per_s_per_worker
-    if step and rate and entry.workers:
-        need = entry.batch / step
-        if rate * entry.workers < need:
-            found.append(f'data-bound: {entry.workers} workers x {rate:.1f} images/s < '
-                         f'{need:.1f} images/s the step consumes')
+    rates = loader_rates(entry, entry.workers) if entry.workers else None
+    if rates and rates[0] < rates[1]:
+        found.append(f'data-bound: {entry.workers} workers x {entry.images_per_s_per_worker:.1f} '
+                     f'images/s < {rates[1]:.1f} images/s the step consumes')
     total = entry.peak_memory.device_total or machine.memory
     # a job that does not fit fails (out of memory) and is flagged where it fails; one that
     # fits with little room left would not survive a longer crop or a larger batch

@@ -33,18 +33,16 @@ from pathlib import Path
 from ..assets.weights import RELEASE_GRID
 from ..core.atomic import atomic_write
 from ..core.errors import HarnessError, LaunchError, StateError, WeightsError
-from ..core.layout import DEFAULT_WORK_ROOT, POINTER, REPO_ROOT, checkpoint_name, job_dir, \
+from ..core.layout import POINTER, REHEARSAL_WORK_ROOT, REPO_ROOT, checkpoint_name, job_dir, \
     ours_eval_dir
 from ..core.profiles import TOTAL_BATCH
 from ..core.request import JobRequest
 from ..core.spec import Row
 from ..core.state import read_state
-from .rehearsal_result import (DEFAULT_OUT, PRECISION_NAMES, PeakMemory, RehearsalMachine,
-                               RehearsalRun, RowFailure, RowRehearsal, Substitutions, flags,
-                               write_rehearsal)
+from .rehearsal_result import (DEFAULT_ITERS, DEFAULT_OUT, PRECISION_NAMES, PeakMemory,
+                               RehearsalMachine, RehearsalRun, RowFailure, RowRehearsal,
+                               Substitutions, flags, write_rehearsal)
 
-DEFAULT_WORK = DEFAULT_WORK_ROOT / 'rehearsal'
-DEFAULT_ITERS = 4  # the first iteration warms up; the others are the steady state
 PIPELINE_SAMPLES = 8  # training samples timed through the pipeline, after one warm-up
 
 
@@ -243,7 +241,7 @@ def _resume(request: JobRequest, checkpoint: Path, resume_dir: Path, tag: str) -
 
 def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
              iters: int = DEFAULT_ITERS, batch: int | None = None, multi_scale: bool = False,
-             work_root: Path = DEFAULT_WORK, out: Path = DEFAULT_OUT,
+             work_root: Path = REHEARSAL_WORK_ROOT, out: Path = DEFAULT_OUT,
              data_root: Path | None = None, keep_checkpoints: bool = False,
              resume: bool = True) -> RehearsalRun:
     """Rehearse ``rows`` on ``device`` (``cpu`` or ``cuda``) in ``amp`` (None: fp32), each row

@@ -36,7 +36,8 @@ def recipe_view(cfg: Config, weights_root: Path | None = None, processes: int = 
     file as the spec names it (relative to ``weights_root``), not where this machine keeps it;
     the batch as the total of the ``processes`` that share it (a job resumed on another
     number of GPUs trains the same recipe: its data order does not depend on them)."""
-    view = {key: _plain(cfg.to_dict()[key]) for key in RECIPE_KEYS if key in cfg}
+    whole = cfg.to_dict()
+    view = {key: _plain(whole[key]) for key in RECIPE_KEYS if key in whole}
     if 'train_dataloader' in view:
         view['train_dataloader']['batch_size'] *= processes
     view['custom_hooks'] = [h for h in view.get('custom_hooks', [])
