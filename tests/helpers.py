@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from harness.core.spec import EXPERIMENTS
-from harness.core.state import read_curves
+from harness.core.state import read_curves, write_state
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -346,3 +346,163 @@ class SlurmCluster:
                 time.sleep(0.2)
             else:
                 os.kill(pid, signal.SIGKILL)
+
+
+# --- a report-only environment, as on another machine ------------------------------------------
+# A virtual environment with what ``requirements-report.txt`` names and nothing of the training
+# stack, under another CPython release where this machine has one; it runs the harness from a
+# copy of the checkout, with the running environment's paths kept out.
+
+REPORT_REQUIREMENTS = REPO_ROOT / 'requirements-report.txt'
+# the releases tried for the report-only environment, in this order (one with wheels for the
+# report's packages first); the running release is passed over
+OTHER_PYTHONS = ('3.13', '3.12', '3.11', '3.10', '3.14')
+# what the running environment would lend a child process (a user site holds anything)
+_KEPT_OUT = ('PYTHONPATH', 'PYTHONHOME', 'PYTHONSTARTUP', 'PYTHONUSERBASE', 'VIRTUAL_ENV',
+             'CONDA_PREFIX', 'CONDA_DEFAULT_ENV')
+
+
+def _release_of(python) -> tuple[int, int] | None:
+    """(major, minor) of an interpreter that runs and can build a venv, else None (a pyenv shim
+    of a release that is not selected fails)."""
+    try:
+        out = subprocess.run([str(python), '-c', 'import sys, venv, ensurepip; '
+                              'print(*sys.version_info[:2])'], capture_output=True, text=True,
+                             timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    try:
+        return tuple(map(int, out.stdout.split())) if out.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+def other_python() -> tuple[str, str]:
+    """(interpreter, what it is): ``$REPORT_ENV_PYTHON`` when set; else the first release of
+    OTHER_PYTHONS other than the running one, found on PATH or among pyenv's versions; else the
+    running interpreter, saying so."""
+    if os.environ.get('REPORT_ENV_PYTHON'):
+        python = os.environ['REPORT_ENV_PYTHON']
+        return python, f'{python} (REPORT_ENV_PYTHON), release {_release_of(python)}'
+    running = sys.version_info[:2]
+    pyenv = Path(os.environ.get('PYENV_ROOT') or Path.home() / '.pyenv') / 'versions'
+    for release in OTHER_PYTHONS:
+        wanted = tuple(map(int, release.split('.')))
+        if wanted == running:
+            continue
+        installed = sorted(pyenv.glob(f'{release}.*/bin/python{release}'), reverse=True,
+                           key=lambda p: [int(x) if x.isdigit() else -1
+                                          for x in p.parents[1].name.split('.')])
+        for python in [shutil.which(f'python{release}'), *installed]:
+            if python and _release_of(python) == wanted:
+                return str(python), f'CPython {release} ({python}); the tests run {running[0]}.' \
+                                    f'{running[1]}'
+    tried = ', '.join(r for r in OTHER_PYTHONS if r != '.'.join(map(str, running)))
+    return sys.executable, (f'no CPython release other than the running {running[0]}.'
+                            f'{running[1]} found (tried {tried}): the report-only environment '
+                            'uses the running interpreter')
+
+
+def build_report_env(folder: Path, python: str) -> Path:
+    """A virtual environment in ``folder`` built by ``python`` with requirements-report.txt
+    (pip's cache as usual); returns its interpreter."""
+    steps = [[python, '-m', 'venv', str(folder)],
+             [str(folder / 'bin' / 'python'), '-m', 'pip', 'install', '--quiet',
+              '--disable-pip-version-check', '-r', str(REPORT_REQUIREMENTS)]]
+    for step in steps:
+        out = subprocess.run(step, capture_output=True, text=True, timeout=1800,
+                             env=report_env_vars(None))
+        if out.returncode != 0:
+            pytest.fail(f'building the report-only environment: {" ".join(step)} exited '
+                        f'{out.returncode}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}')
+    return folder / 'bin' / 'python'
+
+
+def report_env_vars(checkout: Path | None) -> dict:
+    """The environment of a process of the report-only environment: none of the running
+    environment's paths, no user site; the harness from ``checkout``."""
+    env = {k: v for k, v in os.environ.items() if k not in _KEPT_OUT}
+    env['PYTHONNOUSERSITE'] = '1'
+    if checkout is not None:
+        env['PYTHONPATH'] = str(checkout)
+    return env
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The checkout as another machine has it: the files git tracks or would add (this working
+    tree's, changes included), without virtual environments, job folders, data or caches."""
+    try:
+        listed = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others',
+                                 '--exclude-standard'], cwd=REPO_ROOT, capture_output=True,
+                                check=True, timeout=60).stdout.decode().split('\0')
+    except (OSError, subprocess.SubprocessError):  # no git: the tree less what .gitignore names
+        shutil.copytree(REPO_ROOT, dest, ignore=_not_shipped)
+        return dest
+    for name in filter(None, listed):
+        source = REPO_ROOT / name
+        if source.is_file():  # a tracked file deleted in the working tree is not listed
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def _not_shipped(folder: str, names: list[str]) -> set[str]:
+    top = {'.git', '.venv', '.cache', '.pytest_cache', 'work_dirs', 'data', 'weights', 'wandb',
+           'checkpoints'}
+    here = Path(folder).resolve()
+    dropped = {n for n in names if n == '__pycache__' or n.endswith('.pyc')}
+    if here == REPO_ROOT:
+        dropped |= top & set(names)
+    if here == REPO_ROOT / 'reports':
+        dropped |= {n for n in names if n == 'smoke' or n.startswith('table')}
+    return dropped
+
+
+def csv_columns(path: Path, columns) -> list[tuple[str, ...]]:
+    """The cells of ``columns`` of a CSV file, as the text the file holds, one tuple a line."""
+    import csv
+
+    with open(path, newline='', encoding='utf-8') as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        missing = [c for c in columns if c not in header]
+        assert not missing, f'{path} has no column {missing}'
+        return [tuple(line[header.index(c)] for c in columns) for line in reader]
+
+
+def results_table(markdown: str) -> list[str]:
+    """The results table of a report.md: its header line to the first blank line."""
+    lines = markdown.splitlines()
+    start = next((k for k, line in enumerate(lines) if line.startswith('| row | model |')), None)
+    assert start is not None, 'report.md has no results table'
+    end = next((k for k in range(start, len(lines)) if not lines[k].strip()), len(lines))
+    return lines[start:end]
+
+
+# --- result records, as a finished job writes them ---------------------------------------------
+
+def write_result_record(work_dir, row, profile, seed, max_iters=None):
+    """The result record a finished job writes, by the job's own code, over a checkpoint of
+    random bytes recorded as saved, the row's recipe sources and the checkout's code identity."""
+    from harness.core import profiles
+    from harness.core.hashing import sha256_bytes
+    from harness.core.request import JobRequest
+    from harness.core.result import write_result
+    from harness.core.sources import code_identity, pinned_versions, recipe_sources
+    from harness.core.state import read_state
+    from harness.launch.record import result_record
+    schedule = profiles.schedule_length(profile, max_iters)
+    data = os.urandom(256)
+    (work_dir / f'iter_{schedule}.pth').write_bytes(data)
+    (work_dir / 'last_checkpoint').write_text(f'iter_{schedule}.pth')
+    code = code_identity(row, pinned_versions())
+    write_state(work_dir, checkpoints={f'iter_{schedule}.pth': {'sha256': sha256_bytes(data),
+                                                               'bytes': len(data)}},
+                history=[{'code': code, 'processes': 1}])
+    frozen = {'fingerprint': f'recipe-seed{seed}', 'seed_free': 'recipe',
+              'sources': recipe_sources(row), 'code': code,
+              'view': {'train_cfg': {'max_iters': schedule},
+                       'train_dataloader': {'batch_size': profiles.TOTAL_BATCH}},
+              'request': {'max_iters': max_iters}}
+    request = JobRequest(row=row, profile=profile, seed=seed, work_dir=work_dir, data_root=None)
+    write_result(work_dir, result_record(request, work_dir, frozen, read_state(work_dir)))

@@ -37,7 +37,7 @@ def test_every_command_has_a_module():
     names = [c.name for c in COMMANDS]
     assert names == ['run', 'evaluate', 'report', 'status', 'plan', 'weights', 'check-data',
                      'rehearse', 'bench', 'convert-official', 'convert-pretrained', 'sync-help',
-                     'verify']
+                     'verify', 'record']
     for command in COMMANDS:
         module = command.options.__module__
         assert module.startswith('harness.cli.'), module
@@ -98,7 +98,7 @@ def test_row_selection_refuses_an_empty_list_and_runs_a_row_named_twice_once(tmp
 ])
 def test_workers_reach_every_loader_of_the_job_config(tmp_path, profile, flags, expected):
     """``--workers`` through the real path: flags -> options -> job request -> config."""
-    from harness.launch.launchers import train_targets
+    from harness.launch.targets import train_targets
     from harness.prepare.job_config import build_config
     args = build_parser().parse_args(['run', '--table', 'table3', '--rows', 'seg-t-16',
                                       '--profile', profile, *flags])

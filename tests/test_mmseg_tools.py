@@ -15,6 +15,7 @@ import pytest
 
 from harness.core.layout import job_dir, latest_checkpoint, ours_eval_dir
 from harness.core.profiles import SMOKE
+from harness.core.result import read_result
 from harness.core.state import read_curves, read_state
 from tests.helpers import REPO_ROOT, harness_cli
 
@@ -102,7 +103,8 @@ def mmseg_metrics(trained):
 def test_dumped_config_under_mmseg_test_tool_gives_the_harness_miou(trained, mmseg_metrics,
                                                                     multi_scale):
     _, work_dir, _ = trained
-    harness = read_state(ours_eval_dir(work_dir, multi_scale))['metrics']
+    sha = read_result(work_dir)['checkpoint']['sha256']  # the evaluation of its final checkpoint
+    harness = read_state(ours_eval_dir(work_dir, multi_scale, sha))['metrics']
     metrics = mmseg_metrics[multi_scale]
     for key in ('mIoU', 'mAcc', 'aAcc'):
         assert metrics[key] == pytest.approx(harness[key], abs=1e-6), key

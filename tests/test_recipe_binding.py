@@ -69,7 +69,7 @@ def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
     refused = _run(spec, work, synthetic_root, '--max-iters', 40)
     assert refused.returncode == 1
     lines = [line for line in refused.stderr.splitlines() if 'error:' in line]
-    assert len(lines) == 1 and 'is not the one the job started with' in lines[0], refused.stderr
+    assert len(lines) == 1 and 'is not what the job started with' in lines[0], refused.stderr
     assert 'model.backbone.drop_path_rate' in lines[0] and '--accept-drift' in lines[0]
     assert (work_dir / FROZEN_CONFIG).read_text() == frozen  # the record is history
     status = harness_cli('status', '--table', spec, '--work-root', work)
@@ -81,7 +81,9 @@ def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
     assert state['status'] == 'finished'
     first, last = state['history'][0], state['history'][-1]
     assert first['resumed_from'] is None and first['drift'] is None
-    assert last['resumed_from'] == stopped_at and last['drift'] == ['model.backbone.drop_path_rate']
+    assert last['resumed_from'] == stopped_at
+    # the config key, and the config file as code that decides numbers
+    assert last['drift'] == ['model.backbone.drop_path_rate', 'code seg-t-16.py']
     assert last['recipe'] == first['recipe'] == recipe['fingerprint']
     # it trained the frozen recipe: the drop path it started with, not the config's now
     rate = recipe['view']['model']['backbone']['drop_path_rate']

@@ -50,8 +50,8 @@ def test_the_fingerprint_follows_what_changes_results(base, fields, key):
 
 
 def test_recipe_sources_follow_the_config_not_its_comments_nor_paper_values(tmp_path):
-    config = tmp_path / 'seg-b-16.py'
-    text = ROW.config_path.read_text()
+    config = tmp_path / 'seg-b-16.py'  # the row's config through a file the test may edit
+    text = f'_base_ = [{str(ROW.config_path)!r}]\n'
     config.write_text(text)
     row = dataclasses.replace(ROW, config=str(config))
     before = recipe_sources(row)
@@ -72,3 +72,68 @@ def test_what_changed_between_starts_names_the_start_and_the_change():
     assert changes_during([start, dirty, upgraded]) == [
         f"start 2: code {'a' * 10} (uncommitted changes)",
         'start 3: packages torch 2.13.0 -> 2.14.1']
+
+
+def test_the_seed_free_fingerprint_leaves_out_the_seed_alone(base):
+    from harness.core.result import seed_free_fingerprint
+    tmp_path, base = base
+    other_seed = _view(tmp_path, seed=3)
+    assert seed_free_fingerprint(other_seed) == seed_free_fingerprint(base)
+    assert fingerprint(other_seed) != fingerprint(base)
+    assert seed_free_fingerprint(_view(tmp_path, seed=3, amp='bf16')) != \
+        seed_free_fingerprint(base)
+
+
+def test_stripped_source_drops_comments_and_docstrings_not_code(tmp_path):
+    from harness.core.errors import SpecError
+    from harness.core.sources import stripped_source
+    path = tmp_path / 'm.py'
+    code = 'x = 1\n\n\ndef f(a):\n    return a + x\n'
+    path.write_text(code)
+    bare = stripped_source(path)
+    path.write_text('"""Module doc."""\n# comment\nx = 1  # why\n\n\ndef f(a):\n'
+                    '    """Doc\n\n    of f."""\n    return a + x  # because\n')
+    assert stripped_source(path) == bare
+    path.write_text('s = "# not a comment"\n')
+    assert '# not a comment' in stripped_source(path)
+    path.write_text(code.replace('a + x', 'a - x'))
+    assert stripped_source(path) != bare
+    path.write_text(code + 'y = (\n')
+    with pytest.raises(SpecError, match=r'm\.py does not parse \(line \d+'):
+        stripped_source(path)
+
+
+def test_every_module_of_the_runtime_packages_says_whether_it_decides_numbers():
+    from harness.core.layout import REPO_ROOT
+    from harness.core.sources import NOT_NUMBER_CODE, module_files, number_code_files
+    deciding, not_deciding = set(number_code_files()), set(module_files(NOT_NUMBER_CODE))
+    assert len(not_deciding) == len(NOT_NUMBER_CODE)  # every name is a module
+    modules = {p for package in ('models', 'prepare', 'runtime')
+               for p in (REPO_ROOT / 'harness' / package).glob('*.py')}
+    assert modules - deciding - not_deciding == set(), 'classify them in harness/core/sources.py'
+    assert not deciding & not_deciding
+
+
+def test_the_code_identity_follows_code_and_packages_not_comments(tmp_path):
+    from harness.core.sources import code_differences, code_identity
+    config = tmp_path / 'seg-b-16.py'
+    config.write_text(f'_base_ = [{str(ROW.config_path)!r}]\n')
+    row = dataclasses.replace(ROW, config=str(config))
+    versions = {'torch': '2.13.0', 'mmcv': '2.1.0', 'mmengine': '0.10.7',
+                'mmsegmentation': '1.2.2', 'numpy': '2.0'}
+    before = code_identity(row, versions)
+    assert code_identity(row, {**versions, 'numpy': '2.1'}) == before
+    config.write_text('# why\n' + config.read_text())
+    assert code_identity(row, versions) == before
+    config.write_text(config.read_text() + 'crop_size = (512, 512)\n')
+    after = code_identity(row, {**versions, 'torch': '2.14.1'})
+    assert code_differences(before, after) == ['seg-b-16.py', 'torch 2.13.0 -> 2.14.1']
+
+
+def test_packages_off_the_pins_are_named():
+    from harness.core.sources import off_pins, pinned_versions
+    pins = pinned_versions()
+    assert pins['torch'] and pins['mmsegmentation'] and 'wandb' not in pins  # a range
+    ran = {'torch': pins['torch'] + '+cpu', 'mmengine': pins['mmengine'],
+           'mmsegmentation': '1.0.0', 'mmcv': '2.1.0'}
+    assert off_pins(ran) == [f"mmsegmentation 1.0.0 (pinned {pins['mmsegmentation']})"]

@@ -18,13 +18,16 @@ from harness.core.spec import EXPERIMENTS, SEED_LOGS, load_table
 from harness.core.state import read_curves, write_state
 from harness.results.collect import JOB_COLUMNS
 from harness.results.report import build_report, seed_eval_curve, summarise
-from tests.helpers import REPO_ROOT, harness_cli
+from tests.helpers import REPO_ROOT, harness_cli, write_result_record
 
 TABLE3 = load_table('table3')
 
 
 def _jobs(*records):
-    base = dict.fromkeys(JOB_COLUMNS)
+    """Jobs as collect_jobs gives them; every seed of one recipe and code unless a record
+    says otherwise."""
+    base = {**dict.fromkeys(JOB_COLUMNS), 'marks': [], 'seed_free': 'recipe',
+            'code': {'sha256': 'code', 'files': {}, 'packages': {}}}
     return pd.DataFrame([{**base, **r} for r in records], columns=JOB_COLUMNS)
 
 
@@ -131,6 +134,8 @@ def _write_job(work_root, profile, row, seed, status, val, train=None, max_iters
                 meta=meta, gpus=1)
     if per_class:
         (work_dir / PER_CLASS_FILE).write_text(json.dumps({'iter': max(val), 'IoU': per_class}))
+    if status == 'finished':
+        write_result_record(work_dir, row, profile, seed, max_iters)
     return work_dir
 
 

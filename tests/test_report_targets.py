@@ -16,6 +16,7 @@ from harness.core.profiles import SMOKE
 from harness.core.spec import EXPERIMENTS, load_table
 from harness.core.state import write_state
 from harness.results.report import DEFAULT_TOLERANCE, build_report
+from tests.helpers import write_result_record
 
 RELEASE_LABEL = "authors' release"
 NO_TARGET = 'no published value'
@@ -33,6 +34,7 @@ def _finished_job(work_root, profile, row, seed, miou, last_iter=160000):
     write_state(work_dir, status='finished', host=socket.gethostname(), pid=os.getpid(),
                 wandb_run=f'segmenter-repro/{row.id}-{seed}', wandb_run_id=f'{row.id}-{seed}',
                 meta={}, gpus=1)
+    write_result_record(work_dir, row, profile, seed)
     return work_dir
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from harness.core.layout import job_dir, latest_checkpoint, ours_eval_dir
 from harness.core.profiles import SMOKE
+from harness.core.result import read_result
 from harness.core.spec import load_table
 from harness.core.state import read_curves, read_state
 from tests.helpers import (
@@ -259,6 +260,11 @@ def test_html_report_reads_in_a_headless_browser(smoke):
         driver.quit()
 
 
+def _evaluation(trained):
+    """The multi-scale evaluation folder of a training job's final checkpoint."""
+    return ours_eval_dir(trained, True, read_result(trained)['checkpoint']['sha256'])
+
+
 def test_our_models_evaluated_multi_scale_fill_their_column(smoke, synthetic_root):
     work, reports, _ = smoke
     table, row = JOBS[0]
@@ -266,7 +272,7 @@ def test_our_models_evaluated_multi_scale_fill_their_column(smoke, synthetic_roo
                          '--seeds', 2, '--profile', 'smoke', '--data-root', synthetic_root,
                          '--work-root', work, '--reports', reports)
     assert result.returncode == 0, result.stdout + result.stderr
-    mious = [read_state(ours_eval_dir(job_dir(work, 'smoke', table, row, seed), True))
+    mious = [read_state(_evaluation(job_dir(work, 'smoke', table, row, seed)))
              ['metrics']['mIoU'] for seed in range(2)]
     results = pd.read_csv(reports / 'smoke' / table / 'results.csv').set_index('row')
     assert results.loc[row, 'miou_ms'] == pytest.approx(sum(mious) / 2)
@@ -274,7 +280,7 @@ def test_our_models_evaluated_multi_scale_fill_their_column(smoke, synthetic_roo
     for seed in range(2):  # W&B lineage: each evaluation used its training job's checkpoint
         trained = job_dir(work, 'smoke', table, row, seed)
         (train_run,) = (trained / 'vis_data' / 'wandb').glob('offline-run-*')
-        (eval_run,) = (ours_eval_dir(trained, True) / 'vis_data' / 'wandb').glob('offline-run-*')
+        (eval_run,) = (_evaluation(trained) / 'vis_data' / 'wandb').glob('offline-run-*')
         logged = _artifacts(train_run)
         used = _artifacts(eval_run)
         assert [a['use_after_commit'] for a in logged] == [False]

@@ -51,7 +51,8 @@ def _imports(name: str, path: Path, modules: dict) -> set[str]:
 def test_job_folder_names_are_spelled_in_the_layout_module_only():
     names = [layout.REQUEST_FILE, layout.STATE_FILE, layout.LOG_FILE, layout.LOCK_FILE,
              layout.CONFIG_FILE, layout.POINTER, layout.CHECKPOINT_STAGING,
-             str(layout.CURVES_FILE), layout.PER_CLASS_FILE, *layout.EVAL_DIRS.values(),
+             str(layout.CURVES_FILE), layout.PER_CLASS_FILE, layout.RESULT_FILE,
+                 *layout.EVAL_DIRS.values(),
              *layout.RELEASED_PROFILES.values(), layout.VIS_DIR]
     for name, path in _modules().items():
         if name == 'harness.core.layout':
@@ -164,7 +165,7 @@ def test_request_survives_the_job_folder_unchanged(tmp_path):
                          data_root=tmp_path / 'data', gpus=2, weights_root=tmp_path,
                          wandb_project='p', checkpoint=tmp_path / 'c.pth', multi_scale=True,
                          released=True, amp='bf16', max_iters=7, batch=2, wandb_run_id='r',
-                         workers=3, accept_drift=True)
+                         workers=3, accept_drift=True, checkpoint_sha256='ab' * 32)
     request.write(tmp_path / layout.REQUEST_FILE)
     again = JobRequest.read(tmp_path / layout.REQUEST_FILE)
     assert again == request and again.row.spec_path == spec

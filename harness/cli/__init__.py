@@ -15,6 +15,7 @@ from . import (
     convert_pretrained,
     evaluate,
     plan,
+    record,
     rehearse,
     report,
     run,
@@ -27,7 +28,7 @@ from .options import Command, add_arguments
 
 COMMANDS: list[Command] = [m.COMMAND for m in (
     run, evaluate, report, status, plan, weights, check_data, rehearse, bench, convert_official,
-    convert_pretrained, sync_help, verify)]
+    convert_pretrained, sync_help, verify, record)]
 
 
 def build_parser() -> argparse.ArgumentParser:

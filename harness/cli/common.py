@@ -17,7 +17,7 @@ from ..core.profiles import (
     PROFILES,
 )
 from ..core.spec import Row, Table, available_tables, load_table, select_rows
-from .options import Options, OptionError, option
+from .options import Options, OptionError, option, redefault
 
 
 def parse_rows(value: str) -> list[str]:
@@ -58,6 +58,35 @@ class Jobs(Tables):
                           help='smoke: tiny models on synthetic data, CPU; full: the paper run')
     work_root: Path = option(DEFAULT_WORK_ROOT, metavar='DIR',
                              help='jobs live in <work-root>/<profile>/<table>/<row>/seed<k>/')
+
+
+def _a_folder(path: Path) -> None:
+    if not Path(path).is_dir():
+        raise ValueError('{flag} {value}: no such folder')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JobFolders(Jobs):
+    """Which job folders: every one of the rows (their seeds, the evaluations of their
+    checkpoints and of their released ones), or one given by ``--job``."""
+    table: list[str] | None = redefault(Tables, 'table', None)
+    job: Path | None = option(None, metavar='DIR', check=_a_folder,
+                              help='one job folder instead of a table')
+
+    def check(self):
+        super().check()
+        if (self.table is None) == (self.job is None):
+            raise OptionError('give --table (and --rows) or --job DIR: one of them')
+
+    def folders(self) -> list[Path]:
+        from ..launch.verify import job_folders
+        if self.job is not None:
+            return [self.job]
+        found = job_folders(self.selected_rows(), self.profile, self.work_root)
+        if not found:
+            raise OptionError(f'no job folder of these rows under '
+                              f'{self.work_root / self.profile}')
+        return found
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -14,8 +14,8 @@ from .options import Command, option, redefault
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvaluateOptions(Seeds, LaunchOptions):
     profile: str = redefault(LaunchOptions, 'profile', 'full')
-    ours: bool = option(False, help="evaluate each finished row x seed's last checkpoint "
-                                    'instead')
+    ours: bool = option(False, help="evaluate each finished row x seed's final checkpoint "
+                                    '(the one its result record names) instead')
     checkpoints: Path = option(REPO_ROOT / 'checkpoints' / 'official', metavar='DIR',
                                help='the converted released checkpoints, <row>.pth')
     multi_scale: bool = option(False, help='official multi-scale evaluation (ratios '
@@ -23,7 +23,7 @@ class EvaluateOptions(Seeds, LaunchOptions):
 
 
 def evaluate(options: EvaluateOptions) -> int:
-    from ..launch.launchers import evaluate_ours_targets, evaluate_released_targets
+    from ..launch.targets import evaluate_ours_targets, evaluate_released_targets
     from ..launch.preflight import preflight_full
     launcher = options.build_launcher()
     selected = options.tables()
@@ -36,16 +36,16 @@ def evaluate(options: EvaluateOptions) -> int:
                          'convert-official`)')
     common = dict(profile=options.profile, data_root=data_root, gpus=options.processes,
                   wandb_project=options.wandb_project, multi_scale=options.multi_scale,
-                  workers=options.workers)
+                  workers=options.workers, accept_drift=options.accept_drift)
     failed = 0
     for table, rows in selected:
         if options.ours:
-            targets = evaluate_ours_targets(rows, options.seeds, options.work_root,
-                                            **common)
+            targets, refused = evaluate_ours_targets(rows, options.seeds, options.work_root,
+                                                     **common)
         else:
-            targets = evaluate_released_targets(rows, options.work_root, options.checkpoints,
-                                                **common)
-        failed += launcher.run(targets)
+            targets, refused = evaluate_released_targets(rows, options.work_root,
+                                                         options.checkpoints, **common)
+        failed += refused + launcher.run(targets)
         options.report_after(table)
     return 1 if failed else 0
 

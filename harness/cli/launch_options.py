@@ -1,5 +1,6 @@
 """The options of the commands that launch jobs (``run`` and ``evaluate``): which launcher,
-how many processes, the SLURM request, and the report rebuilt afterwards."""
+how many processes, the SLURM request, whether a restart may accept drift, and the report
+rebuilt afterwards."""
 from __future__ import annotations
 
 import dataclasses
@@ -52,6 +53,9 @@ class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
                                       '(default: min(8, usable CPUs / processes on the node), '
                                       "SLURM's --cpus-per-task where set; smoke: 0, in the "
                                       'process)')
+    accept_drift: bool = option(False, help='resume jobs whose recipe the checkout now builds '
+                                            'differently with the recipe they started with (the '
+                                            'history and the report say so)')
     report: bool = option(True, flag='--no-report', help='do not rebuild the report afterwards')
     verbose: bool = option(False, short='-v', help='stream job logs')
 

@@ -14,9 +14,6 @@ class RunOptions(Precision, WeightsRoot, Seeds, LaunchOptions):
                                    help='a shortened schedule for cheap trials: train N '
                                         'iterations (the poly decay ends at N); the report marks '
                                         'the row shortened, no verdict')
-    accept_drift: bool = option(False, help='resume jobs whose recipe the checkout now builds '
-                                            'differently with the recipe they started with (the '
-                                            'history and the report say so)')
 
     def check(self):
         super().check()
@@ -24,7 +21,7 @@ class RunOptions(Precision, WeightsRoot, Seeds, LaunchOptions):
 
 
 def run(options: RunOptions) -> int:
-    from ..launch.launchers import train_targets
+    from ..launch.targets import train_targets
     from ..launch.preflight import check_configs, check_writable, preflight_full
     launcher = options.build_launcher()
     selected = options.tables()

@@ -1,38 +1,28 @@
-"""``verify``: each job folder against its record (recipe, checkpoints, weights, dataset)."""
+"""``verify``: each job folder against its record (recipe, checkpoints, weights, dataset, the
+result record)."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-from .common import Jobs, Tables
-from .options import Command, OptionError, option, redefault
+from .common import JobFolders
+from .options import Command
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class VerifyOptions(Jobs):
-    table: list[str] | None = redefault(Tables, 'table', None)
-    job: Path | None = option(None, metavar='DIR', help='one job folder instead of a table')
-
-    def check(self):
-        super().check()
-        if (self.table is None) == (self.job is None):
-            raise OptionError('verify takes --table (and --rows) or --job DIR: one of them')
+class VerifyOptions(JobFolders):
+    pass
 
 
 def verify(options: VerifyOptions) -> int:
-    from ..launch.verify import job_folders, verify as verify_folders
-    if options.job is not None:
-        folders = [options.job]
-    else:
-        folders = job_folders(options.selected_rows(), options.profile, options.work_root)
-        if not folders:
-            raise OptionError(f"no job folder of these rows under "
-                              f"{options.work_root / options.profile}")
+    from ..launch.verify import verify as verify_folders
+    folders = options.folders()
     differing = verify_folders(folders)
     print(f'{len(folders) - differing} of {len(folders)} job folder(s) verified')
     return 1 if differing else 0
 
 
-COMMAND = Command('verify', 'check each job folder against its record: the frozen recipe, '
-                  'the recorded checkpoints, weights and dataset, and that the current spec '
-                  'builds the same recipe', VerifyOptions, verify)
+COMMAND = Command('verify', 'check each job folder (training and evaluation) against its '
+                  'record: the frozen recipe, the recorded checkpoints (and none unrecorded), '
+                  'weights and dataset, that the current spec builds the same recipe, and the '
+                  'result record against the files it summarises; a record missing or '
+                  'unreadable differs', VerifyOptions, verify)

@@ -15,9 +15,12 @@ core and imports nothing of the harness; reading and writing what the files hold
         iter_<N>.pth         checkpoints; last_checkpoint points to the newest
         vis_data/scalars.json  the curves (mmengine's LocalVisBackend); vis_data/wandb/ the run
         per_class_iou.json   per-class IoU of the last evaluation
+        result.json          the result record, written once when the job finishes
         (slurm job id and submitit's folder in job.json: slurm/ beside the jobs of one array)
-        eval-single-scale/, eval-multi-scale/   evaluations of its last checkpoint (job folders)
-    <work_root>/released-ss|released-ms/<table>/<row>/seed0/   a released checkpoint's evaluation
+        eval-single-scale/<sha>/, eval-multi-scale/<sha>/   evaluations of its final checkpoint
+                             (job folders), one per checkpoint SHA-256 (16 hex digits)
+    <work_root>/released-ss|released-ms/<table>/<row>/<sha>/   a released checkpoint's
+                             evaluation, one per SHA-256 of the released file
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ VIS_DIR = 'vis_data'  # mmengine's LocalVisBackend writes here under the visuali
 CURVES_FILE = Path(VIS_DIR) / 'scalars.json'
 WANDB_DIR = Path(VIS_DIR) / 'wandb'
 PER_CLASS_FILE = 'per_class_iou.json'
+RESULT_FILE = 'result.json'  # the result record: written once, never rewritten
 SLURM_DIR = 'slurm'
 EVAL_DIRS = {False: 'eval-single-scale', True: 'eval-multi-scale'}
 RELEASED_PROFILES = {False: 'released-ss', True: 'released-ms'}
@@ -59,22 +63,50 @@ def seed_dirs(work_root: Path, profile: str, table: str, row: str) -> list[int]:
     return sorted(int(p.name[4:]) for p in base.glob('seed*') if p.name[4:].isdigit())
 
 
-def ours_eval_dir(trained: Path, multi_scale: bool) -> Path:
-    """Where the evaluation of a trained job's last checkpoint lives (inside its folder)."""
-    return Path(trained) / EVAL_DIRS[multi_scale]
+SHA_DIGITS = 16  # of a checkpoint's SHA-256, naming the folder of its evaluation
 
 
-def released_dir(work_root: Path, table: str, row: str, multi_scale: bool) -> Path:
-    """Where the evaluation of a row's released checkpoint lives."""
-    return job_dir(work_root, RELEASED_PROFILES[multi_scale], table, row, 0)
+def ours_eval_dir(trained: Path, multi_scale: bool, sha256: str) -> Path:
+    """Where the evaluation of a trained job's checkpoint with that SHA-256 lives (inside the
+    training's folder): another checkpoint is another evaluation, and the first one stays."""
+    return Path(trained) / EVAL_DIRS[multi_scale] / sha256[:SHA_DIGITS]
+
+
+def ours_eval_dirs(trained: Path, multi_scale: bool) -> list[Path]:
+    """Every evaluation folder of a trained job at one scale (older harness versions kept
+    one evaluation directly in ``eval-*-scale/``: that folder itself)."""
+    base = Path(trained) / EVAL_DIRS[multi_scale]
+    legacy = [base] if (base / STATE_FILE).is_file() else []
+    # a later evaluation of such a job lies inside that folder, beside the old one's files
+    return legacy + sorted(p for p in base.glob('*')
+                           if p.is_dir() and (p / STATE_FILE).is_file()) if base.is_dir() else []
+
+
+def released_base(work_root: Path, table_folder: str, row: str, multi_scale: bool) -> Path:
+    return Path(work_root) / RELEASED_PROFILES[multi_scale] / table_folder / row
+
+
+def released_dir(work_root: Path, table_folder: str, row: str, multi_scale: bool,
+                 sha256: str) -> Path:
+    """Where the evaluation of a row's released checkpoint with that SHA-256 lives
+    (``table_folder``: the spec's own folder, :attr:`Row.folder`)."""
+    return released_base(work_root, table_folder, row, multi_scale) / sha256[:SHA_DIGITS]
+
+
+def released_dirs(work_root: Path, table_folder: str, row: str, multi_scale: bool) -> list[Path]:
+    """Every evaluation folder of a row's released checkpoints at one scale (older harness
+    versions kept one in ``seed0/``)."""
+    base = released_base(work_root, table_folder, row, multi_scale)
+    return sorted(p for p in base.glob('*') if p.is_dir()) if base.is_dir() else []
 
 
 def wandb_run_globs(work_root: Path) -> list[str]:
     """Shell patterns of every offline W&B run folder under a work root (training jobs,
     evaluations of ours and of released checkpoints)."""
-    root = Path(work_root)
-    return [str(root / '*' / '*' / '*' / 'seed*' / WANDB_DIR / 'offline-run-*'),
-            str(root / '*' / '*' / '*' / 'seed*' / 'eval-*' / WANDB_DIR / 'offline-run-*')]
+    root, run = Path(work_root), Path(WANDB_DIR) / 'offline-run-*'
+    return [str(root / '*' / '*' / '*' / 'seed*' / run),
+            str(root / '*' / '*' / '*' / 'seed*' / 'eval-*' / '*' / run),
+            str(root / 'released-*' / '*' / '*' / '*' / run)]
 
 
 def checkpoint_name(iteration: int) -> str:

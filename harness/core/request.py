@@ -35,6 +35,7 @@ class JobRequest:
     checkpoint: Path | None = None  # evaluate this trained model instead of training
     multi_scale: bool = False  # with checkpoint: the official multi-scale + flip evaluation
     released: bool = False  # with checkpoint: the authors' released model, not one trained here
+    checkpoint_sha256: str | None = None  # with checkpoint: its bytes, checked before loading
     amp: str | None = None  # one of PRECISIONS (paper: fp32)
     max_iters: int | None = None  # a shortened schedule for cheap trials; None: the row's
     workers: int | None = None  # data-loader workers per process; None: the profile's

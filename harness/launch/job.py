@@ -137,24 +137,40 @@ def main(argv=None) -> int:
 
         from .. import runtime  # noqa: F401 - importing it allow-lists mmengine's checkpoint types
         from ..prepare.job_config import build_config
-        from .provenance import changes_during, dataset_identity
-        from .record import freeze_or_check, input_fingerprints, resume_point, start_entry
+        from ..core.sources import code_identity
+        from .provenance import changes_during, dataset_identity, package_versions
+        from .record import (
+            freeze_or_check,
+            input_fingerprints,
+            resume_point,
+            result_record,
+            start_entry,
+        )
 
         request = dataclasses.replace(request, gpus=world, wandb_run_id=run_id)
-        cfg, recipe, drift = freeze_or_check(request, build_config(request), work_dir,
+        if request.checkpoint_sha256 is not None:  # before anything is frozen from its bytes
+            check_checkpoint(request.checkpoint, request.checkpoint_sha256)
+        cfg, frozen, drift = freeze_or_check(request, build_config(request), work_dir,
                                              write=rank == 0)
+        recipe = frozen['fingerprint']
         resume = resume_point(work_dir) if request.kind == 'train' else None
         if request.kind == 'train':  # from the file chosen here, never a pointer's old path
             cfg.resume, cfg.load_from = resume is not None, str(resume) if resume else None
         loader = _feed_loaders(cfg)
-        start = start_entry(resume, recipe, drift)
+        start = {**start_entry(resume, recipe, drift,
+                               code_identity(row, package_versions())), 'processes': world}
         history = [*(state.get('history') or []), start]  # appended, never rewritten
+        # what trained: the first start's request, precision and inputs (a restart that
+        # accepted a drift goes on with them), this start's request beside them
+        first = frozen.get('request') or request.to_json()
+        inputs = frozen.get('inputs') or {'files': input_fingerprints(request),
+                                          'dataset': dataset_identity(request.data_root)}
         meta = {'table': row.table, 'row': row.id, 'model': row.model,
                 'profile': request.profile, 'seed': request.seed, 'processes': world,
-                'amp': request.amp, 'request': request.to_json(), 'git': start['git'],
-                'versions': start['versions'], 'hardware': start['hardware'],
-                'dataset': dataset_identity(request.data_root),
-                'inputs': input_fingerprints(request), 'recipe': recipe, 'history': history,
+                'amp': first.get('amp'), 'request': first, 'start_request': request.to_json(),
+                'git': start['git'], 'versions': start['versions'],
+                'hardware': start['hardware'], 'dataset': inputs['dataset'],
+                'inputs': inputs['files'], 'recipe': recipe, 'history': history,
                 'changed_during_job': changes_during(history), 'loader': loader}
         # the W&B run reads meta from the job's state when the Runner starts it
         record(work_dir, meta=meta, gpus=world, history=history,
@@ -168,7 +184,7 @@ def main(argv=None) -> int:
         if request.kind == 'train':
             runner.train()
         else:
-            metrics = evaluate(runner, request.checkpoint)
+            metrics = evaluate(runner, request.checkpoint, request.checkpoint_sha256)
         record(work_dir, measured=measured(runner))
     except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
         error = error_summary(err)
@@ -182,6 +198,17 @@ def main(argv=None) -> int:
             traceback.print_exc()
             return 1
         raise
+    try:
+        if rank == 0:  # the result record, once; then the state says the job finished
+            from ..core.result import write_result
+            write_result(work_dir, result_record(
+                request, work_dir, frozen, read_state(work_dir),
+                metrics if request.kind == 'evaluate' else None))
+    except (OSError, StateError) as err:
+        error = f'the result record could not be written: {err}'
+        print(error, file=sys.stderr)
+        record(work_dir, status='failed', error=error[:300], finished=time.time())
+        return 1
     record(work_dir, status='finished', finished=time.time(),
            **({'metrics': metrics} if request.kind == 'evaluate' else {}))
     return 0
@@ -247,10 +274,22 @@ def measured(runner) -> dict:
     return found
 
 
-def evaluate(runner, checkpoint: Path) -> dict:
+def check_checkpoint(checkpoint: Path, sha256: str) -> None:
+    """Refuse, in one line, a checkpoint whose bytes are not the ones the evaluation was asked
+    for (the training's record, or the released file as it was hashed at launch)."""
+    from ..core.hashing import sha256_file
+    if sha256_file(checkpoint, cache=None) != sha256:
+        raise StateError(f'{checkpoint}: its SHA-256 is not {sha256[:16]}, the one this '
+                         'evaluation was asked for (the file changed since); not evaluated')
+
+
+def evaluate(runner, checkpoint: Path, sha256: str | None = None) -> dict:
     """Test metrics of ``checkpoint``, loaded strictly (mmengine's load_from is lenient, so a
-    checkpoint of another model would be evaluated half-random without failing). mmengine
-    loads into the model that SegTTAModel wraps by itself."""
+    checkpoint of another model would be evaluated half-random without failing), after checking
+    its bytes against ``sha256`` (the training's record, or the released file's as the
+    evaluation was asked for). mmengine loads into the model that SegTTAModel wraps by itself."""
+    if sha256 is not None:
+        check_checkpoint(checkpoint, sha256)
     runner.load_checkpoint(str(checkpoint), strict=True, revise_keys=[])
     return {key: float(value) for key, value in runner.test().items()}
 

@@ -5,7 +5,8 @@
 SLURM job through submitit (``harness.launch.slurm``). All three write the request into the job
 folder and start ``python -m harness.launch.job`` on it. Finished jobs are skipped; interrupted
 or failed ones start again and resume from their last checkpoint; a crashing job is recorded
-and the next one starts. ``run`` and ``evaluate`` differ only in the targets they build.
+and the next one starts. ``run`` and ``evaluate`` differ only in the targets they build
+(``harness.launch.targets``).
 """
 from __future__ import annotations
 
@@ -26,14 +27,10 @@ from ..core.layout import (
     LOG_FILE,
     REPO_ROOT,
     REQUEST_FILE,
-    job_dir,
     latest_checkpoint,
-    ours_eval_dir,
-    released_dir,
     slurm_log,
 )
 from ..core.request import JobRequest
-from ..core.spec import Row
 from ..core.state import (
     NOTICE_PREFIX,
     PROGRESS_PREFIX,
@@ -59,60 +56,6 @@ class Target:
     @property
     def work_dir(self) -> Path:
         return self.request.work_dir
-
-
-def _tagged(requests: list[JobRequest], total: int, numbers: list[int]) -> list[Target]:
-    return [Target(r, f'[{n}/{total}] {r.name}') for r, n in zip(requests, numbers)]
-
-
-def train_targets(rows: list[Row], seeds: int, work_root: Path, **options) -> list[Target]:
-    """Every row x seed trained in ``<work_root>/<profile>/<table>/<row>/seed<k>/``;
-    ``options``: the JobRequest fields common to all of them (profile, data_root, ...)."""
-    requests = [JobRequest(row=row, seed=seed, work_dir=job_dir(work_root, options['profile'],
-                                                                 row.folder, row.id, seed),
-                           **options)
-                for row in rows for seed in range(seeds)]
-    return _tagged(requests, len(requests), list(range(1, len(requests) + 1)))
-
-
-def evaluate_ours_targets(rows: list[Row], seeds: int, work_root: Path, multi_scale: bool,
-                          **options) -> list[Target]:
-    """The last checkpoint of each finished row x seed, evaluated inside its job folder."""
-    pairs = [(row, seed) for row in rows for seed in range(seeds)]
-    requests, numbers = [], []
-    for n, (row, seed) in enumerate(pairs, 1):
-        trained = job_dir(work_root, options['profile'], row.folder, row.id, seed)
-        checkpoint = latest_checkpoint(trained)
-        state = read_state(trained)
-        if state.get('status') == UNREADABLE:
-            print(f"[{n}/{len(pairs)}] {row.table}/{row.id} seed{seed}: {state['error']}, "
-                  'skipped')
-            continue
-        if state.get('status') != 'finished' or checkpoint is None:
-            print(f'[{n}/{len(pairs)}] {row.table}/{row.id} seed{seed}: not trained yet, skipped')
-            continue
-        requests.append(JobRequest(row=row, seed=seed, checkpoint=checkpoint,
-                                   multi_scale=multi_scale,
-                                   work_dir=ours_eval_dir(trained, multi_scale), **options))
-        numbers.append(n)
-    return _tagged(requests, len(pairs), numbers)
-
-
-def evaluate_released_targets(rows: list[Row], work_root: Path, checkpoints: Path,
-                              multi_scale: bool, **options) -> list[Target]:
-    """Each row's converted released checkpoint ``<checkpoints>/<row>.pth``."""
-    requests, numbers = [], []
-    for n, row in enumerate(rows, 1):
-        checkpoint = Path(checkpoints) / f'{row.id}.pth'
-        if not checkpoint.is_file():
-            print(f'[{n}/{len(rows)}] {row.table}/{row.id}: no {checkpoint}, skipped')
-            continue
-        requests.append(JobRequest(row=row, seed=0, checkpoint=checkpoint, released=True,
-                                   multi_scale=multi_scale,
-                                   work_dir=released_dir(work_root, row.folder, row.id,
-                                                         multi_scale), **options))
-        numbers.append(n)
-    return _tagged(requests, len(rows), numbers)
 
 
 def _held_elsewhere(work_dir: Path) -> bool:

@@ -1,41 +1,137 @@
 """``verify``: is each job folder still what its record says it ran? Recomputes the recipe
 fingerprint from the frozen config, each recorded checkpoint's SHA-256, the weights' and the
-dataset's, and checks that the current spec still builds the frozen recipe."""
+dataset's, checks that the current spec still builds the frozen recipe, and checks the result
+record against the files it summarises. It fails closed: a record that is missing or cannot be
+read is a difference, never a check skipped.
+
+``record`` (:func:`record_missing`): the result record of a job that finished before jobs wrote
+one, written only after the folder passed those checks."""
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 from ..core.hashing import sha256_file
-from ..core.layout import EVAL_DIRS, FROZEN_CONFIG, REQUEST_FILE, job_dir, seed_dirs
+from ..core.layout import (
+    FROZEN_CONFIG,
+    REQUEST_FILE,
+    RESULT_FILE,
+    STATE_FILE,
+    job_dir,
+    ours_eval_dirs,
+    released_dirs,
+    seed_dirs,
+)
 from ..core.request import JobRequest
+from ..core.result import read_result
 from ..core.spec import Row
-from ..core.state import read_recipe, read_state
+from ..core.state import UNREADABLE, read_recipe, read_state
+
+MADE_AFTER = 'record command, after the job'  # a record's made_by when `record` wrote it
 
 
 def job_folders(rows: list[Row], profile: str, work_root: Path) -> list[Path]:
-    """Every job folder of ``rows`` on disk: the training jobs and their evaluations."""
+    """Every job folder of ``rows`` on disk: the training jobs, every evaluation of their
+    checkpoints at both scales, and every evaluation of the rows' released checkpoints."""
     found = []
     for row in rows:
         for seed in seed_dirs(work_root, profile, row.folder, row.id):
             trained = job_dir(work_root, profile, row.folder, row.id, seed)
             found.append(trained)
-            found += [trained / name for name in EVAL_DIRS.values() if (trained / name).is_dir()]
+            for multi_scale in (False, True):
+                found += ours_eval_dirs(trained, multi_scale)
+        for multi_scale in (False, True):
+            found += released_dirs(work_root, row.folder, row.id, multi_scale)
     return found
 
 
-def check_job(work_dir: Path) -> tuple[str | None, list[str]]:
-    """The job's recorded recipe fingerprint, and what differs between the folder and its
-    record (empty: all of it verified)."""
+def _quiet_imports() -> None:
+    """mmengine imports pkg_resources, whose deprecation notice is no finding of verify's."""
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
+
+def _checkpoint_files(work_dir: Path) -> list[str]:
+    """The names of the checkpoints in a job folder (``iter_<N>.pth``), oldest first."""
+    found = [p.name for p in Path(work_dir).iterdir()
+             if p.is_file() and re.fullmatch(r'iter_\d+\.pth', p.name)]
+    return sorted(found, key=lambda name: int(name[5:-4]))
+
+
+class _Hashes:
+    """Each file's SHA-256 read from its bytes (never a cache), once per check."""
+
+    def __init__(self):
+        self.known = {}
+
+    def __call__(self, path: Path) -> str:
+        key = Path(path).resolve()
+        if key not in self.known:
+            self.known[key] = sha256_file(key, cache=None)
+        return self.known[key]
+
+
+def _state_problems(work_dir: Path, state: dict) -> list[str]:
+    """What keeps the job state from vouching for the folder: no state file, or one that does
+    not parse (then its checkpoints, inputs and dataset cannot be checked)."""
+    if not (work_dir / STATE_FILE).is_file():
+        return [f'no {STATE_FILE}: the checkpoints, inputs and dataset it records cannot be '
+                'checked']
+    if state.get('status') == UNREADABLE:
+        return [f"{state.get('error')}: the checkpoints, inputs and dataset it records cannot "
+                'be checked']
+    return []
+
+
+def _checkpoint_problems(work_dir: Path, state: dict, sha) -> list[str]:
+    """Every checkpoint recorded at save against its bytes, and every checkpoint of the folder
+    that has no SHA-256 on record."""
+    problems = []
+    recorded = state.get('checkpoints') or {}
+    for name, entry in recorded.items():
+        path = work_dir / name
+        if not path.is_file():
+            problems.append(f'checkpoint {name} is missing')
+        elif not (entry or {}).get('sha256'):
+            problems.append(f'checkpoint {name} has no SHA-256 on record in {STATE_FILE}')
+        elif sha(path) != entry['sha256']:
+            problems.append(f'checkpoint {name}: SHA-256 differs from the one recorded at save')
+    problems += [f'checkpoint {name} has no SHA-256 on record in {STATE_FILE}'
+                 for name in _checkpoint_files(work_dir) if name not in recorded]
+    return problems
+
+
+def _input_problems(request: JobRequest, state: dict, sha) -> list[str]:
+    """The pretrained weights, the checkpoint evaluated and the dataset's file list against
+    what the job read."""
+    from .provenance import dataset_identity
+    problems = []
+    inputs = (state.get('meta') or {}).get('inputs') or {}
+    for kind, entry in inputs.items():
+        path = (Path(request.weights_root) / entry['file'] if kind == 'pretrained'
+                else Path(entry['file']))
+        if entry.get('sha256') is None:
+            continue
+        if not path.is_file():
+            problems.append(f'{kind} file {path} is missing')
+        elif sha(path) != entry['sha256']:
+            problems.append(f'{kind} file {path}: SHA-256 differs from the one the job loaded')
+    dataset = (state.get('meta') or {}).get('dataset')
+    if dataset and request.data_root is not None:
+        now = dataset_identity(request.data_root)
+        if now['file_list_sha256'] != dataset['file_list_sha256']:
+            problems.append(f'dataset at {request.data_root}: file list differs from the one '
+                            'the job read')
+    return problems
+
+
+def _recipe_problems(work_dir: Path, request: JobRequest, recipe: dict) -> list[str]:
+    """The frozen config against the recorded fingerprint, and what the current spec builds."""
+    _quiet_imports()
     from mmengine.config import Config
 
     from ..prepare.fingerprint import differences, fingerprint, recipe_view
     from ..prepare.job_config import build_config
-    from .provenance import dataset_identity
-    work_dir = Path(work_dir)
-    recipe = read_recipe(work_dir)
-    if recipe is None:
-        return None, ['no frozen recipe (the job never started, or started before jobs kept one)']
-    request = JobRequest.read(work_dir / REQUEST_FILE)
     problems = []
     frozen = recipe_view(Config.fromfile(work_dir / FROZEN_CONFIG), request.weights_root,
                          request.gpus)
@@ -47,30 +143,88 @@ def check_job(work_dir: Path) -> tuple[str | None, list[str]]:
         keys = differences(recipe['view'], current)
         problems.append(f"the current spec builds another recipe ({fingerprint(current)} != "
                         f"{recipe['fingerprint']}: {', '.join(keys[:3])})")
-    state = read_state(work_dir)
-    for name, entry in (state.get('checkpoints') or {}).items():
+    return problems
+
+
+def result_problems(work_dir: Path, recipe: dict, state: dict, sha=None) -> list[str]:
+    """The result record against the folder: there when the job finished, readable, the files
+    it summarises unchanged, its checkpoint there with the same SHA-256, its recipe the
+    folder's."""
+    try:
+        record = read_result(work_dir)
+    except Exception as err:  # noqa: BLE001 - StateError naming the file, or a disk's error
+        return [str(err).splitlines()[0] if str(err) else type(err).__name__]
+    if record is None:
+        return ([f'no result record ({RESULT_FILE}) though the job finished (`python -m '
+                 'harness record` writes one after checking the folder)']
+                if state.get('status') == 'finished' else [])
+    return record_problems(work_dir, record, recipe, sha or _Hashes())
+
+
+def record_problems(work_dir: Path, record: dict, recipe: dict, sha) -> list[str]:
+    """What differs between a result record and the folder it summarises."""
+    problems = []
+    for name, expected in (record.get('files') or {}).items():
         path = work_dir / name
         if not path.is_file():
-            problems.append(f'checkpoint {name} is missing')
-        elif sha256_file(path, cache=None) != entry['sha256']:
-            problems.append(f'checkpoint {name}: SHA-256 differs from the one recorded at save')
-    inputs = (state.get('meta') or {}).get('inputs') or {}
-    for kind, entry in inputs.items():
-        path = (Path(request.weights_root) / entry['file'] if kind == 'pretrained'
-                else Path(entry['file']))
-        if entry.get('sha256') is None:
-            continue
+            problems.append(f'{name}, summarised by {RESULT_FILE}, is missing')
+        elif sha(path) != expected:
+            problems.append(f'{name}: SHA-256 differs from the one {RESULT_FILE} summarises')
+    checkpoint = record.get('checkpoint') or {}
+    if not checkpoint.get('file') or not checkpoint.get('sha256'):
+        problems.append(f'{RESULT_FILE} names no checkpoint with its SHA-256')
+    else:
+        path = work_dir / checkpoint['file']  # a training's own checkpoint, or an absolute path
         if not path.is_file():
-            problems.append(f'{kind} file {path} is missing')
-        elif sha256_file(path, cache=None) != entry['sha256']:
-            problems.append(f'{kind} file {path}: SHA-256 differs from the one the job loaded')
-    dataset = (state.get('meta') or {}).get('dataset')
-    if dataset and request.data_root is not None:
-        now = dataset_identity(request.data_root)
-        if now['file_list_sha256'] != dataset['file_list_sha256']:
-            problems.append(f'dataset at {request.data_root}: file list differs from the one '
-                            'the job read')
+            problems.append(f"checkpoint {checkpoint['file']} of {RESULT_FILE} is missing")
+        elif sha(path) != checkpoint['sha256']:
+            problems.append(f"checkpoint {checkpoint['file']}: SHA-256 differs from the one "
+                            f'{RESULT_FILE} records')
+    fingerprint = (record.get('recipe') or {}).get('fingerprint')
+    if fingerprint != recipe['fingerprint']:
+        problems.append(f"{RESULT_FILE} records recipe {fingerprint}, the folder's is "
+                        f"{recipe['fingerprint']}")
+    return problems
+
+
+def check_folder(work_dir: Path, sha=None) -> tuple[dict | None, list[str]]:
+    """The job's frozen recipe, and what differs between the folder and its recipe, job state
+    (checkpoints, inputs, dataset) and the current spec; the result record is not looked at."""
+    sha = sha or _Hashes()
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return None, ['no such folder']
+    recipe = read_recipe(work_dir)
+    if recipe is None:
+        return None, ['no frozen recipe (the job never started, or started before jobs kept one)']
+    request = JobRequest.read(work_dir / REQUEST_FILE)
+    state = read_state(work_dir)
+    problems = _recipe_problems(work_dir, request, recipe)
+    unread = _state_problems(work_dir, state)
+    if unread:
+        return recipe, problems + unread
+    problems += _checkpoint_problems(work_dir, state, sha)
+    problems += _input_problems(request, state, sha)
+    return recipe, problems
+
+
+def check_job(work_dir: Path) -> tuple[str | None, list[str]]:
+    """The job's recorded recipe fingerprint, and what differs between the folder and its
+    record (empty: all of it verified)."""
+    sha = _Hashes()
+    recipe, problems = check_folder(work_dir, sha)
+    if recipe is None:
+        return None, problems
+    state = read_state(work_dir)
+    if state.get('status') == UNREADABLE:  # a difference already; a record is still checked
+        state = {}
+    problems += result_problems(Path(work_dir), recipe, state, sha)
     return recipe['fingerprint'], problems
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ''
+    return f'{type(err).__name__}: {text}'
 
 
 def verify(folders: list[Path], log=print) -> int:
@@ -80,7 +234,7 @@ def verify(folders: list[Path], log=print) -> int:
         try:
             recipe, problems = check_job(folder)
         except Exception as err:  # noqa: BLE001 - one line for a folder that cannot be read
-            problems = [f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}']
+            problems = [_one_line(err)]
         if problems:
             differing += 1
             log(f'DIFFERS {folder}: ' + '; '.join(problems), flush=True)
@@ -88,3 +242,45 @@ def verify(folders: list[Path], log=print) -> int:
             log(f'ok      {folder} (recipe {recipe})', flush=True)
     return differing
 
+
+def _record_one(folder: Path) -> tuple[str, str]:
+    """(outcome, line) of writing one folder's missing result record; outcome is one of
+    written, kept, skipped, differs."""
+    from ..core.result import write_result
+    from .record import result_record
+    folder = Path(folder)
+    if (folder / RESULT_FILE).exists():
+        return 'kept', f'kept    {folder}: it has a result record (never rewritten)'
+    state = read_state(folder)
+    if state.get('status') == UNREADABLE:
+        return 'differs', f"DIFFERS {folder}: {state.get('error')}; no record written"
+    if state.get('status') != 'finished':
+        return 'skipped', (f"skipped {folder}: not finished (status "
+                           f"{state.get('status', 'not run')}), so no record")
+    recipe, problems = check_folder(folder)
+    if problems:
+        return 'differs', f'DIFFERS {folder}: ' + '; '.join(problems) + '; no record written'
+    request = JobRequest.read(folder / REQUEST_FILE)
+    metrics = state.get('metrics') if request.kind == 'evaluate' else None
+    record = result_record(request, folder, recipe, state, metrics, made_by=MADE_AFTER)
+    unsound = record_problems(folder, record, recipe, _Hashes())
+    if unsound:  # never a record that verify would refuse
+        return 'differs', (f'DIFFERS {folder}: the record it would get does not hold ('
+                           + '; '.join(unsound) + '); no record written')
+    path = write_result(folder, record)
+    return 'written', f'wrote   {path} (recipe {recipe["fingerprint"]}, {MADE_AFTER})'
+
+
+def record_missing(folders: list[Path], log=print) -> dict[str, int]:
+    """``record``: for each finished job folder without a result record, the record, once the
+    folder passed verify's checks; one line per folder. Nothing else in a folder is written,
+    and an existing record never is. Returns how many folders had each outcome."""
+    counts = {'written': 0, 'kept': 0, 'skipped': 0, 'differs': 0}
+    for folder in folders:
+        try:
+            outcome, line = _record_one(folder)
+        except Exception as err:  # noqa: BLE001 - one line for a folder that cannot be read
+            outcome, line = 'differs', f'DIFFERS {folder}: {_one_line(err)}; no record written'
+        counts[outcome] += 1
+        log(line, flush=True)
+    return counts

@@ -37,6 +37,7 @@ from ..core.layout import POINTER, REHEARSAL_WORK_ROOT, REPO_ROOT, checkpoint_na
     ours_eval_dir
 from ..core.profiles import TOTAL_BATCH
 from ..core.request import JobRequest
+from ..core.result import read_result
 from ..core.spec import Row
 from ..core.state import read_state
 from .rehearsal_result import (DEFAULT_ITERS, DEFAULT_OUT, PRECISION_NAMES, PeakMemory,
@@ -210,9 +211,11 @@ def rehearse_row(row: Row, *, amp: str | None, iters: int, batch: int | None,
         train_dir=_shown(train_dir))
     if resume:
         entry['resumed'] = _resume(request, checkpoint, resume_dir, tag)
-    if multi_scale:
+    if multi_scale:  # the checkpoint the training's result record names, by its SHA-256
+        sha = _recorded_sha256(train_dir, checkpoint)
         ms = _launch(dataclasses.replace(request, checkpoint=checkpoint, multi_scale=True,
-                                         work_dir=ours_eval_dir(train_dir, True)),
+                                         checkpoint_sha256=sha,
+                                         work_dir=ours_eval_dir(train_dir, True, sha)),
                      f'{tag} multi-scale evaluation')
         entry['eval_ms_s_per_image'] = ms['measured']['test/time']['mean']
     entry.update(pipeline_rate(request))
@@ -221,6 +224,16 @@ def rehearse_row(row: Row, *, amp: str | None, iters: int, batch: int | None,
         for folder, step in ((train_dir, iters), (resume_dir, iters + 1)):
             (folder / checkpoint_name(step)).unlink(missing_ok=True)
     return RowRehearsal(**entry)
+
+
+def _recorded_sha256(train_dir: Path, checkpoint: Path) -> str:
+    """The SHA-256 of ``checkpoint`` as the training job's result record holds it."""
+    record = read_result(train_dir) or {}
+    entry = record.get('checkpoint') or {}
+    if entry.get('file') != checkpoint.name or not entry.get('sha256'):
+        raise StateError(f'{train_dir}: its result record does not name {checkpoint.name} '
+                         'with its SHA-256')
+    return entry['sha256']
 
 
 def _resume(request: JobRequest, checkpoint: Path, resume_dir: Path, tag: str) -> str:

@@ -4,11 +4,11 @@ evaluation protocol), leaving out what does not (work dir, data root, W&B ids, r
 logging, loader workers: the data order is a function of seed and position, not of them)."""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from mmengine.config import Config
+
+from ..core.result import differences, view_fingerprint  # noqa: F401 - re-exported
 
 # the sections mmengine's Runner builds a job from that decide its numbers
 RECIPE_KEYS = ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader',
@@ -51,24 +51,4 @@ def recipe_view(cfg: Config, weights_root: Path | None = None, processes: int = 
     return view
 
 
-def fingerprint(view: dict) -> str:
-    """A short, stable hash of a recipe view (16 hex digits of its SHA-256)."""
-    text = json.dumps(view, sort_keys=True, separators=(',', ':'), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _flat(value, prefix: str = '') -> dict:
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items()
-                for k, v in _flat(item, f'{prefix}.{key}' if prefix else str(key)).items()}
-    if isinstance(value, list):
-        return {k: v for i, item in enumerate(value)
-                for k, v in _flat(item, f'{prefix}[{i}]').items()} or {prefix: []}
-    return {prefix: value}
-
-
-def differences(old: dict, new: dict) -> list[str]:
-    """The dotted keys whose values differ between two recipe views, in the old one's order
-    (keys only one of them has included)."""
-    a, b = _flat(old), _flat(new)
-    return [k for k in list(a) + [k for k in b if k not in a] if a.get(k) != b.get(k)]
+fingerprint = view_fingerprint  # the core's: the report computes the seed-free one alike

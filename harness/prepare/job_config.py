@@ -14,8 +14,8 @@ from pathlib import Path
 from mmengine.config import Config
 
 from ..core.allocation import loader_workers
-from ..core.errors import SpecError
-from ..core.layout import STATE_FILE
+from ..core.errors import SpecError, StateError
+from ..core.layout import FROZEN_CONFIG, STATE_FILE
 from ..core.profiles import MULTI_SCALE_RATIOS, SMOKE, SmokeSize
 from ..core.request import JobRequest
 from . import mmengine_patch  # noqa: F401 - the config-path shortcut, before any config loads
@@ -88,6 +88,28 @@ def _use_multi_scale(cfg: Config) -> None:
     """Evaluate with the config's TTA settings, as mmseg's test tool does under ``--tta``."""
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.model = dict(cfg.tta_model, module=cfg.model)
+
+
+# what an evaluation of our checkpoint takes from its training's frozen config
+TRAINED_KEYS = ('model', 'test_dataloader', 'test_cfg', 'tta_model', 'tta_pipeline')
+
+
+def _use_trained_recipe(cfg: Config, frozen: Path, job: JobRequest) -> None:
+    """The model, test data and test-time settings of the training's frozen config ``frozen``
+    in ``cfg``, keeping this machine's data root and loader workers; no pretrained weights (the
+    checkpoint holds every weight)."""
+    if not frozen.is_file():
+        raise StateError(f'{frozen} is missing: the recipe {job.checkpoint} was trained with is '
+                         'unknown, so it is not evaluated')
+    trained = Config.fromfile(frozen)
+    workers = {k: cfg.test_dataloader[k] for k in ('num_workers', 'persistent_workers')
+               if k in cfg.test_dataloader}
+    for key in TRAINED_KEYS:
+        if key in trained:
+            cfg[key] = trained[key]
+    cfg.test_dataloader.update(workers)
+    cfg.test_dataloader.dataset.data_root = str(job.data_root)
+    cfg.model.pretrained = None
 
 
 def _shorten(cfg: Config, max_iters: int) -> None:
@@ -179,6 +201,10 @@ def build_config(job: JobRequest) -> Config:
         cfg.model.pretrained = None
         cfg.resume = False
     _set_tta(cfg, job.row.crop_size if job.profile == 'full' else SMOKE.crop)
+    if job.checkpoint is not None and not job.released:
+        # our checkpoint is evaluated as the model it trained, with the recipe frozen at its
+        # training's first start: the row's config in this checkout may have changed since
+        _use_trained_recipe(cfg, Path(job.checkpoint).parent / FROZEN_CONFIG, job)
     if job.checkpoint is not None and job.multi_scale:
         _use_multi_scale(cfg)
     wandb = _wandb_backend(job)

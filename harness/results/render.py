@@ -182,6 +182,8 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
         # an error that starts with the status says it already ('unreadable state (...)')
         status = (j.error if j.error and j.error.startswith(j.status) else
                   j.status + (f' ({j.error})' if j.error else ''))
+        if j.marks:
+            status += ' · ' + '; '.join(j.marks)
         lines.append(f'| {j.row} | {j.seed} | {status} | {j.iters} | {_fmt(j.mIoU_final)} | '
                      f'{_text(progress.get((j.row, j.seed)))} | {_text(j.wandb_run_id)} | '
                      f'{_record_link(j.work_dir, out)} |')
@@ -199,10 +201,10 @@ def _binding(meta: dict) -> str:
             parts.append(f"{kind} sha256 {entry['sha256'][:12]}")
     drifted = [k for k, start in enumerate(meta.get('history') or [], 1) if start.get('drift')]
     if drifted:
-        parts.append(f"**resumed at start {', '.join(map(str, drifted))} with its frozen recipe "
-                     'although the checkout built another (drift accepted)**')
+        parts.append(f"resumed at start {', '.join(map(str, drifted))} with what it started with "
+                     'although the checkout differed (drift accepted)')
     if meta.get('changed_during_job'):
-        parts.append('**changed during the job: ' + '; '.join(meta['changed_during_job']) + '**')
+        parts.append('changed during the job: ' + '; '.join(meta['changed_during_job']))
     return ''.join(f'; {p}' for p in parts)
 
 
@@ -246,7 +248,9 @@ def html_page(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, images: 
             notes.append(f'<ul><li>{html.escape(text)}</li></ul>')
         elif line.startswith('## ') and 'Per-class' not in line:
             notes.append(f'<h2>{html.escape(line[3:])}</h2>')
-    listed = jobs.drop(columns=['work_dir', 'miou_first', 'meta']).assign(
+    listed = jobs.drop(columns=['work_dir', 'miou_first', 'meta', 'view', 'code', 'per_class',
+                                'seed_free']).assign(
+        marks=['; '.join(m) for m in jobs['marks']],
         progress=[progress.get((j.row, j.seed)) for j in jobs.itertuples()])
     jobs_html = _display(listed).to_html(index=False, classes='results jobs', border=0)
 

@@ -19,11 +19,13 @@ import pandas as pd
 
 from ..core import atomic
 from ..core.atomic import remove_stale
-from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, released_dir
+from ..core.errors import StateError
+from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, released_dirs
+from ..core.result import differences, read_result, seed_free
+from ..core.sources import code_differences
 from ..core.spec import EXPERIMENTS, SEED_LOGS, Table
-from ..core.state import read_per_class, read_state
 from . import figures
-from .collect import OTHER_RECIPE, collect_jobs
+from .collect import PROBLEMS, collect_jobs
 from .render import (
     EMPTY,
     NUMERIC,
@@ -69,39 +71,76 @@ def report_dir(out_root: Path, profile: str, table: Table | str) -> Path:
     return Path(out_root) / name if profile == 'full' else Path(out_root) / profile / name
 
 
-def _row_status(jobs: pd.DataFrame) -> str:
+def _named(status: str, error: str | None) -> str:
+    """A problem and its reason, the status said once (an error may start with it)."""
+    return error if error and error.startswith(status) else \
+        status + (f': {error}' if error else '')
+
+
+def seeds_differ(done: pd.DataFrame) -> str | None:
+    """Which finished seeds of a row were trained by another recipe (the seed aside) or other
+    code than its lowest seed, and in what; None when they all agree."""
+    if len(done) < 2:
+        return None
+    base, parts = done.iloc[0], []
+    for j in done.iloc[1:].itertuples():
+        what = []
+        if j.seed_free != base['seed_free']:
+            keys = (differences(seed_free(base['view']), seed_free(j.view))
+                    if base['view'] and j.view else [])
+            what.append(', '.join(keys[:3]) if keys else f'recipe {j.seed_free}')
+        same_code = (base['code'] or {}).get('sha256') == (j.code or {}).get('sha256') \
+            and base['code'] is not None
+        if not same_code:
+            what += [f'code {c}' for c in code_differences(base['code'], j.code)[:3]]
+        if what:
+            parts.append(f'seed{j.seed} ({"; ".join(what)})')
+    return (f"seeds differ from seed{base['seed']}: " + ', '.join(parts)) if parts else None
+
+
+def _row_status(jobs: pd.DataFrame, disagreement: str | None = None) -> str:
+    """The row's status: what keeps a seed out of its number, the seeds that disagree, where
+    its jobs are, and the marks of the seeds it counts (drift, changes, packages)."""
     statuses = list(jobs['status'])
     if not statuses or all(s == 'not run' for s in statuses):
         return 'not run'
-    for problem in ('failed', 'unreadable', OTHER_RECIPE):  # what the row's number lacks, named
-        if problem in statuses:
-            error = jobs.loc[jobs['status'] == problem, 'error'].iloc[0]
-            return error if error and error.startswith(problem) else f'{problem}: {error}'
-    if 'running' in statuses:
-        return 'running'
+    parts = [f'seed{j.seed} {_named(j.status, j.error)}' for j in jobs.itertuples()
+             if j.status in PROBLEMS]
+    if disagreement:
+        parts.append(disagreement)
     done = statuses.count('finished')
-    return 'finished' if done == len(statuses) else f'{done}/{len(statuses)} finished'
+    where = ('running' if 'running' in statuses else
+             'finished' if done == len(statuses) else f'{done}/{len(statuses)} finished')
+    marks = [f'seed{j.seed}: ' + '; '.join(j.marks) for j in jobs.itertuples()
+             if j.status == 'finished' and j.marks]
+    if len(jobs) == 1 and parts and not marks:  # one job: its problem is the row's status
+        return _named(jobs['status'].iloc[0], jobs['error'].iloc[0])
+    return ' · '.join([where, *parts, *marks])
 
 
-def _shortened_to(meta) -> int | None:
-    return ((meta or {}).get('request') or {}).get('max_iters') if isinstance(meta, dict) \
-        else None
+def released_records(table: Table, work_root: Path) -> dict[tuple[str, bool], dict]:
+    """The result record of each row's released checkpoint evaluated last (the newest record:
+    a file converted again is evaluated again, in a folder of its own), by (row, multi_scale),
+    from the spec's own folder."""
+    found = {}
+    for row in table.rows:
+        for multi_scale in (False, True):
+            records = []
+            for folder in released_dirs(work_root, row.folder, row.id, multi_scale):
+                try:
+                    record = read_result(folder)
+                except StateError:
+                    continue
+                if record is not None:
+                    records.append(record)
+            if records:
+                found[(row.id, multi_scale)] = max(records, key=lambda r: r.get('written', 0))
+    return found
 
 
 def _shortened(jobs: pd.DataFrame) -> list[int]:
     """The shortened schedules (``run --max-iters``) the jobs of a row trained with."""
-    return sorted({n for meta in jobs['meta'] if (n := _shortened_to(meta))})
-
-
-def released_mious(table: Table, work_root: Path) -> dict[tuple[str, bool], float]:
-    """mIoU of each evaluated released checkpoint, by (row, multi_scale)."""
-    found = {}
-    for row in table.rows:
-        for multi_scale in (False, True):
-            state = read_state(released_dir(work_root, table.name, row.id, multi_scale))
-            if state.get('status') == 'finished':
-                found[(row.id, multi_scale)] = state['metrics']['mIoU']
-    return found
+    return sorted({int(n) for n in jobs['shortened'] if n})
 
 
 def seed_eval_curve(prefix: str) -> pd.DataFrame:
@@ -122,7 +161,7 @@ def reference_curve(row, jobs: pd.DataFrame, curves: dict, profile: str):
     own = []
     for j in done.itertuples():
         val = curves.get((j.row, j.seed), (None, pd.DataFrame()))[1]
-        if len(val) and not _shortened_to(j.meta):
+        if len(val) and not j.shortened:
             own.append(val['mIoU'].set_axis(val.index / j.schedule))
     if not own:
         return None, None
@@ -136,7 +175,7 @@ def job_progress(table: Table, jobs: pd.DataFrame, curves: dict, profile: str,
     reference curve at the same fraction of its schedule."""
     notes = {}
     for j in jobs.itertuples():
-        if j.status not in UNFINISHED and not _shortened_to(j.meta):
+        if j.status not in UNFINISHED and not j.shortened:
             continue
         val = curves.get((j.row, j.seed), (None, pd.DataFrame()))[1]
         if not len(val):
@@ -162,7 +201,9 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
     for row in table.rows:
         mine = jobs[jobs['row'] == row.id]
         done = mine[mine['status'] == 'finished']
-        ours = spread([float(v) for v in done['mIoU_final'].dropna()])
+        disagreement = seeds_differ(done)
+        # seeds of other recipes or code are never pooled: no mean, interval or verdict
+        ours = spread([] if disagreement else [float(v) for v in done['mIoU_final'].dropna()])
         version = paper_version or row.matches
         goal = target(row, version)
         delta = ours.mean - goal.miou if (profile == 'full' and ours.mean is not None
@@ -174,6 +215,8 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
             verdict, rule = judge(ours, goal.miou, tolerance, goal.name)
         if shortened := _shortened(mine):  # a cheap trial says nothing about the paper's run
             verdict, rule = f"shortened ({', '.join(map(str, shortened))} iterations)", EMPTY
+        if disagreement:
+            verdict, rule = 'seeds differ', EMPTY
         firsts = list(done['miou_first'].dropna())
         lines.append({
             'row': row.id, 'model': row.model,
@@ -183,11 +226,12 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
                for kind in REFERENCE_COLUMNS},
             'miou_ss': ours.mean, 'miou_ss_std': ours.std, 'n_seeds': ours.n,
             'ci_low': ours.low, 'ci_high': ours.high, 'delta': delta,
-            'status': _row_status(mine), 'verdict': verdict, 'rule': rule,
+            'status': _row_status(mine, disagreement), 'verdict': verdict, 'rule': rule,
             'progress': '; '.join(f'seed{seed}: {note}' for (r, seed), note in
                                   sorted(progress.items()) if r == row.id) or None,
             'miou_first': sum(firsts) / len(firsts) if firsts else None,
-            'miou_ms': done['miou_ms'].dropna().mean() if done['miou_ms'].notna().any() else None,
+            'miou_ms': (done['miou_ms'].dropna().mean()
+                        if done['miou_ms'].notna().any() and not disagreement else None),
             'released_ss': released.get((row.id, False)),
             'released_ms': released.get((row.id, True)),
             'device_hours': float(mine['device_hours'].fillna(0).sum()),
@@ -198,22 +242,22 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
     return summary
 
 
-def _per_class_charts(table: Table, jobs: pd.DataFrame, work_root: Path,
+def _per_class_charts(table: Table, jobs: pd.DataFrame, released: dict,
                       profile: str) -> dict[str, bytes]:
-    """Per row with a per-class IoU on disk: its chart, ours (mean over finished seeds) against
-    the released checkpoint's single-scale evaluation where there is one."""
+    """Per row with a per-class IoU on record: its chart, ours (mean over the finished seeds
+    counted) against the released checkpoint's single-scale evaluation where there is one."""
     charts = {}
     for row in table.rows:
         done = jobs[(jobs['row'] == row.id) & (jobs['status'] == 'finished')]
-        per_seed = [read_per_class(Path(w)) for w in done['work_dir']]
-        per_seed = [p for p in per_seed if p]
+        per_seed = [p for p in done['per_class'] if p] if not seeds_differ(done) else []
         if not per_seed:
             continue
         ours = pd.DataFrame(per_seed).mean().dropna().to_dict()
-        released = read_per_class(released_dir(work_root, table.name, row.id, False)) \
-            if profile == 'full' else {}
+        record = released.get((row.id, False)) if profile == 'full' else None
+        released_iou = ((record or {}).get('metrics') or {}).get('single_scale', {}) \
+            .get('per_class_IoU') or {}
         buffer = io.BytesIO()
-        figures.per_class_chart(row.model, ours, released, buffer, len(per_seed))
+        figures.per_class_chart(row.model, ours, released_iou, buffer, len(per_seed))
         charts[f'per-class-{row.id}.png'] = buffer.getvalue()
     return charts
 
@@ -234,11 +278,15 @@ def publish(out: Path, files: dict[str, bytes]) -> None:
 
 def build_report(table: Table, profile: str, work_root: Path, out_root: Path | None = None,
                  paper_version: str | None = None, tolerance: float = DEFAULT_TOLERANCE,
-                 wandb: bool = True) -> Path:
+                 wandb: bool = True, verify: bool = False) -> Path:
     """Write the report files of ``table`` and return their folder; with ``wandb``, also log
-    the report as a W&B run (never failing the build when W&B is unavailable)."""
-    jobs, curves = collect_jobs(list(table.rows), profile, work_root)
-    released = released_mious(table, work_root) if profile == 'full' else {}
+    the report as a W&B run (never failing the build when W&B is unavailable); ``verify``:
+    every byte of every file a counted seed's record names is hashed again."""
+    jobs, curves = collect_jobs(list(table.rows), profile, work_root, verify=verify)
+    records = released_records(table, work_root) if profile == 'full' else {}
+    released = {key: ((record.get('metrics') or {}).get('multi_scale' if key[1] else
+                                                       'single_scale') or {}).get('mIoU')
+                for key, record in records.items()}
     progress = job_progress(table, jobs, curves, profile, tolerance)
     summary = summarise(table, jobs, profile, paper_version, tolerance, released, progress)
     out = report_dir(reports_root(work_root, out_root), profile, table)
@@ -246,7 +294,7 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path | N
     images = {}
     finals = {row.id: [float(v) for v in jobs[(jobs['row'] == row.id)
                                                & (jobs['status'] == 'finished')]
-                       ['mIoU_final'].dropna()] for row in table.rows}
+                       ['mIoU_final'].dropna()] for row in table.rows}  # each seed's own dot
     buffer = io.BytesIO()
     figures.comparison_chart(table, summary, finals, buffer)
     images['comparison.png'] = buffer.getvalue()
@@ -256,7 +304,7 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path | N
                    if row.seed_curves}
     figures.curves_chart(table, curves, schedules, seed_curves, buffer)
     images['curves.png'] = buffer.getvalue()
-    images.update(_per_class_charts(table, jobs, work_root, profile))
+    images.update(_per_class_charts(table, jobs, records, profile))
 
     markdown = markdown_page(table, summary, jobs, profile, paper_version, tolerance, progress,
                          [name for name in images if name.startswith('per-class-')], out)

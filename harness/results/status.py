@@ -11,7 +11,7 @@ from .collect import collect_jobs
 
 def status_lines(rows: list[Row], profile: str, work_root: Path,
                  seeds: int | None = None) -> list[str]:
-    jobs, _ = collect_jobs(rows, profile, work_root, seeds)
+    jobs, _ = collect_jobs(rows, profile, work_root, seeds, hashes=False)  # a quick look
     lines = []
     for j in jobs.itertuples():
         state = read_state(j.work_dir)
@@ -23,6 +23,8 @@ def status_lines(rows: list[Row], profile: str, work_root: Path,
             extra += f' -- {j.error}' if j.error else ''
         else:
             extra = j.error or (f'at iteration {j.iters}' if j.iters else '')
+        if j.marks:
+            extra += ' -- ' + '; '.join(j.marks)
         status = j.status
         slurm_id = state.get('slurm_job_id')
         if slurm_id and status in ('queued', 'running'):

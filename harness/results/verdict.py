@@ -33,8 +33,9 @@ RELEASE_REFERENCE = 'official_zoo'
 def t_quantile(p: float, dof: int) -> float:
     """The ``p`` quantile of Student's t with ``dof`` degrees of freedom.
 
-    SciPy is not among the pins; mpmath (a PyTorch dependency) has the regularised incomplete
-    beta function that the t distribution's CDF is made of, and its root finder inverts it."""
+    SciPy is not among the pins; mpmath (a PyTorch dependency, named on its own in
+    requirements-report.txt) has the regularised incomplete beta function that the t
+    distribution's CDF is made of, and its root finder inverts it."""
     import mpmath
 
     def cdf(t):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.layout import ours_eval_dir, released_dir
+from ..core.layout import ours_eval_dirs, released_dirs
 from ..core.profiles import DEFAULT_WANDB_PROJECT
 from ..core.spec import Table
 from ..core.state import read_state
@@ -17,12 +17,13 @@ from ..core.state import read_state
 
 def summarised_runs(table: Table, jobs: pd.DataFrame, work_root: Path) -> list[str]:
     """``project/run id`` of every run the report reads: training jobs, the evaluations of
-    their checkpoints and of the released checkpoints."""
+    their checkpoints and of the released checkpoints (every evaluation folder, one per
+    checkpoint evaluated)."""
     runs = list(jobs['wandb_run'].dropna())
-    folders = [ours_eval_dir(Path(j.work_dir), ms) for j in jobs.itertuples()
-               for ms in (False, True)]
-    folders += [released_dir(work_root, table.folder, row.id, ms) for row in table.rows
-                for ms in (False, True)]
+    folders = [d for j in jobs.itertuples() for ms in (False, True)
+               for d in ours_eval_dirs(Path(j.work_dir), ms)]
+    folders += [d for row in table.rows for ms in (False, True)
+                for d in released_dirs(work_root, table.folder, row.id, ms)]
     runs += [state['wandb_run'] for d in folders if (state := read_state(d)).get('wandb_run')]
     return runs
 
