@@ -242,7 +242,7 @@ def test_multi_scale_views_batched_match_stock_tta(tmp_path, synthetic_root):
     row = load_table('table6').row('seg-t-mask-16')
     cfg = build_config(JobRequest(row=row, profile='smoke', seed=0, work_dir=tmp_path,
                                   data_root=synthetic_root, checkpoint=tmp_path / 'unused.pth',
-                                  multi_scale=True))
+                                  multi_scale=True, released=True))  # built from the row
     assert cfg.model.type == 'BatchedSegTTAModel'
     init_default_scope('mmseg')
     cfg.test_dataloader.batch_size = 1

@@ -9,6 +9,7 @@ import signal
 import pytest
 import yaml
 
+from harness.core.hashing import sha256_file
 from harness.core.layout import FROZEN_CONFIG, job_dir
 from harness.core.spec import EXPERIMENTS, load_table
 from harness.core.state import read_state
@@ -135,7 +136,7 @@ def test_a_spec_by_path_gets_folders_of_its_own_and_verify_checks_them(
     assert 'model.backbone.embed_dims' in changed.stdout
 
 
-def test_a_copied_work_root_resumes_from_its_own_files_past_a_damaged_checkpoint(
+def test_a_copied_work_root_resumes_past_a_checkpoint_damaged_in_place_never_refrozen(
         tmp_path, synthetic_root):
     work = tmp_path / 'work'
     work_dir = _stopped('table3', work, synthetic_root)
@@ -145,8 +146,24 @@ def test_a_copied_work_root_resumes_from_its_own_files_past_a_damaged_checkpoint
     shutil.copytree(work, copy)
     work.rename(tmp_path / 'moved-away')  # the original is gone from where the copy points
     copied_dir = job_dir(copy, 'smoke', 'table3', ROW, 0)
-    truncated = copied_dir / f'iter_{newest}.pth'
-    truncated.write_bytes(truncated.read_bytes()[:1000])  # a copy cut short
+    # the frozen recipe gone beside checkpoints and history: refused, never frozen anew
+    (copied_dir / 'recipe.json').rename(tmp_path / 'recipe.json')
+    refused = _run('table3', copy, synthetic_root, '--max-iters', 40)
+    assert refused.returncode == 1
+    lines = [line for line in refused.stderr.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1 and 'recipe.json is missing beside the job' in lines[0], lines
+    assert not (copied_dir / 'recipe.json').exists()
+    (tmp_path / 'recipe.json').rename(copied_dir / 'recipe.json')
+
+    # the newest checkpoint hashed once (the hash cache knows it), then damaged in place with
+    # its size and modification time kept: a resume reads its bytes, not the cache
+    damaged = copied_dir / f'iter_{newest}.pth'
+    sha256_file(damaged)
+    stat = damaged.stat()
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    os.utime(damaged, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     resumed = _run('table3', copy, synthetic_root, '--max-iters', 40)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

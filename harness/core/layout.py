@@ -78,8 +78,8 @@ def ours_eval_dirs(trained: Path, multi_scale: bool) -> list[Path]:
     base = Path(trained) / EVAL_DIRS[multi_scale]
     legacy = [base] if (base / STATE_FILE).is_file() else []
     # a later evaluation of such a job lies inside that folder, beside the old one's files
-    return legacy + sorted(p for p in base.glob('*')
-                           if p.is_dir() and (p / STATE_FILE).is_file()) if base.is_dir() else []
+    return legacy + sorted(p for p in base.glob('?' * SHA_DIGITS) if p.is_dir()
+                           and all(c in '0123456789abcdef' for c in p.name))
 
 
 def released_base(work_root: Path, table_folder: str, row: str, multi_scale: bool) -> Path:
@@ -97,7 +97,7 @@ def released_dirs(work_root: Path, table_folder: str, row: str, multi_scale: boo
     """Every evaluation folder of a row's released checkpoints at one scale (older harness
     versions kept one in ``seed0/``)."""
     base = released_base(work_root, table_folder, row, multi_scale)
-    return sorted(p for p in base.glob('*') if p.is_dir()) if base.is_dir() else []
+    return sorted(p for p in base.glob('*') if p.is_dir())
 
 
 def wandb_run_globs(work_root: Path) -> list[str]:
