@@ -481,7 +481,7 @@ def results_table(markdown: str) -> list[str]:
 
 # --- result records, as a finished job writes them ---------------------------------------------
 
-def write_result_record(work_dir, row, profile, seed, max_iters=None):
+def write_result_record(work_dir, row, profile, seed, max_iters=None, pretrained=None):
     """The result record a finished job writes, by the job's own code, over a checkpoint of
     random bytes recorded as saved, the row's recipe sources and the checkout's code identity."""
     from harness.core import profiles
@@ -504,5 +504,11 @@ def write_result_record(work_dir, row, profile, seed, max_iters=None):
               'view': {'train_cfg': {'max_iters': schedule},
                        'train_dataloader': {'batch_size': profiles.TOTAL_BATCH}},
               'request': {'max_iters': max_iters}}
+    if pretrained is not None:  # the weights file the job loaded, under its weights root
+        from harness.core.hashing import sha256_file
+        frozen['inputs'] = {'files': {'pretrained': {
+            'file': pretrained.name, 'sha256': sha256_file(pretrained, cache=None)}}}
+        (work_dir / 'request.json').write_text(json.dumps({'weights_root':
+                                                           str(pretrained.parent)}))
     request = JobRequest(row=row, profile=profile, seed=seed, work_dir=work_dir, data_root=None)
     write_result(work_dir, result_record(request, work_dir, frozen, read_state(work_dir)))

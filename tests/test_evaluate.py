@@ -19,6 +19,7 @@ from harness.core.hashing import sha256_file
 from harness.core.layout import released_dir, released_dirs
 from harness.core.spec import EXPERIMENTS, load_table
 from harness.core.state import read_state
+from harness.launch.targets import evaluate_released_targets
 from tests.helpers import (
     harness_cli,
     official_shapes,
@@ -139,11 +140,11 @@ def test_each_released_file_is_evaluated_in_a_folder_of_its_own(released, tmp_pa
                     allow_unicode=True))
     row = load_table(spec).row(ROW.id)
     assert row.folder != 'table3'
-    by_path = evaluate(spec)
-    assert 'finished before' not in by_path.stdout
-    own = released_dir(work, row.folder, ROW.id, False, sha256_file(checkpoint))
-    assert read_state(own)['status'] == 'finished'
-    assert released_dirs(work, 'table3', ROW.id, False) == sorted([first, second])
+    (target,), refused = evaluate_released_targets([row], work, checkpoints, False,
+                                                   profile='full', data_root=data)
+    assert refused == 0 and target.work_dir == released_dir(work, row.folder, ROW.id, False,
+                                                            sha256_file(checkpoint))
+    assert target.work_dir not in released_dirs(work, 'table3', ROW.id, False)
 
 
 def test_missing_checkpoint_folder_is_one_line(tmp_path, synthetic_root):

@@ -310,3 +310,31 @@ def test_html_cells_are_never_none_or_nan(tmp_path):
     assert not re.search(r'\bNone\b|\bnan\b|\bNaN\b', text)
     assert page.count('data:image/png;base64,') == 2  # comparison and curves
     assert '<td>—</td>' in page
+
+
+def test_a_changed_pretrained_file_keeps_the_seed_out_with_a_marked_status(tmp_path):
+    """The weights a job loaded, one byte changed where this machine keeps them: the row's
+    number loses that seed and its status says why; a machine without the file checks nothing."""
+    row = TABLE3.row('seg-b-16')
+    weights = tmp_path / 'weights' / 'vit_b.pth'
+    weights.parent.mkdir()
+    weights.write_bytes(os.urandom(1000))
+    work = tmp_path / 'work'
+    for seed, miou in ((0, 45.0), (1, 46.0)):
+        work_dir = _write_job(work, 'full', row, seed, 'running', {160000: miou})
+        write_result_record(work_dir, row, 'full', seed, pretrained=weights)
+        write_state(work_dir, status='finished')
+
+    def reported():
+        out = build_report(TABLE3, 'full', work, tmp_path / 'reports', wandb=False)
+        return pd.read_csv(out / 'results.csv').set_index('row').loc[row.id]
+
+    assert reported()['n_seeds'] == 2 and reported()['miou_ss'] == pytest.approx(45.5)
+    data = bytearray(weights.read_bytes())
+    data[500] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    changed = reported()
+    assert changed['n_seeds'] == 0 and math.isnan(changed['miou_ss'])
+    assert 'seed0 check failed: pretrained vit_b.pth: SHA-256 differs' in changed['status']
+    weights.unlink()  # a laptop without the weights: nothing to compare, the record stands
+    assert reported()['n_seeds'] == 2
