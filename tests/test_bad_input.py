@@ -161,6 +161,37 @@ def test_read_only_work_dir(work, tmp_path):
     _assert_refused(result, work, f'cannot write to the work dir {work[0]}: Read-only file system')
 
 
+def test_work_root_below_a_read_only_folder_is_refused_without_creating_it(tmp_path):
+    """A work root not there yet: the nearest folder above it must take files; nothing is
+    created to find out."""
+    script = ('set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; '
+              '"$2" -m harness run --table table3 --rows seg-s-16 --profile smoke '
+              '--work-root "$1/new/work" --data-root "$3" --no-report')
+    parent = tmp_path / 'parent'
+    parent.mkdir()
+    result = _in_namespace(script, parent, sys.executable, tmp_path / 'data')
+    assert result.returncode != 0 and result.stderr.count('\n') == 1, result.stderr
+    assert result.stderr.startswith(f"error: cannot write to the work dir {parent / 'new/work'}: "
+                                    'Read-only file system'), result.stderr
+    assert not list(parent.iterdir()) and not (tmp_path / 'data').exists()
+
+
+def test_data_root_refused_before_anything_is_written(tmp_path):
+    """A smoke data root that holds something else than the synthetic dataset is refused
+    before the work root (or anything in the data root) is created."""
+    data = tmp_path / 'mine'
+    data.mkdir()
+    (data / 'notes.txt').write_text('not a dataset\n')
+    work = tmp_path / 'new' / 'work'
+    result = harness_cli('run', '--table', 'table3', '--rows', 'seg-t-16', '--profile', 'smoke',
+                         '--work-root', work, '--data-root', data, '--no-report')
+    assert result.returncode != 0 and result.stderr.count('\n') == 1, result.stderr
+    assert result.stderr.startswith(f'error: {data} exists but is not a complete synthetic '
+                                    'dataset'), result.stderr
+    assert not (tmp_path / 'new').exists()
+    assert [p.name for p in data.iterdir()] == ['notes.txt']
+
+
 # Run 1 is stopped (SIGTERM, as a scheduler would) once its iteration-20 checkpoint is recorded;
 # it saves the iteration it is at on the way out. The disk is then filled to leave half a
 # checkpoint free: room for the logs of run 2, not for its next checkpoint. Run 2 resumes from

@@ -1,6 +1,7 @@
 """Checks before any job starts: a failure here is one line, and no job has run yet."""
 from __future__ import annotations
 
+import errno
 import tempfile
 from pathlib import Path
 
@@ -64,12 +65,18 @@ def check_configs(rows: list[Row], profile: str, gpus: int = 1,
                               model.backbone.state_dict())
 
 
-def check_writable(folder: Path) -> None:
-    """The work root takes job folders: refuse before any job starts when it cannot."""
+def check_writable(folder: Path, what: str = 'the work dir') -> None:
+    """Refuse before any job starts when ``folder`` cannot take files. Nothing is created:
+    where the folder is not there yet, the nearest folder above it that is must be writable
+    (the launch creates the rest), so a command refused by a later check leaves no trace."""
+    existing = Path(folder).absolute()
+    while not existing.exists():  # the root always exists
+        existing = existing.parent
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f'{existing} is not a folder')
+        with tempfile.TemporaryFile(dir=existing):  # O_TMPFILE where it can: never named
             pass
     except OSError as err:
-        raise PreflightError(f'cannot write to the work dir {folder}: '
+        raise PreflightError(f'cannot write to {what} {folder}: '
                              f'{err.strerror or err}') from None
