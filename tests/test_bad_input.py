@@ -84,11 +84,34 @@ def test_config_that_does_not_build(work, tmp_path):
     assert not (tmp_path / 'data').exists()  # stopped before anything else
 
 
-def test_missing_weights(work, tmp_path):
+def _ade20k_layout(tmp_path, empty=()):
+    """ADE20K's four folders, each with a file of its kind unless named in ``empty`` (the
+    checks before a job read no file: names are enough)."""
     data = tmp_path / 'ADEChallengeData2016'
-    for kind in ('images', 'annotations'):
-        for split in ('training', 'validation'):
+    for kind, suffix in (('images', '.jpg'), ('annotations', '.png')):
+        for split, prefix in (('training', 'train'), ('validation', 'val')):
             (data / kind / split).mkdir(parents=True)
+            if f'{kind}/{split}' not in empty:
+                (data / kind / split / f'ADE_{prefix}_00000001{suffix}').write_bytes(b'')
+    return data
+
+
+@pytest.mark.parametrize('empty', [
+    ('images/training', 'annotations/training', 'images/validation', 'annotations/validation'),
+    ('annotations/validation',),
+])
+def test_empty_ade20k_folders(work, tmp_path, empty):
+    """The four folders there, some empty: refused before any job, naming each empty one
+    (the job would fail 8 s in: `need at least one array to concatenate`)."""
+    data = _ade20k_layout(tmp_path, empty)
+    result = _run(work, '--table', 'table3', '--rows', 'seg-b-16', '--profile', 'full',
+                  '--data-root', data, '--weights-root', tmp_path)
+    listed = ', '.join(str(data / folder) for folder in empty)
+    _assert_refused(result, work, f'without any file: {listed} (unpack')
+
+
+def test_missing_weights(work, tmp_path):
+    data = _ade20k_layout(tmp_path)
     result = _run(work, '--table', 'table3', '--rows', 'seg-b-16', '--profile', 'full',
                   '--data-root', data, '--weights-root', tmp_path)
     _assert_refused(result, work, 'pretrained weights missing: weights/vit_base_p16_384.pth')
@@ -103,10 +126,7 @@ def test_weights_of_another_backbone(work, tmp_path):
         release_shapes,
         write_random_release,
     )
-    data = tmp_path / 'ADEChallengeData2016'
-    for kind in ('images', 'annotations'):
-        for split in ('training', 'validation'):
-            (data / kind / split).mkdir(parents=True)
+    data = _ade20k_layout(tmp_path)
     tiny, base = (load_table('table3').row(r) for r in ('seg-t-16', 'seg-b-16'))
     tiny_width, base_width = (release_shapes(r)['cls_token'][-1] for r in (tiny, base))
     release = write_random_release(tiny, tmp_path / 'original' / original_name(tiny))

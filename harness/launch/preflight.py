@@ -5,7 +5,7 @@ import errno
 import tempfile
 from pathlib import Path
 
-from ..assets.data import DataError, require_folders
+from ..assets.data import DataError, require_files, require_folders
 from ..core.errors import HarnessError
 from ..core.layout import REPO_ROOT
 from ..core.spec import Row
@@ -15,10 +15,13 @@ class PreflightError(HarnessError):
     """Something the jobs need is missing; the message is one line."""
 
 
-def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_ROOT) -> None:
-    """Check the data and every row's weights before any full job starts training."""
+def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_ROOT,
+                   splits: tuple[str, ...] = ('training', 'validation')) -> None:
+    """Check the data and every row's weights before any full job starts training: the four
+    ADE20K folders there, and those of the ``splits`` the jobs read not empty."""
     try:
         require_folders(data_root)
+        require_files(data_root, splits)
     except DataError as err:  # the same helpful line as `check-data`, whichever runs first
         raise PreflightError(str(err)) from None
     for row in rows:
