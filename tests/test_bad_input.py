@@ -84,11 +84,34 @@ def test_config_that_does_not_build(work, tmp_path):
     assert not (tmp_path / 'data').exists()  # stopped before anything else
 
 
-def test_missing_weights(work, tmp_path):
+def _ade20k_layout(tmp_path, empty=()):
+    """ADE20K's four folders, each with a file of its kind unless named in ``empty`` (the
+    checks before a job read no file: names are enough)."""
     data = tmp_path / 'ADEChallengeData2016'
-    for kind in ('images', 'annotations'):
-        for split in ('training', 'validation'):
+    for kind, suffix in (('images', '.jpg'), ('annotations', '.png')):
+        for split, prefix in (('training', 'train'), ('validation', 'val')):
             (data / kind / split).mkdir(parents=True)
+            if f'{kind}/{split}' not in empty:
+                (data / kind / split / f'ADE_{prefix}_00000001{suffix}').write_bytes(b'')
+    return data
+
+
+@pytest.mark.parametrize('empty', [
+    ('images/training', 'annotations/training', 'images/validation', 'annotations/validation'),
+    ('annotations/validation',),
+])
+def test_empty_ade20k_folders(work, tmp_path, empty):
+    """The four folders there, some empty: refused before any job, naming each empty one
+    (the job would fail 8 s in: `need at least one array to concatenate`)."""
+    data = _ade20k_layout(tmp_path, empty)
+    result = _run(work, '--table', 'table3', '--rows', 'seg-b-16', '--profile', 'full',
+                  '--data-root', data, '--weights-root', tmp_path)
+    listed = ', '.join(str(data / folder) for folder in empty)
+    _assert_refused(result, work, f'without any file: {listed} (unpack')
+
+
+def test_missing_weights(work, tmp_path):
+    data = _ade20k_layout(tmp_path)
     result = _run(work, '--table', 'table3', '--rows', 'seg-b-16', '--profile', 'full',
                   '--data-root', data, '--weights-root', tmp_path)
     _assert_refused(result, work, 'pretrained weights missing: weights/vit_base_p16_384.pth')
@@ -103,10 +126,7 @@ def test_weights_of_another_backbone(work, tmp_path):
         release_shapes,
         write_random_release,
     )
-    data = tmp_path / 'ADEChallengeData2016'
-    for kind in ('images', 'annotations'):
-        for split in ('training', 'validation'):
-            (data / kind / split).mkdir(parents=True)
+    data = _ade20k_layout(tmp_path)
     tiny, base = (load_table('table3').row(r) for r in ('seg-t-16', 'seg-b-16'))
     tiny_width, base_width = (release_shapes(r)['cls_token'][-1] for r in (tiny, base))
     release = write_random_release(tiny, tmp_path / 'original' / original_name(tiny))
@@ -159,6 +179,37 @@ def test_read_only_work_dir(work, tmp_path):
               '--work-root "$1" --data-root "$3" --no-report')
     result = _in_namespace(script, work[0], sys.executable, tmp_path / 'data')
     _assert_refused(result, work, f'cannot write to the work dir {work[0]}: Read-only file system')
+
+
+def test_work_root_below_a_read_only_folder_is_refused_without_creating_it(tmp_path):
+    """A work root not there yet: the nearest folder above it must take files; nothing is
+    created to find out."""
+    script = ('set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; '
+              '"$2" -m harness run --table table3 --rows seg-s-16 --profile smoke '
+              '--work-root "$1/new/work" --data-root "$3" --no-report')
+    parent = tmp_path / 'parent'
+    parent.mkdir()
+    result = _in_namespace(script, parent, sys.executable, tmp_path / 'data')
+    assert result.returncode != 0 and result.stderr.count('\n') == 1, result.stderr
+    assert result.stderr.startswith(f"error: cannot write to the work dir {parent / 'new/work'}: "
+                                    'Read-only file system'), result.stderr
+    assert not list(parent.iterdir()) and not (tmp_path / 'data').exists()
+
+
+def test_data_root_refused_before_anything_is_written(tmp_path):
+    """A smoke data root that holds something else than the synthetic dataset is refused
+    before the work root (or anything in the data root) is created."""
+    data = tmp_path / 'mine'
+    data.mkdir()
+    (data / 'notes.txt').write_text('not a dataset\n')
+    work = tmp_path / 'new' / 'work'
+    result = harness_cli('run', '--table', 'table3', '--rows', 'seg-t-16', '--profile', 'smoke',
+                         '--work-root', work, '--data-root', data, '--no-report')
+    assert result.returncode != 0 and result.stderr.count('\n') == 1, result.stderr
+    assert result.stderr.startswith(f'error: {data} exists but is not a complete synthetic '
+                                    'dataset'), result.stderr
+    assert not (tmp_path / 'new').exists()
+    assert [p.name for p in data.iterdir()] == ['notes.txt']
 
 
 # Run 1 is stopped (SIGTERM, as a scheduler would) once its iteration-20 checkpoint is recorded;

@@ -90,6 +90,28 @@ def test_row_selection_refuses_an_empty_list_and_runs_a_row_named_twice_once(tmp
     assert [line.split()[0] for line in twice.stdout.splitlines()[1:]] == ['seg-t-16']
 
 
+def _parsed(*argv):
+    args = build_parser().parse_args(list(argv))
+    return args.command_.options.from_namespace(args)
+
+
+def test_repeated_rows_and_tables_add_up_each_once():
+    """``--rows a --rows b`` selects a and b (argparse alone keeps b), as ``--rows a,b`` does;
+    a row or a table named again is taken once; the bench's --rows alike."""
+    twice = _parsed('status', '--table', 'table3', '--rows', 'seg-t-16',
+                    '--rows', 'seg-s-32,seg-t-16', '--rows', 'seg-b-16')
+    assert twice.rows == ['seg-t-16', 'seg-s-32', 'seg-b-16']
+    assert [r.id for r in twice.selected_rows()] == ['seg-t-16', 'seg-s-32', 'seg-b-16']
+    tables = _parsed('status', '--table', 'table3', '--table', 'table6', '--table', 'table3',
+                     '--rows', 'seg-t-16', '--rows', 'seg-t-mask-16')
+    assert tables.table == ['table3', 'table6']
+    assert [(t.name, [r.id for r in rows]) for t, rows in tables.tables()] == [
+        ('table3', ['seg-t-16']), ('table6', ['seg-t-mask-16'])]
+    assert _parsed('bench', '--rows', 'seg-t-mask-16', '--rows', 'seg-b-16').rows == [
+        'seg-t-mask-16', 'seg-b-16']
+    assert _parsed('status', '--table', 'table3').rows is None  # default: every row
+
+
 @pytest.mark.parametrize('profile, flags, expected', [
     ('full', [], None),  # from this process's CPUs
     ('smoke', [], 0),  # in the training process

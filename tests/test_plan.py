@@ -176,15 +176,33 @@ def test_plan_says_when_a_row_would_be_data_bound(tmp_path, cpus):
     assert f'{cpus} x {per_worker:.1f} images/s against {batch / step:.1f}' in line
 
 
+def _committed(folder, tmp_path):
+    """A copy of the committed files of ``folder`` (as HEAD has them: `make rehearse` rewrites
+    the ones in the checkout), in ``tmp_path``."""
+    copy = tmp_path / folder.name
+    copy.mkdir()
+    listed = subprocess.run(['git', 'ls-tree', '--name-only', 'HEAD',
+                             f'{folder.relative_to(REPO_ROOT)}/'],
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    for path in listed.split():
+        (copy / os.path.basename(path)).write_bytes(subprocess.run(
+            ['git', 'show', f'HEAD:{path}'], cwd=REPO_ROOT, capture_output=True,
+            check=True).stdout)
+    return copy
+
+
 def test_plan_takes_hours_from_the_rehearsals_on_record(tmp_path):
     """reports/rehearsal holds the project's rehearsals in the current format: plan reads them
-    as they are, and their report renders from them unchanged."""
-    reports = REPO_ROOT / 'reports' / 'rehearsal'
+    as they are, and their report renders from them unchanged. Read as committed, so that a
+    `make rehearse` (which rewrites them) leaves the test as it was."""
+    reports = _committed(REPO_ROOT / 'reports' / 'rehearsal', tmp_path)
+    assert sorted(p.name for p in reports.iterdir()) == ['rehearsal.json', 'rehearsal.md']
     on_record = load_rehearsals(reports)
     assert markdown(on_record) == (reports / 'rehearsal.md').read_text()
     entry = on_record['cpu']['fp32'].rows['table3/seg-t-16']
     result = harness_cli('plan', '--table', 'table3', '--rows', 'seg-t-16', '--gpus', 8,
-                         '--device', 'cpu', '--work-root', tmp_path)
+                         '--device', 'cpu', '--work-root', tmp_path / 'work',
+                         '--rehearsals', reports)
     assert result.returncode == 0 and 'note: ' not in result.stderr, result.stderr
     evals = 160000 // 16000
     hours = (160000 * entry.train_s_per_iter * 8 + evals * 2000 * entry.eval_s_per_image) / 3600

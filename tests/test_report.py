@@ -338,3 +338,41 @@ def test_a_changed_pretrained_file_keeps_the_seed_out_with_a_marked_status(tmp_p
     assert 'seed0 check failed: pretrained vit_b.pth: SHA-256 differs' in changed['status']
     weights.unlink()  # a laptop without the weights: nothing to compare, the record stands
     assert reported()['n_seeds'] == 2
+
+
+def test_report_without_job_folders_says_so_and_keeps_the_report_there(tmp_path):
+    """No job folder of a table: one line and a non-zero exit, never an empty report written
+    over the one there; of several tables, those with jobs are built, the others kept."""
+    work, reports = tmp_path / 'work', tmp_path / 'reports'
+    earlier = {}
+    for table in ('table3', 'table6'):
+        (reports / 'smoke' / table).mkdir(parents=True)
+        (reports / 'smoke' / table / 'report.md').write_text(f'earlier {table} report\n')
+        earlier[table] = f'earlier {table} report\n'
+    args = ('--profile', 'smoke', '--work-root', work, '--reports', reports,
+            '--no-wandb-report')
+    none = harness_cli('report', '--table', 'table3', '--table', 'table6', *args)
+    assert none.returncode != 0 and none.stdout == ''
+    assert none.stderr == ('error: nothing to report: no job folder of table3, table6 under '
+                           f"{work / 'smoke'}\n")
+    assert not work.exists()
+    _write_job(work, 'smoke', load_table('table6').row('seg-t-mask-16'), 0, 'finished',
+               {SMOKE.first_val: 5.0})
+    some = harness_cli('report', '--table', 'table3', '--table', 'table6', *args)
+    assert some.returncode == 0, some.stderr
+    assert some.stderr == ('note: nothing to report for table3: no job folder under '
+                           f"{work / 'smoke' / 'table3'}\n")
+    assert (reports / 'smoke' / 'table3' / 'report.md').read_text() == earlier['table3']
+    assert (reports / 'smoke' / 'table6' / 'report.md').read_text() != earlier['table6']
+
+
+def test_an_evaluated_released_checkpoint_is_something_to_report(tmp_path):
+    from harness.cli.report import _has_jobs
+    from harness.core.layout import released_dir
+    row = TABLE3.row('seg-bd-16')
+    assert not _has_jobs(TABLE3, 'full', tmp_path)
+    released_dir(tmp_path, row.folder, row.id, True, 'a' * 64).mkdir(parents=True)
+    assert _has_jobs(TABLE3, 'full', tmp_path)  # the report's released column
+    assert not _has_jobs(TABLE3, 'smoke', tmp_path)  # smoke reports show none
+    job_dir(tmp_path, 'smoke', row.folder, row.id, 2).mkdir(parents=True)
+    assert _has_jobs(TABLE3, 'smoke', tmp_path)

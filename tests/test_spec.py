@@ -134,3 +134,43 @@ def test_display_names_keep_unicode(tmp_path):
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding='utf-8')
     table = load_table(path)
     assert table.title == title and table.rows[3].model == model
+
+
+@pytest.mark.parametrize('mutate, field, suggestion', [
+    (lambda data: data.update(titel='x'), 'titel', 'title'),
+    (lambda data: data['rows'][2].update(crop=512), 'crop', 'crop_size'),
+    (lambda data: data['rows'][2]['pretrained'].update(sha_256='0' * 64), 'pretrained.sha_256',
+     'sha256'),
+    (lambda data: data['rows'][2].update(speed={'seconds_per_iter': 0.5, 'gpus': 1,
+                                                'gpu': 'V100', 'source': 'x', 'gpu_s': 2}),
+     'speed.gpu_s', 'gpus'),
+    (lambda data: data['rows'][2]['paper'].update(V3=data['rows'][2]['paper']['v1']),
+     'paper.V3', 'v3'),
+    (lambda data: data['rows'][2]['paper']['v3'].update(mIoU=47.0), 'paper.v3.mIoU', 'miou'),
+    (lambda data: data['rows'][2]['matches'].update(reasons='x'), 'matches.reasons', 'reason'),
+    (lambda data: data['rows'][2]['references'].update(seed_rep={'miou': 1, 'source': 'x'}),
+     'references.seed_rep', 'seed_repo'),
+    (lambda data: data['rows'][2]['references'].update(
+        official_zoo={'miou': 1, 'source': 'x', 'sorce': 'y'}), 'references.official_zoo.sorce',
+     'source'),
+])
+def test_unknown_keys_are_refused_with_the_closest_known_one(tmp_path, mutate, field,
+                                                             suggestion):
+    """A key nothing reads (a typo of a known one) stops the load at every level of the spec,
+    where it would otherwise be ignored (``pretrained.sha_256``: the weights never checked)."""
+    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
+    mutate(data)
+    path = tmp_path / 'table3.yaml'
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(SpecError) as err:
+        load_table(path)
+    message = str(err.value)
+    assert '\n' not in message and message.startswith(f'{path}: ')
+    assert f"field '{field}': unknown key, did you mean '{suggestion}'?" in message, message
+    assert ("row 'seg-s-16'" in message) == (field != 'titel')
+
+
+def test_every_committed_spec_loads():
+    """Every spec in experiments/ holds only known keys (and passes every other check)."""
+    for path in sorted(EXPERIMENTS.glob('*.yaml')):
+        assert load_table(path).rows, path

@@ -48,6 +48,21 @@ def require_folders(root: Path, splits=tuple(ADE20K_COUNTS)) -> None:
                 raise DataError([missing_dataset(folder)])
 
 
+def require_files(root: Path, splits=tuple(ADE20K_COUNTS)) -> None:
+    """The folders of ``splits`` each hold a file of their kind (an image, an annotation): the
+    four folders there but empty would pass :func:`require_folders`, and the job would fail
+    seconds after its start. Fast: each folder is read up to its first such file."""
+    empty = [folder for split in splits
+             for folder, suffix in ((Path(root) / 'images' / split, '.jpg'),
+                                    (Path(root) / 'annotations' / split, '.png'))
+             if not any(p.suffix == suffix for p in folder.iterdir())]
+    if empty:
+        raise DataError([f"ADE20K folder{'s' if len(empty) > 1 else ''} without any file: "
+                         f"{', '.join(map(str, empty))} (unpack the dataset there with `make "
+                         'data ZIP=/path/to/ADEChallengeData2016.zip`, or point ADE20K_ROOT= '
+                         'at a complete copy; `make data` checks every file)'])
+
+
 def _pairs(root: Path, split: str, defects: list[str]) -> list[tuple[Path, Path]]:
     """(image, annotation) pairs of a split; unpaired files are added to ``defects``."""
     images_dir, labels_dir = root / 'images' / split, root / 'annotations' / split

@@ -75,6 +75,18 @@ def _scene(rng: np.random.Generator, styles,
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
+def check_root(root: Path) -> bool:
+    """Whether ``root`` holds a complete synthetic dataset; refuses a folder that holds
+    anything else (it is never written over). Writes nothing."""
+    root = Path(root)
+    if (root / COMPLETE_MARK).is_file():
+        return True
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f'{root} exists but is not a complete synthetic dataset '
+                              f'(no {COMPLETE_MARK}); move it away or pass another --data-root')
+    return False
+
+
 def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 'smoke') -> Path:
     """Return ``root``, generating the dataset first if it is not complete there; ``size``:
     ``smoke`` (images of 96-160 pixels, the default root ``DEFAULT_ROOT``) or ``ade20k``
@@ -83,11 +95,8 @@ def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 's
         raise ValueError(f"unknown synthetic size '{size}' (sizes: {', '.join(SIZES)})")
     sized = size == 'ade20k'
     root = Path(root or (ADE20K_SIZED_ROOT if sized else DEFAULT_ROOT))
-    if (root / COMPLETE_MARK).is_file():
+    if check_root(root):
         return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f'{root} exists but is not a complete synthetic dataset '
-                              f'(no {COMPLETE_MARK}); move it away or pass another --data-root')
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(root)
     shutil.rmtree(tmp, ignore_errors=True)

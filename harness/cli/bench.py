@@ -27,8 +27,9 @@ class BenchOptions(Options):
     compile: bool = option(False, help='torch.compile our model')
     tf32: bool = option(False, help='also time our fp32 step with TF32 matmuls (GPU)')
     profile: bool = option(False, help='add the top operators of one training step of ours')
-    rows: list[str] | None = option(None, parse=parse_rows, metavar='ROWS',
-                                    help="bench cases by row id (default: the device's cases; "
+    rows: list[str] | None = option(None, parse=parse_rows, metavar='ROWS', repeat=True,
+                                    help="bench cases by row id, comma-separated, repeatable "
+                                         "(default: the device's cases; "
                                          'seg-t-mask-16: a 64-pixel case that checks the bench '
                                          'end to end in seconds)')
     slide_batch: int = option(8, minimum=1, metavar='N', help='windows per forward')

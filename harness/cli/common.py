@@ -39,8 +39,9 @@ class Tables(Options):
     table: list[str] = option(
         help=f"table spec to use, repeatable ({', '.join(available_tables())}, or a spec's "
              'path)', repeat=True)
-    rows: list[str] | None = option(None, parse=parse_rows, metavar='ROWS',
-                                    help='comma-separated row ids (default: all rows)')
+    rows: list[str] | None = option(None, parse=parse_rows, metavar='ROWS', repeat=True,
+                                    help='comma-separated row ids, repeatable (default: all '
+                                         'rows)')
 
     def tables(self) -> list[tuple[Table, list[Row]]]:
         """The rows chosen of each table; with several tables ``--rows`` may name rows of any

@@ -29,7 +29,7 @@ def evaluate(options: EvaluateOptions) -> int:
     selected = options.tables()
     data_root = options.data_for(options.profile)
     if options.profile == 'full':  # the data only: the checkpoints replace the pretrained weights
-        preflight_full([], data_root)
+        preflight_full([], data_root, splits=('validation',))
     if not options.ours and not options.checkpoints.is_dir():
         raise StateError(f'no checkpoint folder {options.checkpoints} (convert the released '
                          'checkpoint.pth files into it with `python -m harness '

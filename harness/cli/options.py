@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             kwargs['type'] = meta['parse'] or _parser_of(field, default)
             if meta['repeat']:
-                kwargs['action'] = 'append'
+                kwargs['action'] = _Gather
         if meta['positional']:
             kwargs.pop('dest')
             parser.add_argument(field.name, **kwargs)
@@ -83,6 +83,19 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs['default'] = default
         names = [flag_of(field)] + ([meta['short']] if meta['short'] else [])
         parser.add_argument(*names, **kwargs)
+
+
+class _Gather(argparse.Action):
+    """A repeatable flag: each use adds its value (a list its parser returned: every item),
+    each once, in the order given; ``--rows a --rows b`` is ``a,b``, never ``b`` alone."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        gathered = [] if current is None or current is self.default else list(current)
+        for value in values if isinstance(values, list) else [values]:
+            if value not in gathered:
+                gathered.append(value)
+        setattr(namespace, self.dest, gathered)
 
 
 def _help(meta, default) -> str:

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
-from ..core.spec import PAPER_VERSIONS
+from ..core.layout import released_dirs, seed_dirs
+from ..core.spec import PAPER_VERSIONS, Table
 from .common import Jobs, Reports
-from .options import Command, option
+from .options import Command, OptionError, option
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -22,9 +25,31 @@ class ReportOptions(Reports, Jobs):
                                       'misses only when its size and time are kept)')
 
 
+def _has_jobs(table: Table, profile: str, work_root: Path) -> bool:
+    """Whether any row of ``table`` has a job folder to report: a seed of ours, or (full
+    profile) an evaluation of its released checkpoint."""
+    def released(row):
+        return profile == 'full' and any(released_dirs(work_root, row.folder, row.id, scale)
+                                         for scale in (False, True))
+    return any(seed_dirs(work_root, profile, row.folder, row.id) or released(row)
+               for row in table.rows)
+
+
 def report(options: ReportOptions) -> int:
+    """Each table's report, from its job folders; a table without any leaves its report as it
+    is (an empty one would replace it), and none with any is an error."""
     from ..results.report import build_report
-    for table, _ in options.tables():
+    tables = [table for table, _ in options.tables()]
+    where = options.work_root / options.profile
+    found = [_has_jobs(t, options.profile, options.work_root) for t in tables]
+    if not any(found):
+        raise OptionError(f"nothing to report: no job folder of "
+                          f"{', '.join(t.name for t in tables)} under {where}")
+    for table, has_jobs in zip(tables, found):
+        if not has_jobs:
+            print(f'note: nothing to report for {table.name}: no job folder under '
+                  f'{where / table.folder}', file=sys.stderr)
+            continue
         out = build_report(table, options.profile, options.work_root, options.reports,
                            options.paper_version, options.tolerance, wandb=options.wandb_report,
                            verify=options.verify)

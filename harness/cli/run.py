@@ -27,12 +27,16 @@ def run(options: RunOptions) -> int:
     selected = options.tables()
     data_root = options.data_for(options.profile)
     all_rows = [r for _, rows in selected for r in rows]
-    if options.profile == 'full':  # the cheap checks first
+    # every check first, the cheap ones first; nothing is written before all have passed
+    if options.profile == 'full':
         preflight_full(all_rows, data_root, options.weights_root)
+    else:
+        from ..assets.synthetic import check_root, ensure_dataset
+        if not check_root(data_root):  # to be generated there
+            check_writable(data_root, 'the data root')
     check_configs(all_rows, options.profile, options.processes, options.weights_root)
     check_writable(options.work_root)
     if options.profile == 'smoke':
-        from ..assets.synthetic import ensure_dataset
         ensure_dataset(data_root)
     failed = 0
     for table, rows in selected:

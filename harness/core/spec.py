@@ -5,6 +5,7 @@ A malformed spec raises :class:`SpecError` with one line naming the file, the ro
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import re
 from pathlib import Path
@@ -21,6 +22,16 @@ PAPER_VERSIONS = ('v1', 'v3')
 CONFIDENCES = ('read', 'summary', 'inferred')
 DECODERS = ('linear', 'mask')
 REFERENCE_KINDS = ('seed_repo', 'official_zoo', 'mmseg_zoo')
+# The keys each mapping of a spec may hold: any other is refused on load (a typo such as
+# `sha_256` would otherwise leave the weights silently unchecked)
+TABLE_KEYS = ('table', 'title', 'rows')
+ROW_KEYS = ('id', 'paper_row', 'model', 'backbone', 'pretrained', 'speed', 'patch_size',
+            'decoder', 'crop_size', 'config', 'paper', 'matches', 'seed_curves', 'references')
+PRETRAINED_KEYS = ('id', 'file', 'url', 'sha256')
+SPEED_KEYS = ('seconds_per_iter', 'gpus', 'gpu', 'source')
+PAPER_VALUE_KEYS = ('miou', 'source', 'confidence')
+MATCHES_KEYS = ('version', 'reason')
+REFERENCE_KEYS = ('miou', 'source')
 
 
 # Table names and row ids become folder names, W&B run ids and names, and shell and --rows
@@ -152,13 +163,20 @@ def available_tables() -> list[str]:
 
 
 class _Fields:
-    """Typed access to one mapping of a spec; every failure names file, row and field."""
+    """Typed access to one mapping of a spec; every failure names file, row and field. With
+    ``keys``, a key not among them is refused, the closest known one suggested."""
 
-    def __init__(self, data: Any, where: str, prefix: str = ''):
+    def __init__(self, data: Any, where: str, prefix: str = '', keys: tuple[str, ...] = ()):
         self.where, self.prefix = where, prefix
         if not isinstance(data, dict):
             self.fail('', f'expected a mapping, got {type(data).__name__}')
         self.data = data
+        for key in data if keys else ():
+            if key not in keys:
+                lower = {k.lower(): k for k in keys}  # `mIoU` is close to `miou`
+                close = difflib.get_close_matches(str(key).lower(), lower, n=1, cutoff=0.5)
+                self.fail(str(key), f"unknown key, did you mean '{lower[close[0]]}'?" if close
+                          else f"unknown key, expected one of {', '.join(keys)}")
 
     def fail(self, field: str, why: str):
         name = f'{self.prefix}{field}' or self.prefix.rstrip('.') or '<row>'
@@ -179,10 +197,10 @@ class _Fields:
             self.fail(field, f"expected one of {', '.join(map(str, choices))}, got {value!r}")
         return value
 
-    def sub(self, field: str) -> '_Fields':
+    def sub(self, field: str, keys: tuple[str, ...] = ()) -> '_Fields':
         if field not in self.data:
             self.fail(field, 'missing')
-        return _Fields(self.data[field], self.where, f'{self.prefix}{field}.')
+        return _Fields(self.data[field], self.where, f'{self.prefix}{field}.', keys)
 
 
 def _miou(fields: _Fields, optional: bool) -> float | None:
@@ -193,10 +211,11 @@ def _miou(fields: _Fields, optional: bool) -> float | None:
 
 
 def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None) -> Row:
-    f = _Fields(data, where)
+    f = _Fields(data, where, keys=ROW_KEYS)
     paper = {}
+    papers = f.sub('paper', PAPER_VERSIONS)
     for version in PAPER_VERSIONS:
-        pf = f.sub('paper').sub(version)
+        pf = papers.sub(version, PAPER_VALUE_KEYS)
         miou = _miou(pf, optional=True)
         source = pf.get('source', str, optional=True)
         confidence = pf.get('confidence', str, optional=True, choices=CONFIDENCES)
@@ -204,13 +223,11 @@ def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None)
             pf.fail('miou', 'a value needs a source and a confidence; an unknown value has neither')
         paper[version] = PaperValue(miou, source, confidence)
     references = {}
-    rf = f.sub('references')
+    rf = f.sub('references', REFERENCE_KINDS)
     for kind in rf.data:
-        if kind not in REFERENCE_KINDS:
-            rf.fail(kind, f"unknown reference, expected one of {', '.join(REFERENCE_KINDS)}")
-        kf = rf.sub(kind)
+        kf = rf.sub(kind, REFERENCE_KEYS)
         references[kind] = Reference(_miou(kf, optional=False), kf.get('source', str))
-    pretrained = f.sub('pretrained')
+    pretrained = f.sub('pretrained', PRETRAINED_KEYS)
     url = pretrained.get('url', str, optional=True) if 'url' in pretrained.data else None
     if url is not None and not url.startswith(('https://', 'http://')):
         pretrained.fail('url', f'expected an http(s) URL, got {url!r}')
@@ -220,7 +237,7 @@ def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None)
         pretrained.fail('sha256', f'expected 64 lowercase hex digits or null, got {sha256!r}')
     speed = None
     if f.data.get('speed') is not None:
-        sf = f.sub('speed')
+        sf = f.sub('speed', SPEED_KEYS)
         speed = Speed(float(sf.get('seconds_per_iter', (int, float))), sf.get('gpus', int),
                       sf.get('gpu', str), sf.get('source', str))
         if speed.seconds_per_iter <= 0 or speed.gpus < 1:
@@ -229,7 +246,7 @@ def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None)
                               if 'seed_curves' in f.data else None)
     if seed_curves and not (SEED_LOGS / f'{seed_curves}_eval.csv').is_file():
         f.fail('seed_curves', f'no {seed_curves}_eval.csv in experiments/reference/seed_logs')
-    mf = f.sub('matches')
+    mf = f.sub('matches', MATCHES_KEYS)
     matches = mf.get('version', str, choices=PAPER_VERSIONS)
     matches_reason = mf.get('reason', str)
     config = f.get('config', str)
@@ -272,7 +289,7 @@ def load_table(name_or_path: str | Path) -> Table:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise SpecError(f'{shown}: cannot read spec: {str(err).splitlines()[0]}') from None
-    top = _Fields(data, str(shown))
+    top = _Fields(data, str(shown), keys=TABLE_KEYS)
     name = _identifier(top, 'table', top.get('table', str))
     rows_data = top.get('rows', list)
     rows, seen = [], set()

@@ -1,10 +1,11 @@
 """Checks before any job starts: a failure here is one line, and no job has run yet."""
 from __future__ import annotations
 
+import errno
 import tempfile
 from pathlib import Path
 
-from ..assets.data import DataError, require_folders
+from ..assets.data import DataError, require_files, require_folders
 from ..core.errors import HarnessError
 from ..core.layout import REPO_ROOT
 from ..core.spec import Row
@@ -14,10 +15,13 @@ class PreflightError(HarnessError):
     """Something the jobs need is missing; the message is one line."""
 
 
-def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_ROOT) -> None:
-    """Check the data and every row's weights before any full job starts training."""
+def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_ROOT,
+                   splits: tuple[str, ...] = ('training', 'validation')) -> None:
+    """Check the data and every row's weights before any full job starts training: the four
+    ADE20K folders there, and those of the ``splits`` the jobs read not empty."""
     try:
         require_folders(data_root)
+        require_files(data_root, splits)
     except DataError as err:  # the same helpful line as `check-data`, whichever runs first
         raise PreflightError(str(err)) from None
     for row in rows:
@@ -64,12 +68,18 @@ def check_configs(rows: list[Row], profile: str, gpus: int = 1,
                               model.backbone.state_dict())
 
 
-def check_writable(folder: Path) -> None:
-    """The work root takes job folders: refuse before any job starts when it cannot."""
+def check_writable(folder: Path, what: str = 'the work dir') -> None:
+    """Refuse before any job starts when ``folder`` cannot take files. Nothing is created:
+    where the folder is not there yet, the nearest folder above it that is must be writable
+    (the launch creates the rest), so a command refused by a later check leaves no trace."""
+    existing = Path(folder).absolute()
+    while not existing.exists():  # the root always exists
+        existing = existing.parent
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f'{existing} is not a folder')
+        with tempfile.TemporaryFile(dir=existing):  # O_TMPFILE where it can: never named
             pass
     except OSError as err:
-        raise PreflightError(f'cannot write to the work dir {folder}: '
+        raise PreflightError(f'cannot write to {what} {folder}: '
                              f'{err.strerror or err}') from None
