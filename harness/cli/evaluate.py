@@ -37,7 +37,7 @@ def evaluate(options: EvaluateOptions) -> int:
     common = dict(profile=options.profile, data_root=data_root, gpus=options.processes,
                   wandb_project=options.wandb_project, multi_scale=options.multi_scale,
                   workers=options.workers, accept_drift=options.accept_drift)
-    failed = 0
+    failed, reports_missed = 0, []
     for table, rows in selected:
         if options.ours:
             targets, refused = evaluate_ours_targets(rows, options.seeds, options.work_root,
@@ -46,8 +46,11 @@ def evaluate(options: EvaluateOptions) -> int:
             targets, refused = evaluate_released_targets(rows, options.work_root,
                                                          options.checkpoints, **common)
         failed += refused + launcher.run(targets)
-        options.report_after(table)
-    return 1 if failed else 0
+        if not options.report_after(table):  # one line; the next table still runs
+            reports_missed.append(table.name)
+    for line in options.closing_advice(launcher, reports_missed):
+        print(line)
+    return 1 if failed or reports_missed else 0
 
 
 COMMAND = Command('evaluate', "evaluate the authors' released checkpoints (converted, "

@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import sys
 
-from ..core.layout import DEFAULT_WORK_ROOT
+from ..core.layout import DEFAULT_WORK_ROOT, STATE_FILE
 from .common import DataRoot, Gpus, Jobs, Launcher, Reports, Tracking
 from .options import OptionError, option
 
@@ -110,9 +111,48 @@ class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
             constraint=self.constraint, mem=self.mem, exclusive=self.exclusive,
             wait=self.wait, poll_s=self.poll_interval), status_hint=hint)
 
-    def report_after(self, table) -> None:
-        if self.report:
-            from ..results.report import build_report
+    def report_after(self, table) -> bool:
+        """Rebuild ``table``'s report (unless ``--no-report``); False when it could not be
+        built: one line says why, and the next table still runs."""
+        if not self.report:
+            return True
+        from ..core.errors import HarnessError
+        from ..results.report import build_report
+        try:
             out = build_report(table, self.profile, self.work_root, self.reports,
                                wandb=self.wandb_report)
-            print(f'report: {out / "report.md"}')
+        except (HarnessError, OSError) as err:  # a full disk: the next table's jobs may fit
+            from . import os_error_line
+            why = os_error_line(err) if isinstance(err, OSError) else err
+            print(f'error: report of {table.name} not built: {why}', file=sys.stderr,
+                  flush=True)
+            return False
+        print(f'report: {out / "report.md"}', flush=True)
+        return True
+
+    def closing_advice(self, launcher, reports_missed: list[str]) -> list[str]:
+        """What to do about the jobs that did not finish and the reports not built, by
+        reason: a re-run of the same command helps only some of them."""
+        from ..launch.launchers import DRIFT, FAILED, RUNNING, UNREADABLE, WAITING
+        tables = ' '.join(f'--table {t}' for t in self.table)
+        root = '' if self.work_root == DEFAULT_WORK_ROOT else f' --work-root {self.work_root}'
+        status = f'`python -m harness status {tables} --profile {self.profile}{root}`'
+        said = {
+            FAILED: 'failed or stopped: once what their error lines name is fixed, the same '
+                    'command resumes them from their last checkpoint',
+            DRIFT: 'refused to resume: the checkout builds them differently from what they '
+                   'started with (their error lines say what differs); add --accept-drift to '
+                   'go on with what they started with, or give another --work-root to start '
+                   'them afresh',
+            RUNNING: f'running in another process (host and pid above): wait until they end '
+                     f'({status} follows them); the same command then skips or resumes them',
+            UNREADABLE: f'have a {STATE_FILE} that does not parse: repair it, or move it '
+                        'aside to resume the job from its checkpoints',
+            WAITING: f'are still queued or running in SLURM: {status} follows them',
+        }
+        lines = [f'{n} job(s) {said[reason]}.' for reason, n in launcher.unfinished.items()
+                 if n]
+        if reports_missed:
+            lines.append(f"report(s) of {', '.join(reports_missed)} not built (the error line "
+                         'says why): `python -m harness report` builds them once it is fixed.')
+        return lines

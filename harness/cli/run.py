@@ -38,17 +38,18 @@ def run(options: RunOptions) -> int:
     check_writable(options.work_root)
     if options.profile == 'smoke':
         ensure_dataset(data_root)
-    failed = 0
+    failed, reports_missed = 0, []
     for table, rows in selected:
         failed += launcher.run(train_targets(
             rows, options.seeds, options.work_root, profile=options.profile,
             data_root=data_root, gpus=options.processes, weights_root=options.weights_root,
             wandb_project=options.wandb_project, amp=options.amp, max_iters=options.max_iters,
             workers=options.workers, accept_drift=options.accept_drift))
-        options.report_after(table)
-    if failed:
-        print(f'{failed} job(s) did not finish; re-run the same command to retry/resume them.')
-    return 1 if failed else 0
+        if not options.report_after(table):  # one line; the next table still runs
+            reports_missed.append(table.name)
+    for line in options.closing_advice(launcher, reports_missed):
+        print(line)
+    return 1 if failed or reports_missed else 0
 
 
 COMMAND = Command('run', 'train and evaluate rows x seeds (skips finished jobs, resumes '

@@ -36,3 +36,8 @@ class LaunchError(HarnessError):
 
 class StateError(HarnessError):
     """A job folder or output whose state forbids the step (an existing file, a lock)."""
+
+
+class DriftError(StateError):
+    """A restart refused: the checkout builds the job's recipe, code or inputs differently
+    from what the job started with (``--accept-drift`` goes on with what it started with)."""

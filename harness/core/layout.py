@@ -113,6 +113,22 @@ def checkpoint_name(iteration: int) -> str:
     return f'iter_{iteration}.pth'
 
 
+def checkpoint_iteration(path: Path) -> int | None:
+    """N of a checkpoint named ``iter_<N>.pth``, else None."""
+    name = Path(path).name
+    digits = name[len('iter_'):-len('.pth')]
+    if name.startswith('iter_') and name.endswith('.pth') and digits.isdigit():
+        return int(digits)
+    return None
+
+
+def own_checkpoints(work_dir: Path) -> list[Path]:
+    """The job folder's own checkpoints, newest first (a restart resumes from the newest
+    intact one: :func:`harness.launch.record.resume_point`)."""
+    found = (p for p in Path(work_dir).glob('iter_*.pth') if checkpoint_iteration(p) is not None)
+    return sorted(found, key=checkpoint_iteration, reverse=True)
+
+
 def latest_checkpoint(work_dir: Path) -> Path | None:
     """The checkpoint mmengine would resume from, or None before the first one."""
     pointer = Path(work_dir) / POINTER

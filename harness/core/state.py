@@ -89,6 +89,8 @@ def write_state(work_dir: Path, **fields) -> dict:
 # iterations as a line starting with PROGRESS_PREFIX, which the local launcher shows.
 PROGRESS_PREFIX = 'progress: '
 NOTICE_PREFIX = 'notice: '  # a line the launcher shows too: something the user should know
+# the line a job prints when it cannot record why it failed (a full disk): the launcher does
+FAILURE_PREFIX = 'job failed: '
 
 
 def progress_text(progress: dict, now: float | None = None, left: bool = True) -> str:

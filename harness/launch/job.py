@@ -20,9 +20,10 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..core.layout import CONFIG_FILE, LOCK_FILE, REPO_ROOT
-from ..core.errors import StateError
-from ..core.state import UNREADABLE, read_state, write_state
+from ..core.atomic import remove_stale
+from ..core.layout import CHECKPOINT_STAGING, CONFIG_FILE, LOCK_FILE, REPO_ROOT
+from ..core.errors import DriftError, StateError
+from ..core.state import FAILURE_PREFIX, UNREADABLE, read_state, write_state
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: the job is running in another process
 
@@ -57,6 +58,10 @@ def slurm_job_id() -> str:
 
 def error_summary(err: BaseException) -> str:
     """One line for the job's state: the line of the message that names the problem."""
+    if isinstance(err, OSError) and err.filename2 is not None and err.strerror:
+        # a copy or move (W&B's media into the run folder): where it was going is the place
+        # that failed; the source (a temporary file elsewhere) only hides it
+        err = type(err)(err.errno, err.strerror, err.filename2)
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     named = [line for line in lines if 'Unsupported global' in line]  # torch's safe loader
     if isinstance(err, KeyboardInterrupt):
@@ -67,6 +72,20 @@ def error_summary(err: BaseException) -> str:
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ''
+
+
+def _unrecorded(error: str, why: BaseException) -> None:
+    """Say why the job failed where its launcher finds it, when its state cannot say it (a
+    full disk): later output (W&B's goodbye, logging's own errors) must not bury it."""
+    print(f'the job state could not be recorded: {why}', file=sys.stderr)
+    print(f'{FAILURE_PREFIX}{error}', file=sys.stderr, flush=True)
+
+
+def failure_line(text: str) -> str:
+    """What a job that could not record its end said about it: its own failure line, else the
+    last line of its output."""
+    said = [line.strip() for line in text.splitlines() if line.startswith(FAILURE_PREFIX)]
+    return said[-1][len(FAILURE_PREFIX):][:300] if said else last_line(text)
 
 
 def _on_stop_signal(signum, frame):
@@ -117,6 +136,11 @@ def main(argv=None) -> int:
             print(f"error: {request.name} is already running "
                   f"(host {holder.get('host')}, pid {holder.get('pid')})", file=sys.stderr)
             return EXIT_LOCKED
+        # the owner now: temporary files of processes that are gone (a save cut short by a
+        # kill) are never finished by anyone
+        remove_stale(work_dir)
+        if (work_dir / CHECKPOINT_STAGING).is_dir():
+            remove_stale(work_dir / CHECKPOINT_STAGING)
     state = read_state(work_dir)
     if state.get('status') == UNREADABLE:  # never written over: it is all the job's record
         if rank == 0:
@@ -127,10 +151,14 @@ def main(argv=None) -> int:
     run_id = (state.get('wandb_run_id')  # one W&B run per job, across restarts
               or f'{row.table}-{row.id}-s{request.seed}-{secrets.token_hex(3)}')
     slurm = {'slurm_job_id': slurm_job_id()} if 'SLURM_JOB_ID' in os.environ else {}
-    record(work_dir, table=row.table, row=row.id, profile=request.profile,
-           seed=request.seed, status='running', host=socket.gethostname(), pid=os.getpid(),
-           started=time.time(), wandb_run_id=run_id, starts=state.get('starts', 0) + 1,
-           error=None, **slurm)
+    try:
+        record(work_dir, table=row.table, row=row.id, profile=request.profile,
+               seed=request.seed, status='running', host=socket.gethostname(), pid=os.getpid(),
+               started=time.time(), wandb_run_id=run_id, starts=state.get('starts', 0) + 1,
+               error=None, refused=None, **slurm)
+    except (OSError, StateError) as unrecorded:  # a full disk: the launcher records it
+        _unrecorded(error_summary(unrecorded), unrecorded)
+        return 1
     try:
         _init_distributed()
         from mmengine.runner import Runner
@@ -189,13 +217,19 @@ def main(argv=None) -> int:
     except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
         error = error_summary(err)
         failed = isinstance(err, Exception)  # not Ctrl-C / SystemExit: those resume next time
+        # a restart refused for drift: the launcher's advice is --accept-drift, not a re-run
+        refused = {'refused': 'drift'} if isinstance(err, DriftError) else {}
         try:
             record(work_dir, status='failed' if failed else 'interrupted', error=error,
-                   finished=time.time())
-        except (OSError, StateError) as unrecorded:  # a full disk: the launcher records it
-            print(f'the job state could not be recorded: {unrecorded}', file=sys.stderr)
+                   finished=time.time(), **refused)
+            unrecorded = None
+        except (OSError, StateError) as not_written:  # a full disk: the launcher records it
+            unrecorded = not_written
         if failed:  # its last line says why the job failed
             traceback.print_exc()
+        if unrecorded is not None:  # said after the traceback: the launcher keeps the last lines
+            _unrecorded(error, unrecorded)
+        if failed:
             return 1
         raise
     try:
@@ -207,7 +241,10 @@ def main(argv=None) -> int:
     except (OSError, StateError) as err:
         error = f'the result record could not be written: {err}'
         print(error, file=sys.stderr)
-        record(work_dir, status='failed', error=error[:300], finished=time.time())
+        try:
+            record(work_dir, status='failed', error=error[:300], finished=time.time())
+        except (OSError, StateError) as unrecorded:
+            _unrecorded(error[:300], unrecorded)
         return 1
     record(work_dir, status='finished', finished=time.time(),
            **({'metrics': metrics} if request.kind == 'evaluate' else {}))

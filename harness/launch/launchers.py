@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import signal
 import subprocess
 import sys
 import threading
@@ -28,10 +29,12 @@ from ..core.layout import (
     REPO_ROOT,
     REQUEST_FILE,
     latest_checkpoint,
+    own_checkpoints,
     slurm_log,
 )
 from ..core.request import JobRequest
 from ..core.state import (
+    FAILURE_PREFIX,
     NOTICE_PREFIX,
     PROGRESS_PREFIX,
     UNREADABLE,
@@ -40,7 +43,7 @@ from ..core.state import (
     read_state,
     write_state,
 )
-from .job import EXIT_LOCKED, job_command, job_env, last_line
+from .job import EXIT_LOCKED, failure_line, job_command, job_env
 
 SHOWN = (PROGRESS_PREFIX.encode(), NOTICE_PREFIX.encode())  # job output lines shown here
 
@@ -71,12 +74,37 @@ def _held_elsewhere(work_dir: Path) -> bool:
     return False
 
 
+def resumable_from(work_dir: Path) -> Path | None:
+    """The checkpoint a restart of the job will resume from: the newest of its folder (the
+    job's own rule, :func:`harness.launch.record.resume_point`, without hashing: a damaged one
+    is passed over there, with a line), else the one the pointer names."""
+    own = own_checkpoints(work_dir)
+    if own:
+        return own[0]
+    pointed = latest_checkpoint(work_dir)
+    return pointed if pointed is not None and pointed.is_file() else None
+
+
 def _resume_note(work_dir: Path) -> str:
-    """What a restarted job continues from (mmengine resumes from the checkpoint pointer)."""
-    checkpoint = latest_checkpoint(work_dir)
+    """What a restarted job continues from."""
+    checkpoint = resumable_from(work_dir)
     if checkpoint is not None:
         return f' (resuming from {checkpoint.name})'
     return ' (restarting: no checkpoint yet)' if read_state(work_dir) else ''
+
+
+def killed_error(rc: int, work_dir: Path) -> str:
+    """What a job killed by a signal (a negative exit code) could not record itself."""
+    try:
+        name = f' ({signal.Signals(-rc).name})'
+    except ValueError:
+        name = ''
+    progress = read_state(work_dir).get('progress') or {}
+    reached = f" after iteration {progress['iter']}" if progress.get('iter') else ''
+    checkpoint = resumable_from(work_dir)
+    then = (f'resumable from {checkpoint.name}' if checkpoint is not None
+            else 'no checkpoint yet: a restart begins again')
+    return f'killed by signal {-rc}{name}{reached}; {then}'
 
 
 def report_end(target: Target, rc: int, took: float, log: Path | None = None,
@@ -103,8 +131,14 @@ def report_end(target: Target, rc: int, took: float, log: Path | None = None,
     unrecorded = state.get('status') in ('running', 'queued') or (
         output is not None and state.get('updated', 0) < output.started)
     if unrecorded:  # died before it could record anything (a kill, a full disk)
-        said = last_line(output.tail() if output else '') or last_line(log_tail(work_dir))
-        error = said or f'exit code {rc}'
+        if rc < 0:  # a signal no handler saw (SIGKILL: the kernel's OOM killer, kill -9)
+            error = killed_error(rc, work_dir)
+        else:
+            said = failure_line(output.tail() if output else '') or \
+                failure_line(log_tail(work_dir))
+            if output is not None and output.failure:  # however much followed it
+                said = output.failure
+            error = said or f'exit code {rc}'
         try:
             state = write_state(work_dir, status='failed', error=error)
         except (OSError, StateError) as err:  # the line below is then all there is
@@ -117,8 +151,27 @@ def report_end(target: Target, rc: int, took: float, log: Path | None = None,
     return False
 
 
+# why a job did not finish, as the command's closing advice groups them
+FAILED, DRIFT, RUNNING, UNREADABLE, WAITING = 'failed', 'drift', 'running', 'unreadable', \
+    'waiting'
+
+
+def unfinished_reason(rc: int, work_dir: Path) -> str:
+    """Why a job that did not finish did not (its exit code and the state it left)."""
+    if rc == EXIT_LOCKED:
+        return RUNNING
+    state = read_state(work_dir)
+    if state.get('refused') == 'drift':
+        return DRIFT
+    return UNREADABLE if state.get('status') == UNREADABLE else FAILED
+
+
+@dataclasses.dataclass
 class Launcher:
-    """Runs job targets; ``run`` returns how many did not finish (or were not submitted)."""
+    """Runs job targets; ``run`` returns how many did not finish (or were not submitted), and
+    ``unfinished`` counts them by reason (``FAILED``, ``DRIFT``, ...) over every call."""
+    unfinished: collections.Counter = dataclasses.field(default_factory=collections.Counter,
+                                                        init=False, repr=False)
 
     def run(self, targets: list[Target]) -> int:
         ready, failed = [], 0
@@ -128,11 +181,13 @@ class Launcher:
                 print(f'{target.tag}: finished before, skipped', flush=True)
             elif state.get('status') == UNREADABLE:  # never written over: it is all we have
                 failed += 1
+                self.unfinished[UNREADABLE] += 1
                 print(f"error: {target.request.name}: {state['error']}; not launched (repair "
                       'the file, or move it aside to resume the job from its checkpoints)',
                       file=sys.stderr, flush=True)
             elif _held_elsewhere(target.work_dir) and not self.follows(state):
                 failed += 1
+                self.unfinished[RUNNING] += 1
                 print(f"{target.tag}: already running (host {state.get('host')}, pid "
                       f"{state.get('pid')}), skipped", flush=True)
             else:
@@ -143,6 +198,7 @@ class Launcher:
                         target.request.write(tmp)
                 except OSError as err:  # a full disk: the next rows may still fit
                     failed += 1
+                    self.unfinished[FAILED] += 1
                     print(f'error: {target.request.name}: cannot write '
                           f'{err.filename or request_file}: {err.strerror or err}; not launched',
                           file=sys.stderr, flush=True)
@@ -176,7 +232,9 @@ class LocalLauncher(Launcher):
             rc, output = self._run_one(job_command(target.work_dir / REQUEST_FILE,
                                                    self.processes),
                                        target.work_dir, job_env(request), target.tag)
-            failed += not report_end(target, rc, time.monotonic() - start, output=output)
+            if not report_end(target, rc, time.monotonic() - start, output=output):
+                failed += 1
+                self.unfinished[unfinished_reason(rc, target.work_dir)] += 1
         return failed
 
     def _run_one(self, cmd: list[str], work_dir: Path, env: dict, tag: str):
@@ -226,6 +284,7 @@ class JobOutput:
         self.log_error: str | None = None  # why the log is incomplete
         self.started = time.time()
         self._tail = collections.deque(maxlen=self.TAIL_LINES)
+        self.failure: str | None = None  # the job's own line on why it failed, when it said one
 
     def tail(self) -> str:
         return b''.join(self._tail).decode(errors='replace')
@@ -234,6 +293,8 @@ class JobOutput:
         log = self._open()
         for chunk in iter(stream.readline, b''):
             self._tail.append(chunk)
+            if chunk.startswith(FAILURE_PREFIX.encode()):
+                self.failure = failure_line(chunk.decode(errors='replace'))
             if log is not None:
                 try:
                     log.write(chunk)
@@ -280,6 +341,7 @@ class SlurmLauncher(Launcher):
         queued, targets = self._in_queue(targets)
         submitted = slurm.submit(targets, self.options, job_env) if targets else []
         failed = len(targets) - len(submitted)
+        self.unfinished[FAILED] += failed
         if not self.options.wait:
             print(f'{len(submitted)} SLURM job(s) submitted{self.status_hint}', flush=True)
             return failed
@@ -290,8 +352,11 @@ class SlurmLauncher(Launcher):
                 continue
             state = read_state(target.work_dir)
             rc = 0 if state.get('status') == 'finished' else 1
-            failed += not report_end(target, rc, took[target.work_dir],
-                                     log=slurm_log(state.get('slurm_logs', ''), job_id))
+            if not report_end(target, rc, took[target.work_dir],
+                              log=slurm_log(state.get('slurm_logs', ''), job_id)):
+                failed += 1
+                self.unfinished[unfinished_reason(rc, target.work_dir)] += 1
+        self.unfinished[WAITING] += len(left)
         return failed + len(left)
 
     def follows(self, state: dict) -> bool:

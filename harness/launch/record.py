@@ -6,15 +6,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import socket
 import time
 from pathlib import Path
 
 from ..core.atomic import atomic_write
-from ..core.errors import StateError
+from ..core.errors import DriftError, StateError
 from ..core.hashing import sha256_file
-from ..core.layout import FROZEN_CONFIG, POINTER, RECIPE_FILE
+from ..core.layout import (
+    FROZEN_CONFIG,
+    POINTER,
+    RECIPE_FILE,
+    checkpoint_iteration,
+    own_checkpoints,
+)
 from ..core.request import JobRequest
 from ..core.sources import recipe_sources
 from ..core.state import NOTICE_PREFIX, read_recipe, read_state
@@ -113,7 +118,7 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
             f'config {_shown(keys)}' if keys else '',
             f'code {_shown(code_changed)}' if code_changed else '',
             f'inputs {_shown(inputs_changed)}' if inputs_changed else '') if part)
-        raise StateError(
+        raise DriftError(
             f'{request.name}: this start is not what the job started with ({what} differ); '
             'resume it with what it started with (--accept-drift) or start it afresh in '
             'another work root')
@@ -132,19 +137,13 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
     return cfg, frozen, drift
 
 
-def _iteration(path: Path) -> int | None:
-    found = re.fullmatch(r'iter_(\d+)\.pth', path.name)
-    return int(found.group(1)) if found else None
-
-
 def resume_point(work_dir: Path, log=print) -> Path | None:
     """The checkpoint a restart resumes from: the newest in the job folder whose SHA-256 is the
     one recorded when it was saved (one line for each damaged one passed over); without any,
     the one the pointer names (a rehearsal points at another folder's)."""
     work_dir = Path(work_dir)
     recorded = read_state(work_dir).get('checkpoints') or {}
-    own = sorted((p for p in work_dir.glob('iter_*.pth') if _iteration(p) is not None),
-                 key=_iteration, reverse=True)
+    own = own_checkpoints(work_dir)
     for path in own:
         expected = (recorded.get(path.name) or {}).get('sha256')
         if expected is None or sha256_file(path, cache=None) == expected:
@@ -176,7 +175,7 @@ def start_entry(resumed_from: Path | None, fingerprint: str, drift: list[str],
     return {'time': time.time(), 'host': socket.gethostname(), 'pid': os.getpid(),
             'git': git_state(), 'versions': package_versions(), 'hardware': hardware(),
             'slurm': _slurm() or None,
-            'resumed_from': _iteration(resumed_from) if resumed_from else None,
+            'resumed_from': checkpoint_iteration(resumed_from) if resumed_from else None,
             'recipe': fingerprint, 'code': code, 'drift': drift or None}
 
 

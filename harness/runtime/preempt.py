@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from mmengine.dist import all_reduce, get_world_size, is_main_process
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmseg.registry import HOOKS
 
 from ..core.atomic import atomic_write
@@ -58,6 +58,22 @@ def _rng_state() -> dict:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _save_stop_checkpoint(runner, iteration: int, filename: str) -> None:
+    """Save the checkpoint of a stop as the checkpoint hook saves its periodic ones (a
+    temporary name and a rename, the pointer likewise), counted among the ``max_keep_ckpts``
+    it keeps: a job stopped again and again keeps no more checkpoints than one never stopped."""
+    hook = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+    if hook is not None and not hook.by_epoch:
+        # the hook's own save: it drops the oldest kept checkpoint and notes this one
+        hook._save_checkpoint_with_step(runner, iteration,
+                                        dict(epoch=runner.epoch, iter=iteration))
+    elif is_main_process():
+        runner.save_checkpoint(runner.work_dir, filename, save_optimizer=True,
+                               save_param_scheduler=True, by_epoch=False,
+                               backend_args=dict(backend='atomic_local'))
+        atomic_write(Path(runner.work_dir, POINTER), filename)
 
 
 @HOOKS.register_module()
@@ -102,12 +118,8 @@ class PreemptionHook(Hook):
         iteration = runner.iter + 1  # the loop counts this iteration after the hooks
         filename = checkpoint_name(iteration)
         path = Path(runner.work_dir) / filename
-        if is_main_process() and not path.is_file():  # the CheckpointHook may have saved it
-            # written to a temporary name and renamed, like the periodic checkpoints
-            runner.save_checkpoint(runner.work_dir, filename, save_optimizer=True,
-                                   save_param_scheduler=True, by_epoch=False,
-                                   backend_args=dict(backend='atomic_local'))
-            atomic_write(Path(runner.work_dir, POINTER), path.name)
+        if not path.is_file():  # the CheckpointHook may have saved it
+            _save_stop_checkpoint(runner, iteration, filename)
         runner.logger.info(f'Stop signal: saved {filename}, stopping')
         _state['armed'] = False
         raise Stopped(signum, iteration, filename)

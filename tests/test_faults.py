@@ -1,0 +1,248 @@
+"""Faults that stop nothing else, leave nothing behind, and are named by their real cause: a
+full disk under two tables, a job killed by SIGKILL (and a save cut short by one), stops by
+SIGTERM under ``max_keep_ckpts``, a restart refused for drift and a job running elsewhere.
+
+The disks are real (a small tmpfs inside private user + mount namespaces, as in
+tests/test_damaged_files.py), the signals too; each module fixture runs its jobs once for the
+tests that read them.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from harness.core.layout import job_dir
+from harness.core.state import read_curves, read_state, write_state
+from tests.helpers import REPO_ROOT, harness_cli, smoke_run_args
+
+pytestmark = pytest.mark.e2e
+
+
+def _in_namespace(script, *args, timeout=900):
+    """Run a bash script as root of fresh user + mount namespaces (its mounts die with it)."""
+    return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'bash', '-c',
+                           script, 'ns', *map(str, args)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout, check=False,
+                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+
+
+# --- a full disk ----------------------------------------------------------------------------
+
+# A work root on tmpfs, its reports inside it (a work root other than the default keeps its
+# reports there): at 1.2 MB table3's jobs and report fill it before table6 starts; at 180 KB the
+# job fails on its first files, with W&B as talkative as a user has it (the tests' conftest
+# silences it).
+FULL_DISK = r'''
+disk=$1; size=$2; out=$3; shift 3
+mount -t tmpfs -o size=$size tmpfs "$disk" || exit 97
+env -u WANDB_SILENT "$@" --profile smoke --work-root "$disk" --max-iters 20 > "$out/run.out" \
+    2> "$out/run.err"
+echo $? > "$out/run.rc"
+'''
+
+
+def _full_disk(root, size, *args):
+    disk, out = root / 'disk', root / 'out'
+    disk.mkdir()
+    out.mkdir()
+    done = _in_namespace(FULL_DISK, disk, size, out, sys.executable, '-m', 'harness', 'run',
+                         *args)
+    if done.returncode == 97:
+        pytest.skip(f'cannot mount a tmpfs here: {done.stderr.strip()}')
+    assert done.returncode == 0, done.stderr
+    return disk, {name: (out / f'run.{name}').read_text() for name in ('out', 'err', 'rc')}
+
+
+@pytest.fixture(scope='module')
+def full_disk_two_tables(tmp_path_factory, synthetic_root):
+    return _full_disk(tmp_path_factory.mktemp('full-big'), '1200k', '--table', 'table3',
+                      '--table', 'table6', '--rows', 'seg-t-16,seg-s-32,seg-t-mask-16',
+                      '--data-root', synthetic_root, '--no-wandb-report')
+
+
+def test_a_report_that_cannot_be_built_stops_no_later_table(full_disk_two_tables):
+    big, run = full_disk_two_tables
+    read = {f'big.{k}': v for k, v in run.items()}
+    stdout, stderr = read['big.out'], read['big.err']
+    assert int(read['big.rc']) != 0, stdout
+    assert 'Traceback' not in stdout + stderr, stderr
+    failed = [line for line in stderr.splitlines() if line.startswith('error: report of ')]
+    # table3's report finds no room: one line naming the file and the disk
+    assert len(failed) >= 1 and failed[0].startswith('error: report of table3 not built: '
+                                                     f'{big}/reports/smoke/table3/'), stderr
+    assert 'No space left on device' in failed[0], failed[0]
+    # ... and table6's job is launched after it
+    assert '[1/1] table6/seg-t-mask-16 seed0: training' in stdout, stdout
+    assert stdout.index('[1/1] table6/') > stdout.index('[2/2] table3/seg-s-32 seed0: training')
+    # the closing lines say what is missing, and no re-run of the same command as the cure
+    assert 'report(s) of table3' in stdout and 'not built' in stdout, stdout
+    assert 're-run the same command' not in stdout
+
+
+def test_a_job_on_a_full_disk_records_the_full_disk_and_its_path(tmp_path, synthetic_root):
+    small, run = _full_disk(tmp_path, '180k', '--table', 'table3', '--rows', 'seg-t-16',
+                            '--data-root', synthetic_root, '--no-report')
+    read = {f'small.{k}': v for k, v in run.items()}
+    assert int(read['small.rc']) != 0
+    lines = [line for line in read['small.err'].splitlines()
+             if line.startswith('error: table3/seg-t-16 seed0 ')]
+    assert len(lines) == 1, read['small.err']
+    # what the job said happened, before what the launcher adds (its state, its log)
+    cause = lines[0].split(' -- log: ')[0].split(' (not recorded in its state')[0]
+    cause = cause.split(': ', 2)[-1]
+    assert 'No space left on device' in cause and str(small / 'smoke' / 'table3') in cause, \
+        lines[0]
+
+
+# --- killed, stopped, refused, and running elsewhere ----------------------------------------
+
+TABLE, ROW = 'table3', 'seg-t-16'
+ITERS = 60  # periodic checkpoints at 20, 40, 60; max_keep_ckpts = 2 (the recipe's)
+KEEP = 2
+
+
+def _start(args, out: Path):
+    """The CLI in its own session, its output into files."""
+    return subprocess.Popen([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
+                            env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)},
+                            stdout=open(out.with_suffix('.out'), 'w'),
+                            stderr=open(out.with_suffix('.err'), 'w'), start_new_session=True)
+
+
+def _wait_until(proc, work_dir, iteration, checkpoint):
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        train, _ = read_curves(work_dir)
+        if len(train) and train.index.max() >= iteration and (work_dir / checkpoint).is_file():
+            return
+        time.sleep(0.1)
+    pytest.fail(f'the job ended (exit {proc.poll()}) before iteration {iteration}')
+
+
+# a process that dies by SIGKILL while it writes a checkpoint the harness's way
+KILLED_WRITER = r'''
+import sys, time
+from pathlib import Path
+from harness.core.atomic import atomic_path
+with atomic_path(Path(sys.argv[1])) as tmp:
+    tmp.write_bytes(b'half a checkpoint')
+    print(tmp.name, flush=True)
+    time.sleep(600)
+'''
+
+
+def _killed_while_writing(path: Path) -> Path:
+    proc = subprocess.Popen([sys.executable, '-c', KILLED_WRITER, str(path)], cwd=REPO_ROOT,
+                            env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)},
+                            stdout=subprocess.PIPE, text=True)
+    name = proc.stdout.readline().strip()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert name and (path.parent / name).is_file()
+    return path.parent / name
+
+
+@pytest.fixture(scope='module')
+def disturbed_job(tmp_path_factory, synthetic_root):
+    """One smoke job of ITERS iterations: stopped by SIGTERM after iteration 30, restarted,
+    its job process killed by SIGKILL after iteration 50 (the launcher alive), a restart with
+    another precision (refused: drift), temporary files of killed writers planted and the
+    pointer gone (a kill between a checkpoint's rename and the pointer's), then run to its
+    end."""
+    root = tmp_path_factory.mktemp('disturbed')
+    work, reports = root / 'work', root / 'reports'
+    args = (*smoke_run_args(TABLE, ROW, work, reports, synthetic_root), '--max-iters', ITERS,
+            '--no-report')
+    work_dir = job_dir(work, 'smoke', TABLE, ROW, 0)
+    found = {'work_dir': work_dir, 'args': args}
+
+    first = _start(args, root / 'first')
+    _wait_until(first, work_dir, 30, 'iter_20.pth')
+    os.killpg(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=300) != 0
+    found['stopped_at'] = int(read_state(work_dir)['error'].split(' at iteration ')[1].split()[0])
+
+    second = _start(args, root / 'second')
+    _wait_until(second, work_dir, 50, 'iter_40.pth')
+    os.kill(read_state(work_dir)['pid'], signal.SIGKILL)  # the job process; its launcher lives
+    found['killed_rc'] = second.wait(timeout=300)
+    found['killed_state'] = read_state(work_dir)
+    found['killed_err'] = (root / 'second.err').read_text()
+    found['status'] = harness_cli('status', '--table', TABLE, '--profile', 'smoke',
+                                  '--work-root', work)
+
+    found['drift'] = harness_cli(*args, '--amp', 'bf16')
+
+    (work_dir / 'last_checkpoint').unlink()
+    found['partial'] = [_killed_while_writing(work_dir / 'iter_60.pth'),
+                        _killed_while_writing(work_dir / '.checkpoint-staging' /
+                                              'last_checkpoint')]
+    found['last'] = harness_cli(*args)
+    return found
+
+
+def test_a_sigkilled_job_records_the_signal_and_where_it_resumes(disturbed_job):
+    state = disturbed_job['killed_state']
+    assert disturbed_job['killed_rc'] == 1
+    assert state['status'] == 'failed'
+    reached = state['progress']['iter']
+    assert 50 <= reached < ITERS
+    said = f'killed by signal 9 (SIGKILL) after iteration {reached}; resumable from iter_40.pth'
+    assert state['error'] == said
+    assert said in disturbed_job['killed_err']
+    status = disturbed_job['status']
+    line = next(line for line in status.stdout.splitlines() if line.split()[:1] == [ROW])
+    assert 'failed' in line and said in line, status.stdout
+
+
+def test_a_refused_drift_says_how_to_go_on(disturbed_job):
+    refused = disturbed_job['drift']
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert 'is not what the job started with' in refused.stderr
+    assert '1 job(s) refused to resume' in refused.stdout and '--accept-drift' in \
+        refused.stdout and '--work-root' in refused.stdout, refused.stdout
+    assert 're-run the same command' not in refused.stdout
+    assert 'same command resumes' not in refused.stdout
+
+
+def test_a_restart_clears_dead_writers_files_and_resumes_from_the_newest(disturbed_job):
+    last, work_dir = disturbed_job['last'], disturbed_job['work_dir']
+    assert last.returncode == 0, last.stdout + last.stderr
+    # the pointer was gone: the launcher names the checkpoint the job resumes from
+    assert 'training (resuming from iter_40.pth)' in last.stdout, last.stdout
+    assert f"Load checkpoint from {work_dir / 'iter_40.pth'}" in (work_dir / 'job.log').read_text()
+    for partial in disturbed_job['partial']:
+        assert not partial.exists(), partial
+    assert not list(work_dir.rglob('*.partial'))
+
+
+def test_stop_checkpoints_count_among_the_kept_ones(disturbed_job):
+    work_dir = disturbed_job['work_dir']
+    stopped_at = disturbed_job['stopped_at']
+    assert 30 <= stopped_at < 40
+    kept = sorted(p.name for p in work_dir.glob('iter_*.pth'))
+    # the stop's iter_3x was kept while it was among the newest two, then dropped
+    assert kept == ['iter_40.pth', 'iter_60.pth'], kept
+    assert len(kept) <= KEEP
+
+
+def test_a_job_running_elsewhere_says_to_wait(tmp_path, synthetic_root):
+    """The job's lock held by another process (this one): skipped, and the advice is to wait
+    for it, not to re-run."""
+    work = tmp_path / 'work'
+    work_dir = job_dir(work, 'smoke', TABLE, ROW, 0)
+    work_dir.mkdir(parents=True)
+    write_state(work_dir, status='running', host='elsewhere', pid=os.getpid())
+    with FileLock(work_dir / '.lock', timeout=0):
+        result = harness_cli(*smoke_run_args(TABLE, ROW, work, tmp_path / 'reports',
+                                             synthetic_root), '--no-report')
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f'already running (host elsewhere, pid {os.getpid()}), skipped' in result.stdout
+    assert '1 job(s) running in another process' in result.stdout
+    assert 'wait until they end' in result.stdout, result.stdout
+    assert 're-run the same command' not in result.stdout
