@@ -53,7 +53,7 @@ def test_job_folder_names_are_spelled_in_the_layout_module_only():
              layout.CONFIG_FILE, layout.POINTER, layout.CHECKPOINT_STAGING,
              str(layout.CURVES_FILE), layout.PER_CLASS_FILE, layout.RESULT_FILE,
                  *layout.EVAL_DIRS.values(),
-             *layout.RELEASED_PROFILES.values(), layout.VIS_DIR]
+             *layout.RELEASED_PROFILES.values(), layout.VIS_DIR, layout.DATA_CONTENTS_FILE]
     for name, path in _modules().items():
         if name == 'harness.core.layout':
             continue

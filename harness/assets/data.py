@@ -2,13 +2,15 @@
 
 Every defect is one line naming the file; a check goes on past the first and lists them all
 (the first ``MAX_LISTED`` of them) in :class:`DataError`. Files are decoded in parallel, one
-process per core, behind a progress bar. A missing dataset is reported the same helpful way
-whichever check meets it first (``require_folders``). ``unpack`` extracts the official
-``ADEChallengeData2016.zip`` (its ``ADEChallengeData2016/`` at the top or deeper) into a
+process per core, behind a progress bar, and hashed from the same bytes (``check_and_hash``:
+what ``check-data`` keeps beside the data, :mod:`.contents`). A missing dataset is reported the
+same helpful way whichever check meets it first (``require_folders``). ``unpack`` extracts the
+official ``ADEChallengeData2016.zip`` (its ``ADEChallengeData2016/`` at the top or deeper) into a
 temporary folder renamed into place, so an interrupted unpack leaves nothing half-written.
 """
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import shutil
@@ -21,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from ..core.atomic import move_into_place
 from ..core.errors import DataError
 from ..core.layout import REPO_ROOT
+from .contents import dataset_files, hash_file
 
 MAX_LISTED = DataError.MAX_LISTED  # defects kept (and printed) per check; the rest counted
 
@@ -90,28 +93,40 @@ def _layout(root: Path, counts: dict[str, int], defects: list[str]) -> tuple[dic
     return found, pairs
 
 
-def check_layout(root: Path, counts: dict[str, int] = ADE20K_COUNTS) -> dict[str, int]:
-    """Folders, pairing and counts (fast: no file is decoded). Returns the pairs per split."""
+def check_layout(root: Path, counts: dict[str, int] | None = None) -> dict[str, int]:
+    """Folders, pairing and counts (``counts``: ADE20K's by default; fast: no file is
+    decoded). Returns the pairs per split."""
     defects: list[str] = []
-    found, _ = _layout(root, counts, defects)
+    found, _ = _layout(root, ADE20K_COUNTS if counts is None else counts, defects)
     if defects:
         raise DataError(defects)
     return found
 
 
-def _decode(path: Path) -> Image.Image:
-    with Image.open(path) as image:
+def _decode(data: bytes, path: Path) -> Image.Image:
+    """The image of ``path`` from its bytes, read once (they are hashed too)."""
+    try:
+        opened = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:  # PIL names the buffer: name the file, as from the path
+        raise UnidentifiedImageError(f'cannot identify image file {str(path)!r}') from None
+    with opened as image:
         image.load()
         return image
 
 
 def check_pair(pair: tuple[Path, Path]) -> list[str]:
     """The defects of one image and its annotation (both decoded, labels checked)."""
+    return _check_and_hash(pair)[0]
+
+
+def _check_and_hash(pair: tuple[Path, Path]) -> tuple[list[str], dict[Path, dict]]:
+    """:func:`check_pair`, and each file's size, time and SHA-256 from the bytes decoded."""
     image_path, label_path = pair
-    defects, size, label = [], None, None
+    defects, size, label, hashed = [], None, None, {}
     for path in pair:
         try:
-            decoded = _decode(path)
+            hashed[path], data = hash_file(path)
+            decoded = _decode(data, path)
         except (OSError, UnidentifiedImageError, SyntaxError) as err:
             defects.append(f'unreadable file: {path} ({str(err).splitlines()[0]})')
             continue
@@ -120,13 +135,21 @@ def check_pair(pair: tuple[Path, Path]) -> list[str]:
         else:
             label = np.asarray(decoded)
     if label is None:
-        return defects
+        return defects, hashed
     if size is not None and (label.ndim != 2 or label.shape[::-1] != size):
         defects.append(f'annotation shape {label.shape} does not match its image '
                        f'{size[::-1]}: {label_path}')
     elif label.size and label.max() > NUM_CLASSES:
         defects.append(f'label {int(label.max())} out of range 0..{NUM_CLASSES}: {label_path}')
-    return defects
+    return defects, hashed
+
+
+def _hash_other(path: Path) -> tuple[list[str], dict[Path, dict]]:
+    """A file of the dataset's folders that is no pair's: hashed, not decoded."""
+    try:
+        return [], {path: hash_file(path)[0]}
+    except OSError as err:
+        return [f'unreadable file: {path} ({err.strerror})'], {}
 
 
 def _progress():
@@ -149,23 +172,40 @@ def _progress():
                     console=Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120))
 
 
-def check_files(root: Path, counts: dict[str, int] = ADE20K_COUNTS,
+def check_files(root: Path, counts: dict[str, int] | None = None,
                 workers: int | None = None) -> dict[str, int]:
     """``check_layout``, then every image and annotation decoded and every label checked, in
     ``workers`` processes (default: one per core); all defects are collected."""
+    return check_and_hash(root, counts, workers)[0]
+
+
+def check_and_hash(root: Path, counts: dict[str, int] | None = None,
+                   workers: int | None = None) -> tuple[dict[str, int], dict[str, dict]]:
+    """:func:`check_files` (``counts``: ADE20K's by default), and every file of the dataset's
+    folders hashed from the bytes it decoded: (pairs per split, {relative path: size,
+    mtime_ns, sha256}). Writes nothing."""
+    root, counts = Path(root), ADE20K_COUNTS if counts is None else counts
     defects: list[str] = []
     found, pairs = _layout(root, counts, defects)
     workers = max(1, workers or os.cpu_count() or 1)
+    hashed: dict[Path, dict] = {}
     # fork: the workers need nothing but this module, and start in milliseconds
     with _progress() as progress, multiprocessing.get_context('fork').Pool(workers) as pool:
         task = progress.add_task(f'decoding {2 * len(pairs)} files', total=len(pairs),
                                  defects=len(defects))
-        for found_here in pool.imap(check_pair, pairs, chunksize=16):
+        for found_here, hashed_here in pool.imap(_check_and_hash, pairs, chunksize=16):
             defects += found_here
+            hashed.update(hashed_here)
             progress.update(task, advance=1, defects=len(defects))
+        paired = {path.relative_to(root).as_posix() for path in hashed}
+        others = [root / name for name in dataset_files(root)
+                  if name not in paired and (root / name).is_file()]
+        for found_here, hashed_here in pool.imap(_hash_other, others, chunksize=16):
+            defects += found_here
+            hashed.update(hashed_here)
     if defects:
         raise DataError(defects)
-    return found
+    return found, {path.relative_to(root).as_posix(): entry for path, entry in hashed.items()}
 
 
 def _dataset_prefix(names: list[str]) -> str | None:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..core.atomic import move_into_place, temporary_name
 from ..core.layout import REPO_ROOT
+from .contents import dataset_files, hash_file, write_contents
 
 DEFAULT_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k' / 'ADEChallengeData2016'
 SCENE_CLASSES = (1, 3, 5, 13, 22, 37, 61, 88, 120, 150)  # ADE20K label values (1-based)
@@ -110,6 +111,9 @@ def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 's
             name = f'ADE_{prefix}_{i:08d}'
             Image.fromarray(image).save(tmp / 'images' / split / f'{name}.jpg', quality=95)
             Image.fromarray(label).save(tmp / 'annotations' / split / f'{name}.png')
+    # its contents as `check-data` keeps them, so smoke jobs record a contents digest too
+    write_contents(tmp, {name: hash_file(tmp / name)[0] for name in dataset_files(tmp)},
+                   written_by='the synthetic dataset generator')
     (tmp / COMPLETE_MARK).write_text(f'seed={seed} size={size}\n')
     if root.exists():
         root.rmdir()  # empty folder left by someone; a full one was refused above

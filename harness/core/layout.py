@@ -21,6 +21,8 @@ core and imports nothing of the harness; reading and writing what the files hold
                              (job folders), one per checkpoint SHA-256 (16 hex digits)
     <work_root>/released-ss|released-ms/<table>/<row>/<sha>/   a released checkpoint's
                              evaluation, one per SHA-256 of the released file
+    <data_root>/.harness-contents.json   a dataset's contents: each file's size, modification
+                             time and SHA-256, and one digest of them (written by check-data)
 """
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ WANDB_DIR = Path(VIS_DIR) / 'wandb'
 PER_CLASS_FILE = 'per_class_iou.json'
 RESULT_FILE = 'result.json'  # the result record: written once, never rewritten
 SLURM_DIR = 'slurm'
+# kept in a dataset's root (ADEChallengeData2016/): each file's size, time and SHA-256 and
+# one digest of them all, written by `check-data` (and by the synthetic dataset's generator)
+DATA_CONTENTS_FILE = '.harness-contents.json'
 EVAL_DIRS = {False: 'eval-single-scale', True: 'eval-multi-scale'}
 RELEASED_PROFILES = {False: 'released-ss', True: 'released-ms'}
 

@@ -80,19 +80,26 @@ def _physical_memory() -> int | None:
 
 
 def dataset_identity(root) -> dict:
-    """File counts per ADE20K folder and a SHA-256 of the sorted relative file list."""
+    """File counts per ADE20K folder, a SHA-256 of the sorted relative file list, and the
+    contents digest that ``check-data`` kept beside the data (``contents_sha256``: over every
+    file's bytes) when that file still lists these files with their sizes and times; else
+    None, and ``contents`` says why."""
     import hashlib
     from pathlib import Path
 
-    root, digest, counts = Path(root), hashlib.sha256(), {}
-    for kind in ('images', 'annotations'):
-        for split in ('training', 'validation'):
-            folder = root / kind / split
-            names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-            counts[f'{kind}/{split}'] = len(names)
-            for name in names:
-                digest.update(f'{kind}/{split}/{name}\n'.encode())
-    return {'root': str(root), 'files': counts, 'file_list_sha256': digest.hexdigest()}
+    from ..assets.contents import FOLDERS, recorded_contents
+
+    root, digest, counts, names = Path(root), hashlib.sha256(), {}, []
+    for folder in FOLDERS:
+        here = root / folder
+        entries = sorted(p.name for p in here.iterdir()) if here.is_dir() else []
+        counts[folder] = len(entries)
+        for name in entries:
+            digest.update(f'{folder}/{name}\n'.encode())
+            names.append(f'{folder}/{name}')
+    contents, why = recorded_contents(root, sorted(names))
+    return {'root': str(root), 'files': counts, 'file_list_sha256': digest.hexdigest(),
+            'contents_sha256': contents, 'contents': why}
 
 
 def package_versions() -> dict:

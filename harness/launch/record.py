@@ -49,7 +49,8 @@ def _first_inputs(request: JobRequest) -> dict:
 
 def _input_differences(frozen: dict | None, now: dict) -> list[str]:
     """The inputs of this start that are not the first start's (the pretrained file, the
-    checkpoint evaluated, the dataset's file list), each named."""
+    checkpoint evaluated, the dataset's file list and, when both starts had it hashed, its
+    contents), each named."""
     if not frozen:  # frozen before records kept them: nothing to compare with
         return []
     found = []
@@ -61,6 +62,10 @@ def _input_differences(frozen: dict | None, now: dict) -> list[str]:
     was, is_ = frozen.get('dataset') or {}, now.get('dataset') or {}
     if was and is_ and was.get('file_list_sha256') != is_.get('file_list_sha256'):
         found.append(f"dataset at {is_.get('root')} (another file list than at the first start)")
+    elif was.get('contents_sha256') and is_.get('contents_sha256') and (
+            was['contents_sha256'] != is_['contents_sha256']):  # both hashed: compared
+        found.append(f"dataset at {is_.get('root')} (other contents than at the first start: "
+                     f"{was['contents_sha256'][:16]}, now {is_['contents_sha256'][:16]})")
     return found
 
 

@@ -1,8 +1,9 @@
 """``verify``: is each job folder still what its record says it ran? Recomputes the recipe
 fingerprint from the frozen config, each recorded checkpoint's SHA-256, the weights' and the
-dataset's, checks that the current spec still builds the frozen recipe, and checks the result
-record against the files it summarises. It fails closed: a record that is missing or cannot be
-read is a difference, never a check skipped.
+dataset's (its file list; its files' sizes and times against the contents ``check-data`` kept,
+or with ``contents`` every byte again), checks that the current spec still builds the frozen
+recipe, and checks the result record against the files it summarises. It fails closed: a record
+that is missing or cannot be read is a difference, never a check skipped.
 
 ``record`` (:func:`record_missing`): the result record of a job that finished before jobs wrote
 one, written only after the folder passed those checks."""
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ..core.hashing import sha256_file
 from ..core.layout import (
+    DATA_CONTENTS_FILE,
     FROZEN_CONFIG,
     REQUEST_FILE,
     RESULT_FILE,
@@ -101,10 +103,58 @@ def _checkpoint_problems(work_dir: Path, state: dict, sha) -> list[str]:
     return problems
 
 
-def _input_problems(request: JobRequest, state: dict, sha) -> list[str]:
-    """The pretrained weights, the checkpoint evaluated and the dataset's file list against
-    what the job read."""
+class Rehash:
+    """A dataset's contents digest from every file's bytes (``verify --contents``), hashed
+    once per dataset root in one check however many job folders read it."""
+
+    def __init__(self):
+        self.known = {}
+
+    def __call__(self, root: Path) -> str:
+        from ..assets.contents import contents_digest, hash_all
+        key = Path(root).resolve()
+        if key not in self.known:
+            self.known[key] = contents_digest(hash_all(key))
+        return self.known[key]
+
+
+def dataset_problems(root: Path, recorded: dict, rehash=None) -> list[str]:
+    """The dataset at ``root`` against the identity a job recorded: its file list; then, when
+    the job recorded a contents digest, each file's size and time against the contents file
+    kept beside the data (whose digest must be the job's), or with ``rehash`` (a
+    :class:`Rehash`) every file's bytes hashed again against the job's digest."""
+    from ..assets.contents import NOT_HASHED, read_contents, stat_differences
     from .provenance import dataset_identity
+    where = f'dataset at {root}'
+    if dataset_identity(root)['file_list_sha256'] != recorded.get('file_list_sha256'):
+        return [f'{where}: file list differs from the one the job read']
+    digest = recorded.get('contents_sha256')
+    if digest is None:
+        why = recorded.get('contents') or NOT_HASHED
+        return ([f'{where}: the job recorded no contents digest ({why} before it started), so '
+                 'its contents cannot be compared']
+                if rehash is not None else [])  # the file list is all there is on record
+    if rehash is not None:
+        return ([] if rehash(root) == digest else
+                [f'{where}: contents differ from the ones the job read (every file hashed '
+                 'again)'])
+    kept = read_contents(root)
+    if kept is None:
+        return [f'{where}: no readable {DATA_CONTENTS_FILE} to compare sizes and times with '
+                '(`verify --contents` hashes every file again)']
+    if kept['contents_sha256'] != digest:
+        return [f"{where}: the contents check-data keeps ({kept['contents_sha256'][:16]}) are "
+                f'not the ones the job read ({digest[:16]})']
+    changed = stat_differences(root, kept)
+    if changed:
+        return [f'{where}: {len(changed)} file(s) changed since they were hashed (size or '
+                f'time), the first: {changed[0]}']
+    return []
+
+
+def _input_problems(request: JobRequest, state: dict, sha, rehash=None) -> list[str]:
+    """The pretrained weights, the checkpoint evaluated and the dataset (file list, and
+    contents quickly or with ``rehash`` every byte) against what the job read."""
     problems = []
     inputs = (state.get('meta') or {}).get('inputs') or {}
     for kind, entry in inputs.items():
@@ -118,10 +168,7 @@ def _input_problems(request: JobRequest, state: dict, sha) -> list[str]:
             problems.append(f'{kind} file {path}: SHA-256 differs from the one the job loaded')
     dataset = (state.get('meta') or {}).get('dataset')
     if dataset and request.data_root is not None:
-        now = dataset_identity(request.data_root)
-        if now['file_list_sha256'] != dataset['file_list_sha256']:
-            problems.append(f'dataset at {request.data_root}: file list differs from the one '
-                            'the job read')
+        problems += dataset_problems(Path(request.data_root), dataset, rehash)
     return problems
 
 
@@ -187,9 +234,10 @@ def record_problems(work_dir: Path, record: dict, recipe: dict, sha) -> list[str
     return problems
 
 
-def check_folder(work_dir: Path, sha=None) -> tuple[dict | None, list[str]]:
+def check_folder(work_dir: Path, sha=None, rehash=None) -> tuple[dict | None, list[str]]:
     """The job's frozen recipe, and what differs between the folder and its recipe, job state
-    (checkpoints, inputs, dataset) and the current spec; the result record is not looked at."""
+    (checkpoints, inputs, dataset: with ``rehash`` its contents byte by byte) and the current
+    spec; the result record is not looked at."""
     sha = sha or _Hashes()
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
@@ -204,15 +252,15 @@ def check_folder(work_dir: Path, sha=None) -> tuple[dict | None, list[str]]:
     if unread:
         return recipe, problems + unread
     problems += _checkpoint_problems(work_dir, state, sha)
-    problems += _input_problems(request, state, sha)
+    problems += _input_problems(request, state, sha, rehash)
     return recipe, problems
 
 
-def check_job(work_dir: Path) -> tuple[str | None, list[str]]:
+def check_job(work_dir: Path, rehash=None) -> tuple[str | None, list[str]]:
     """The job's recorded recipe fingerprint, and what differs between the folder and its
     record (empty: all of it verified)."""
     sha = _Hashes()
-    recipe, problems = check_folder(work_dir, sha)
+    recipe, problems = check_folder(work_dir, sha, rehash)
     if recipe is None:
         return None, problems
     state = read_state(work_dir)
@@ -227,12 +275,14 @@ def _one_line(err: BaseException) -> str:
     return f'{type(err).__name__}: {text}'
 
 
-def verify(folders: list[Path], log=print) -> int:
-    """One line per job folder; the number of folders that differ from their record."""
-    differing = 0
+def verify(folders: list[Path], log=print, contents: bool = False) -> int:
+    """One line per job folder; the number of folders that differ from their record.
+    ``contents``: every dataset file's bytes hashed again (once per dataset), not only its size
+    and time compared."""
+    differing, rehash = 0, Rehash() if contents else None
     for folder in folders:
         try:
-            recipe, problems = check_job(folder)
+            recipe, problems = check_job(folder, rehash)
         except Exception as err:  # noqa: BLE001 - one line for a folder that cannot be read
             problems = [_one_line(err)]
         if problems:

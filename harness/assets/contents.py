@@ -1,0 +1,140 @@
+"""A dataset's contents, hashed once and kept beside it: each file's size, modification time
+and SHA-256 in ``<data_root>/`` :data:`~harness.core.layout.DATA_CONTENTS_FILE`, with one
+digest of them all (the ``contents_sha256`` a job records).
+
+The files are those of the dataset identity: every entry of ``images/`` and ``annotations/``,
+``training/`` and ``validation/`` (:func:`dataset_files`). ``check-data`` hashes them while it
+decodes them (:func:`hash_file`, in its worker processes) and writes the file
+(:func:`write_contents`); a job reads the digest back (:func:`recorded_contents`) when the
+file list, sizes and times are still those hashed, and ``verify`` compares sizes and times
+(:func:`stat_differences`) or every byte again (:func:`hash_all`).
+
+The digest is the SHA-256 of the ``sha256sum``-style lines ``<sha256>  <relative path>\\n`` in
+the order of the relative paths: it depends on the names and bytes only, never on the times.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ..core.atomic import atomic_write
+from ..core.layout import DATA_CONTENTS_FILE
+
+FOLDERS = tuple(f'{kind}/{split}' for kind in ('images', 'annotations')
+                for split in ('training', 'validation'))
+VERSION = 1
+CHUNK = 1 << 20
+NOT_HASHED = 'not hashed: run check-data'
+
+
+def contents_path(root: Path) -> Path:
+    return Path(root) / DATA_CONTENTS_FILE
+
+
+def dataset_files(root: Path) -> list[str]:
+    """The relative paths of the dataset's files (every entry of the four folders), sorted."""
+    root, found = Path(root), []
+    for folder in FOLDERS:
+        if (root / folder).is_dir():
+            found += [f'{folder}/{p.name}' for p in (root / folder).iterdir()]
+    return sorted(found)
+
+
+def hash_file(path: Path) -> tuple[dict, bytes]:
+    """(``{'size', 'mtime_ns', 'sha256'}``, the bytes) of one file, its size and time taken
+    from the open file, so they belong to the bytes read."""
+    with open(path, 'rb') as f:
+        stat = os.fstat(f.fileno())
+        data = f.read()
+    return ({'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns,
+             'sha256': hashlib.sha256(data).hexdigest()}, data)
+
+
+def contents_digest(files: dict[str, dict]) -> str:
+    """One SHA-256 over every file's name and SHA-256 (sizes and times left out)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{files[name]['sha256']}  {name}\n".encode())
+    return digest.hexdigest()
+
+
+def write_contents(root: Path, files: dict[str, dict], written_by: str = 'check-data') -> Path:
+    """Write the contents file of ``root`` atomically; an OSError (a read-only dataset) is the
+    caller's to report."""
+    path = contents_path(root)
+    body = {'version': VERSION, 'written_by': written_by,
+            'contents_sha256': contents_digest(files),
+            'files': {name: files[name] for name in sorted(files)}}
+    atomic_write(path, json.dumps(body, indent=0, sort_keys=True))
+    return path
+
+
+def read_contents(root: Path) -> dict | None:
+    """The contents file of ``root`` (``files`` and ``contents_sha256``), or None when there is
+    none or it cannot be read or is not one (its digest must be that of its files)."""
+    try:
+        body = json.loads(contents_path(root).read_text())
+        files = body['files']
+        if body.get('version') != VERSION or body['contents_sha256'] != contents_digest(files):
+            return None
+        return body
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def stat_differences(root: Path, recorded: dict, names: list[str] | None = None) -> list[str]:
+    """The files whose list, size or modification time is not what ``recorded`` (a contents
+    file) says: one short phrase each, in name order."""
+    root = Path(root)
+    names = dataset_files(root) if names is None else names
+    files = recorded['files']
+    found = [f'{name} not hashed' for name in names if name not in files]
+    found += [f'{name} gone' for name in sorted(set(files) - set(names))]
+    for name in names:
+        if name not in files:
+            continue
+        try:
+            stat = (root / name).stat()
+        except OSError:
+            found.append(f'{name} unreadable')
+            continue
+        entry = files[name]
+        if stat.st_size != entry.get('size'):
+            found.append(f'{name} size {stat.st_size}, hashed at {entry.get("size")}')
+        elif stat.st_mtime_ns != entry.get('mtime_ns'):
+            found.append(f'{name} modified since it was hashed')
+    return sorted(found)
+
+
+def recorded_contents(root: Path, names: list[str]) -> tuple[str | None, str]:
+    """(the contents digest of the contents file, who hashed them) when its files are
+    ``names`` with the sizes and times they have now; else (None, why not)."""
+    recorded = read_contents(root)
+    if recorded is None:
+        return None, NOT_HASHED
+    changed = stat_differences(root, recorded, names)
+    if changed:
+        return None, (f'{NOT_HASHED} again ({len(changed)} file(s) changed since it hashed '
+                      f'them, the first: {changed[0]})')
+    return recorded['contents_sha256'], f"hashed by {recorded.get('written_by')}"
+
+
+def hash_all(root: Path, workers: int | None = None) -> dict[str, dict]:
+    """Every file of the dataset hashed now (``verify --contents``), in ``workers`` processes."""
+    import multiprocessing
+    root = Path(root)
+    names = dataset_files(root)
+    workers = max(1, workers or os.cpu_count() or 1)
+    paths = [root / name for name in names]
+    with multiprocessing.get_context('fork').Pool(workers) as pool:
+        entries = pool.map(_entry_only, paths, chunksize=64)
+    return dict(zip(names, entries))
+
+
+def _entry_only(path: Path) -> dict:
+    try:
+        return hash_file(path)[0]
+    except OSError as err:  # a folder or an unreadable file: a digest no record has
+        return {'sha256': f'unreadable ({err.strerror})'}
