@@ -225,3 +225,22 @@ def test_record_writes_the_missing_record_of_an_evaluation(finished, tmp_path):
     for key in ('kind', 'job', 'metrics', 'checkpoint', 'recipe', 'files'):
         assert record[key] == original[key], key
     assert _verify(job).returncode == 0
+
+
+def test_verify_contents_reads_every_byte_of_the_dataset_the_job_read(finished, tmp_path,
+                                                                      synthetic_root):
+    """The job's data (a copy, times kept) with one image changed in place at the same name,
+    size and time: the quick check cannot tell, ``verify --contents`` does."""
+    job, data = _copy(finished, tmp_path), tmp_path / 'data'
+    shutil.copytree(synthetic_root, data)
+    request = json.loads((job / 'request.json').read_text())
+    (job / 'request.json').write_text(json.dumps({**request, 'data_root': str(data)}))
+    image = next((data / 'images' / 'validation').iterdir())
+    stat = image.stat()
+    raw = bytearray(image.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    image.write_bytes(bytes(raw))
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _verify(job).returncode == 0
+    _differs(harness_cli('verify', '--job', job, '--contents'),
+             'contents differ from the ones the job read')
