@@ -121,7 +121,7 @@ def test_verify_compares_times_quickly_and_every_byte_with_contents(copy, capsys
 
     os.utime(copy / IMAGE)  # now with a new time too
     found = dataset_problems(copy, recorded)
-    assert len(found) == 1 and f'1 file(s) changed since they were hashed' in found[0]
+    assert len(found) == 1 and '1 file(s) changed since they were hashed' in found[0]
     assert IMAGE in found[0]
 
     assert _check_data(copy, capsys=capsys)[0] == 0  # hashed again: other contents on file

@@ -376,3 +376,25 @@ def test_an_evaluated_released_checkpoint_is_something_to_report(tmp_path):
     assert not _has_jobs(TABLE3, 'smoke', tmp_path)  # smoke reports show none
     job_dir(tmp_path, 'smoke', row.folder, row.id, 2).mkdir(parents=True)
     assert _has_jobs(TABLE3, 'smoke', tmp_path)
+
+
+def test_a_job_frozen_by_an_older_harness_is_not_called_another_recipe(tmp_path):
+    """Recipe sources of an older format (ast.dump, the installed mmseg) cannot be compared:
+    a job frozen so is shown as it is, and its record (made with no drift accepted) takes the
+    row's sources now, which the report then compares."""
+    from harness.core.request import JobRequest
+    from harness.core.sources import recipe_sources
+    from harness.launch.record import result_record
+    row = TABLE3.row('seg-b-16')
+    work = tmp_path / 'work'
+    work_dir = _write_job(work, 'full', row, 0, 'interrupted', {1000: 30.0})
+    (work_dir / 'recipe.json').write_text(json.dumps({'fingerprint': 'f', 'sources': 'old'}))
+    out = build_report(TABLE3, 'full', work, tmp_path / 'reports', wandb=False)
+    status = pd.read_csv(out / 'results.csv').set_index('row').loc[row.id, 'status']
+    assert 'other recipe' not in status, status
+    request = JobRequest(row=row, profile='full', seed=0, work_dir=work_dir, data_root=None)
+    legacy = {'fingerprint': 'f', 'sources': 'old', 'view': {}}
+    made = result_record(request, work_dir, legacy, {'history': [{'drift': None}]})
+    assert made['recipe']['sources'] == recipe_sources(row)
+    drifted = result_record(request, work_dir, legacy, {'history': [{'drift': ['k']}]})
+    assert drifted['recipe']['sources'] is None

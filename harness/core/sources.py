@@ -43,6 +43,9 @@ NOT_NUMBER_CODE = ('harness.prepare.__init__', 'harness.prepare.fingerprint',
 # the packages whose release is part of a job's code identity (python and numpy are recorded in
 # the history, not compared)
 CODE_PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmsegmentation')
+# how recipe sources are computed: a job frozen by an older harness (ast.dump, the installed mmseg)
+# recorded sources that cannot be compared with these
+SOURCES_FORMAT = 2
 REQUIREMENTS = (REPO_ROOT / 'requirements.txt', REPO_ROOT / 'requirements-post.txt')
 
 

@@ -152,8 +152,7 @@ def report_end(target: Target, rc: int, took: float, log: Path | None = None,
 
 
 # why a job did not finish, as the command's closing advice groups them
-FAILED, DRIFT, RUNNING, UNREADABLE, WAITING = 'failed', 'drift', 'running', 'unreadable', \
-    'waiting'
+FAILED, DRIFT, RUNNING, WAITING = 'failed', 'drift', 'running', 'waiting'  # and UNREADABLE
 
 
 def unfinished_reason(rc: int, work_dir: Path) -> str:

@@ -21,7 +21,7 @@ from ..core.layout import (
     own_checkpoints,
 )
 from ..core.request import JobRequest
-from ..core.sources import recipe_sources
+from ..core.sources import SOURCES_FORMAT, recipe_sources
 from ..core.state import NOTICE_PREFIX, read_recipe, read_state
 
 SHOWN_KEYS = 3  # differing keys named in the line that refuses a drifted restart
@@ -103,7 +103,8 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
                 "job's checkpoints and history: what it trained with is unknown; restore the "
                 'file, or start the job afresh in another work root')
         record = {'fingerprint': now, 'seed_free': seed_free_fingerprint(view),
-                  'sources': recipe_sources(request.row), 'code': code, 'inputs': inputs,
+                  'sources': recipe_sources(request.row), 'sources_format': SOURCES_FORMAT,
+                  'code': code, 'inputs': inputs,
                   'view': view, 'row': dataclasses.asdict(request.row),
                   'request': request.to_json(), 'frozen': time.time()}
         if not write:  # another process of the job freezes it
@@ -218,6 +219,17 @@ def _final_evaluation(work_dir: Path) -> tuple[int | None, dict]:
                                 if m in last and last[m] == last[m]}
 
 
+def _comparable_sources(request: JobRequest, frozen: dict, history: list[dict]) -> str | None:
+    """The recipe sources a record keeps: the frozen ones; for a job frozen by an older harness
+    (sources of another format), the row's now when no start accepted a drift (each start then
+    built the frozen recipe from the checkout), else unknown."""
+    if frozen.get('sources_format') == SOURCES_FORMAT:
+        return frozen.get('sources')
+    if any(entry.get('drift') for entry in history):
+        return None
+    return recipe_sources(request.row)
+
+
 def result_record(request: JobRequest, work_dir: Path, frozen: dict, state: dict,
                   metrics: dict | None = None, made_by: str = 'job') -> dict:
     """The result record of a finished job (:mod:`harness.core.result`): ``frozen`` is its
@@ -263,7 +275,7 @@ def result_record(request: JobRequest, work_dir: Path, frozen: dict, state: dict
         'iteration': iteration, 'metrics': {scale: values}, 'checkpoint': checkpoint,
         'recipe': {'fingerprint': frozen['fingerprint'],
                    'seed_free': frozen.get('seed_free') or seed_free_fingerprint(view),
-                   'sources': frozen.get('sources')},
+                   'sources': _comparable_sources(request, frozen, history)},
         'code': frozen.get('code'),
         'code_by_start': [(entry.get('code') or {}).get('sha256') for entry in history],
         'inputs': frozen.get('inputs'),

@@ -18,7 +18,7 @@ from ..core.errors import SpecError, StateError
 from ..core.hashing import CACHE, sha256_file
 from ..core.layout import REPO_ROOT, REQUEST_FILE, job_dir, ours_eval_dir, seed_dirs
 from ..core.result import read_result
-from ..core.sources import code_files, off_pins, recipe_sources
+from ..core.sources import SOURCES_FORMAT, code_files, off_pins, recipe_sources
 from ..core.spec import Row
 from ..core.state import UNREADABLE, job_status, read_curves, read_recipe, read_state
 
@@ -179,7 +179,9 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
             result, meta, frozen = None, state.get('meta'), {}
             try:
                 frozen = read_recipe(work_dir) or {}
-                ran = frozen.get('sources')
+                # sources frozen by an older harness are of another format: not comparable
+                ran = frozen.get('sources') if frozen.get('sources_format') == SOURCES_FORMAT \
+                    else None
                 if status == 'finished':
                     result = read_result(work_dir)
             except StateError as err:  # that job alone is unreadable: the others are shown
