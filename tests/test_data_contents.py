@@ -16,7 +16,7 @@ from harness.assets.synthetic import SPLITS
 from harness.cli import main
 from harness.launch.provenance import dataset_identity
 from harness.launch.record import _input_differences
-from harness.launch.verify import Rehash, dataset_problems
+from harness.launch.verify import contents_rehash, dataset_problems
 from tests.helpers import REPO_ROOT
 
 SMALL_COUNTS = {split: count for split, (_, count) in SPLITS.items()}
@@ -112,11 +112,11 @@ def test_a_dataset_root_that_takes_no_file_is_one_line_and_the_check_passes(copy
 def test_verify_compares_times_quickly_and_every_byte_with_contents(copy, capsys):
     recorded = dataset_identity(copy)  # what a job started now records
     assert dataset_problems(copy, recorded) == []
-    assert dataset_problems(copy, recorded, Rehash()) == []
+    assert dataset_problems(copy, recorded, contents_rehash()) == []
 
     _change_in_place(copy, keep_time=True)  # same name, size and time: only the bytes tell
     assert dataset_problems(copy, recorded) == []
-    found = dataset_problems(copy, recorded, Rehash())
+    found = dataset_problems(copy, recorded, contents_rehash())
     assert len(found) == 1 and 'contents differ from the ones the job read' in found[0]
 
     os.utime(copy / IMAGE)  # now with a new time too
@@ -131,7 +131,7 @@ def test_verify_compares_times_quickly_and_every_byte_with_contents(copy, capsys
     contents_path(copy).unlink()
     found = dataset_problems(copy, recorded)
     assert len(found) == 1 and 'no readable .harness-contents.json' in found[0]
-    assert len(dataset_problems(copy, recorded, Rehash())) == 1
+    assert len(dataset_problems(copy, recorded, contents_rehash())) == 1
 
 
 def test_a_job_that_recorded_no_contents_is_checked_by_its_file_list(copy):
@@ -139,7 +139,7 @@ def test_a_job_that_recorded_no_contents_is_checked_by_its_file_list(copy):
     recorded = dataset_identity(copy)
     _change_in_place(copy)
     assert dataset_problems(copy, recorded) == []  # all there is on record: the file list
-    found = dataset_problems(copy, recorded, Rehash())
+    found = dataset_problems(copy, recorded, contents_rehash())
     assert len(found) == 1 and 'the job recorded no contents digest' in found[0]
     (copy / IMAGE).unlink()
     assert 'file list differs' in dataset_problems(copy, recorded)[0]

@@ -165,11 +165,9 @@ def main(argv=None) -> int:
 
         from .. import runtime  # noqa: F401 - importing it allow-lists mmengine's checkpoint types
         from ..prepare.job_config import build_config
-        from ..core.sources import code_identity
-        from .provenance import changes_during, dataset_identity, package_versions
+        from .provenance import changes_during
         from .record import (
             freeze_or_check,
-            input_fingerprints,
             resume_point,
             result_record,
             start_entry,
@@ -178,21 +176,19 @@ def main(argv=None) -> int:
         request = dataclasses.replace(request, gpus=world, wandb_run_id=run_id)
         if request.checkpoint_sha256 is not None:  # before anything is frozen from its bytes
             check_checkpoint(request.checkpoint, request.checkpoint_sha256)
-        cfg, frozen, drift = freeze_or_check(request, build_config(request), work_dir,
-                                             write=rank == 0)
+        cfg, frozen, drift, now = freeze_or_check(request, build_config(request), work_dir,
+                                                  write=rank == 0)
         recipe = frozen['fingerprint']
         resume = resume_point(work_dir) if request.kind == 'train' else None
         if request.kind == 'train':  # from the file chosen here, never a pointer's old path
             cfg.resume, cfg.load_from = resume is not None, str(resume) if resume else None
         loader = _feed_loaders(cfg)
-        start = {**start_entry(resume, recipe, drift,
-                               code_identity(row, package_versions())), 'processes': world}
+        start = {**start_entry(resume, recipe, drift, now['code']), 'processes': world}
         history = [*(state.get('history') or []), start]  # appended, never rewritten
         # what trained: the first start's request, precision and inputs (a restart that
         # accepted a drift goes on with them), this start's request beside them
         first = frozen.get('request') or request.to_json()
-        inputs = frozen.get('inputs') or {'files': input_fingerprints(request),
-                                          'dataset': dataset_identity(request.data_root)}
+        inputs = frozen.get('inputs') or now['inputs']
         meta = {'table': row.table, 'row': row.id, 'model': row.model,
                 'profile': request.profile, 'seed': request.seed, 'processes': world,
                 'amp': first.get('amp'), 'request': first, 'start_request': request.to_json(),

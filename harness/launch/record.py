@@ -76,7 +76,7 @@ def _shown(items: list[str]) -> str:
 
 def _has_history(work_dir: Path) -> bool:
     """Whether the job ran before: checkpoints, or starts on record."""
-    return any(Path(work_dir).glob('iter_*.pth')) or bool(read_state(work_dir).get('history'))
+    return bool(own_checkpoints(work_dir)) or bool(read_state(work_dir).get('history'))
 
 
 def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True):
@@ -84,7 +84,8 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
     job folder; at a restart, return the frozen recipe's config (with this start's paths and
     the total batch shared by this start's processes) and refuse, with one line naming what
     differs (config keys, code files, packages, inputs), when this start is not the first
-    one's, unless the request accepts the drift. Returns (config, frozen record, drift)."""
+    one's, unless the request accepts the drift. Returns (config, frozen record, drift, this
+    start's code identity and inputs), so the job records them without computing them again."""
     from mmengine.config import Config
 
     from ..core.result import seed_free_fingerprint
@@ -95,6 +96,7 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
     now = fingerprint(view)
     code = code_identity(request.row, package_versions())
     inputs = _first_inputs(request)
+    now_start = {'code': code, 'inputs': inputs}
     frozen = read_recipe(work_dir)
     if frozen is None:
         if _has_history(work_dir):  # never re-frozen: the record of what trained is gone
@@ -108,17 +110,17 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
                   'view': view, 'row': dataclasses.asdict(request.row),
                   'request': request.to_json(), 'frozen': time.time()}
         if not write:  # another process of the job freezes it
-            return cfg, record, []
+            return cfg, record, [], now_start
         cfg.dump(Path(work_dir) / FROZEN_CONFIG)
         atomic_write(Path(work_dir) / RECIPE_FILE, json.dumps(record, indent=1, default=str))
-        return cfg, record, []
+        return cfg, record, [], now_start
     keys = differences(frozen['view'], view) if frozen['fingerprint'] != now else []
     code_changed = ([] if 'code' not in frozen or frozen['code'].get('sha256') == code['sha256']
                     else code_differences(frozen['code'], code))
     inputs_changed = _input_differences(frozen.get('inputs'), inputs)
     drift = keys + [f'code {c}' for c in code_changed] + inputs_changed
     if not drift:
-        return cfg, frozen, []
+        return cfg, frozen, [], now_start
     if not request.accept_drift:
         what = '; '.join(part for part in (
             f'config {_shown(keys)}' if keys else '',
@@ -140,7 +142,7 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
         total = (frozen['view'].get('train_dataloader') or {}).get('batch_size')
         if total and request.batch is None:  # the frozen total, shared by this start's processes
             cfg.train_dataloader.batch_size = total // request.gpus
-    return cfg, frozen, drift
+    return cfg, frozen, drift, now_start
 
 
 def resume_point(work_dir: Path, log=print) -> Path | None:

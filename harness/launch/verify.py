@@ -9,7 +9,7 @@ that is missing or cannot be read is a difference, never a check skipped.
 one, written only after the folder passed those checks."""
 from __future__ import annotations
 
-import re
+import functools
 import warnings
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from ..core.layout import (
     STATE_FILE,
     job_dir,
     ours_eval_dirs,
+    own_checkpoints,
     released_dirs,
     seed_dirs,
 )
@@ -53,24 +54,9 @@ def _quiet_imports() -> None:
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 
-def _checkpoint_files(work_dir: Path) -> list[str]:
-    """The names of the checkpoints in a job folder (``iter_<N>.pth``), oldest first."""
-    found = [p.name for p in Path(work_dir).iterdir()
-             if p.is_file() and re.fullmatch(r'iter_\d+\.pth', p.name)]
-    return sorted(found, key=lambda name: int(name[5:-4]))
-
-
-class _Hashes:
-    """Each file's SHA-256 read from its bytes (never a cache), once per check."""
-
-    def __init__(self):
-        self.known = {}
-
-    def __call__(self, path: Path) -> str:
-        key = Path(path).resolve()
-        if key not in self.known:
-            self.known[key] = sha256_file(key, cache=None)
-        return self.known[key]
+def _hashes():
+    """Each file's SHA-256 read from its bytes (never the cache), once per check."""
+    return functools.cache(lambda path: sha256_file(path, cache=None))
 
 
 def _state_problems(work_dir: Path, state: dict) -> list[str]:
@@ -99,30 +85,23 @@ def _checkpoint_problems(work_dir: Path, state: dict, sha) -> list[str]:
         elif sha(path) != entry['sha256']:
             problems.append(f'checkpoint {name}: SHA-256 differs from the one recorded at save')
     problems += [f'checkpoint {name} has no SHA-256 on record in {STATE_FILE}'
-                 for name in _checkpoint_files(work_dir) if name not in recorded]
+                 for name in (p.name for p in reversed(own_checkpoints(work_dir)))
+                 if name not in recorded]
     return problems
 
 
-class Rehash:
+def contents_rehash():
     """A dataset's contents digest from every file's bytes (``verify --contents``), hashed
     once per dataset root in one check however many job folders read it."""
-
-    def __init__(self):
-        self.known = {}
-
-    def __call__(self, root: Path) -> str:
-        from ..assets.contents import contents_digest, hash_all
-        key = Path(root).resolve()
-        if key not in self.known:
-            self.known[key] = contents_digest(hash_all(key))
-        return self.known[key]
+    from ..assets.contents import contents_digest, hash_all
+    return functools.cache(lambda root: contents_digest(hash_all(root)))
 
 
 def dataset_problems(root: Path, recorded: dict, rehash=None) -> list[str]:
     """The dataset at ``root`` against the identity a job recorded: its file list; then, when
     the job recorded a contents digest, each file's size and time against the contents file
     kept beside the data (whose digest must be the job's), or with ``rehash`` (a
-    :class:`Rehash`) every file's bytes hashed again against the job's digest."""
+    :func:`contents_rehash`) every file's bytes hashed again against the job's digest."""
     from ..assets.contents import NOT_HASHED, read_contents, stat_differences
     from .provenance import dataset_identity
     where = f'dataset at {root}'
@@ -205,7 +184,7 @@ def result_problems(work_dir: Path, recipe: dict, state: dict, sha=None) -> list
         return ([f'no result record ({RESULT_FILE}) though the job finished (`python -m '
                  'harness record` writes one after checking the folder)']
                 if state.get('status') == 'finished' else [])
-    return record_problems(work_dir, record, recipe, sha or _Hashes())
+    return record_problems(work_dir, record, recipe, sha or _hashes())
 
 
 def record_problems(work_dir: Path, record: dict, recipe: dict, sha) -> list[str]:
@@ -238,7 +217,7 @@ def check_folder(work_dir: Path, sha=None, rehash=None) -> tuple[dict | None, li
     """The job's frozen recipe, and what differs between the folder and its recipe, job state
     (checkpoints, inputs, dataset: with ``rehash`` its contents byte by byte) and the current
     spec; the result record is not looked at."""
-    sha = sha or _Hashes()
+    sha = sha or _hashes()
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         return None, ['no such folder']
@@ -259,7 +238,7 @@ def check_folder(work_dir: Path, sha=None, rehash=None) -> tuple[dict | None, li
 def check_job(work_dir: Path, rehash=None) -> tuple[str | None, list[str]]:
     """The job's recorded recipe fingerprint, and what differs between the folder and its
     record (empty: all of it verified)."""
-    sha = _Hashes()
+    sha = _hashes()
     recipe, problems = check_folder(work_dir, sha, rehash)
     if recipe is None:
         return None, problems
@@ -279,7 +258,7 @@ def verify(folders: list[Path], log=print, contents: bool = False) -> int:
     """One line per job folder; the number of folders that differ from their record.
     ``contents``: every dataset file's bytes hashed again (once per dataset), not only its size
     and time compared."""
-    differing, rehash = 0, Rehash() if contents else None
+    differing, rehash = 0, contents_rehash() if contents else None
     for folder in folders:
         try:
             recipe, problems = check_job(folder, rehash)
@@ -313,7 +292,7 @@ def _record_one(folder: Path) -> tuple[str, str]:
     request = JobRequest.read(folder / REQUEST_FILE)
     metrics = state.get('metrics') if request.kind == 'evaluate' else None
     record = result_record(request, folder, recipe, state, metrics, made_by=MADE_AFTER)
-    unsound = record_problems(folder, record, recipe, _Hashes())
+    unsound = record_problems(folder, record, recipe, _hashes())
     if unsound:  # never a record that verify would refuse
         return 'differs', (f'DIFFERS {folder}: the record it would get does not hold ('
                            + '; '.join(unsound) + '); no record written')
