@@ -101,6 +101,18 @@ def test_row_ids_must_be_usable_as_folder_wandb_and_shell_names(tmp_path, bad_id
     assert f"field 'id': {bad_id!r} is not a usable identifier" in message
 
 
+def _refused(tmp_path, mutate):
+    """(path, message) of table3.yaml with ``mutate`` applied to the whole spec, which must
+    not load."""
+    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
+    mutate(data)
+    path = tmp_path / 'table3.yaml'
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(SpecError) as err:
+        load_table(path)
+    return path, str(err.value)
+
+
 @pytest.mark.parametrize('mutate, field, value', [
     (lambda data: data.update(table='table 3'), 'table', 'table 3'),
     (lambda data: data['rows'][2]['pretrained'].update(file='/etc/vit.pth'), 'pretrained.file',
@@ -112,13 +124,7 @@ def test_row_ids_must_be_usable_as_folder_wandb_and_shell_names(tmp_path, bad_id
     (lambda data: data['rows'][2].update(seed_curves='seg s 16'), 'seed_curves', 'seg s 16'),
 ])
 def test_names_that_become_paths_are_checked_on_load(tmp_path, mutate, field, value):
-    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
-    mutate(data)
-    path = tmp_path / 'table3.yaml'
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    with pytest.raises(SpecError) as err:
-        load_table(path)
-    message = str(err.value)
+    path, message = _refused(tmp_path, mutate)
     assert '\n' not in message and str(path) in message
     assert f"field '{field}': {value!r}" in message
     if field != 'table':
@@ -158,13 +164,7 @@ def test_unknown_keys_are_refused_with_the_closest_known_one(tmp_path, mutate, f
                                                              suggestion):
     """A key nothing reads (a typo of a known one) stops the load at every level of the spec,
     where it would otherwise be ignored (``pretrained.sha_256``: the weights never checked)."""
-    data = yaml.safe_load((EXPERIMENTS / 'table3.yaml').read_text())
-    mutate(data)
-    path = tmp_path / 'table3.yaml'
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    with pytest.raises(SpecError) as err:
-        load_table(path)
-    message = str(err.value)
+    path, message = _refused(tmp_path, mutate)
     assert '\n' not in message and message.startswith(f'{path}: ')
     assert f"field '{field}': unknown key, did you mean '{suggestion}'?" in message, message
     assert ("row 'seg-s-16'" in message) == (field != 'titel')

@@ -14,6 +14,7 @@ built on a laptop from job folders copied off a cluster decides as the cluster w
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import io
 import json
@@ -144,11 +145,25 @@ def number_code_files() -> list[Path]:
     return module_files(NUMBER_CODE)
 
 
+@functools.lru_cache(maxsize=None)
+def _stripped_digest(path: Path, size: int, mtime_ns: int) -> str:
+    return _digest(stripped_source(path))[:16]
+
+
+def _file_hashes(files: list[Path]) -> dict[str, str]:
+    """Each file's stripped-text hash, once per file version in a process (a report hashes
+    the harness modules for every row)."""
+    hashes = {}
+    for path in files:
+        stat = Path(path).stat()
+        hashes[_name(path)] = _stripped_digest(Path(path), stat.st_size, stat.st_mtime_ns)
+    return hashes
+
+
 def code_files(row: Row) -> dict[str, str]:
     """SHA-256 (16 hex digits) of each file that decides ``row``'s numbers, by its name."""
     try:
-        files = number_code_files() + config_chain(row.config_path)
-        return {_name(p): _digest(stripped_source(p))[:16] for p in files}
+        return {**_file_hashes(number_code_files()), **_file_hashes(config_chain(row.config_path))}
     except SpecError as err:
         raise SpecError(f'{row.table}/{row.id}: {err}') from None
 
