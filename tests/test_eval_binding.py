@@ -106,6 +106,9 @@ def test_a_replaced_checkpoint_is_refused_in_one_line_and_nothing_is_evaluated(
                                 'checkpoint its result record names'), errors[0]
     assert errors[0].endswith('not evaluated')
     assert 'evaluating' not in refused.stdout
+    # the closing advice names what to do about it, and the same command is the way back
+    assert refused.stdout.splitlines()[-1].startswith('1 job(s) not evaluated: the checkpoint '
+                                                      'or result record'), refused.stdout
     assert ours_eval_dirs(work_dir, True) == []
 
 
@@ -128,6 +131,8 @@ def test_a_training_without_a_readable_result_record_is_not_evaluated(trained, s
     assert unreadable.returncode == 1
     errors = [line for line in unreadable.stderr.splitlines() if 'error' in line.lower()]
     assert len(errors) == 1 and f'unreadable result record ({record})' in errors[0], errors
+    assert unreadable.stdout.splitlines()[-1].startswith('1 job(s) not evaluated'), \
+        unreadable.stdout
     assert ours_eval_dirs(work_dir, True) == before
 
 

@@ -23,6 +23,7 @@ class EvaluateOptions(Seeds, LaunchOptions):
 
 
 def evaluate(options: EvaluateOptions) -> int:
+    from ..launch.launchers import REFUSED
     from ..launch.targets import evaluate_ours_targets, evaluate_released_targets
     from ..launch.preflight import preflight_full
     launcher = options.build_launcher()
@@ -45,6 +46,7 @@ def evaluate(options: EvaluateOptions) -> int:
         else:
             targets, refused = evaluate_released_targets(rows, options.work_root,
                                                          options.checkpoints, **common)
+        launcher.unfinished[REFUSED] += refused
         failed += refused + launcher.run(targets)
         if not options.report_after(table):  # one line; the next table still runs
             reports_missed.append(table.name)

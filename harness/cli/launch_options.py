@@ -133,7 +133,7 @@ class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
     def closing_advice(self, launcher, reports_missed: list[str]) -> list[str]:
         """What to do about the jobs that did not finish and the reports not built, by
         reason: a re-run of the same command helps only some of them."""
-        from ..launch.launchers import DRIFT, FAILED, RUNNING, UNREADABLE, WAITING
+        from ..launch.launchers import DRIFT, FAILED, REFUSED, RUNNING, UNREADABLE, WAITING
         tables = ' '.join(f'--table {t}' for t in self.table)
         root = '' if self.work_root == DEFAULT_WORK_ROOT else f' --work-root {self.work_root}'
         status = f'`python -m harness status {tables} --profile {self.profile}{root}`'
@@ -149,6 +149,10 @@ class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
             UNREADABLE: f'have a {STATE_FILE} that does not parse: repair it, or move it '
                         'aside to resume the job from its checkpoints',
             WAITING: f'are still queued or running in SLURM: {status} follows them',
+            REFUSED: 'not evaluated: the checkpoint or result record their error lines name is '
+                     'missing, unreadable or not what the training recorded; once it is '
+                     'restored, the same command evaluates them (a checkpoint changed for '
+                     'good: train the row again under another --work-root)',
         }
         lines = [f'{n} job(s) {said[reason]}.' for reason, n in launcher.unfinished.items()
                  if n]

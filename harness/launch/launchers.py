@@ -151,8 +151,9 @@ def report_end(target: Target, rc: int, took: float, log: Path | None = None,
     return False
 
 
-# why a job did not finish, as the command's closing advice groups them
-FAILED, DRIFT, RUNNING, WAITING = 'failed', 'drift', 'running', 'waiting'  # and UNREADABLE
+# why a job did not finish, as the command's closing advice groups them (REFUSED: an
+# evaluation whose checkpoint or result record was refused before any launch)
+FAILED, DRIFT, RUNNING, WAITING, REFUSED = 'failed', 'drift', 'running', 'waiting', 'refused'
 
 
 def unfinished_reason(rc: int, work_dir: Path) -> str:
