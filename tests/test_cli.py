@@ -54,6 +54,7 @@ def test_every_command_has_a_module():
     (dict(nodes=2), '--nodes needs --launcher slurm'),
     (dict(mem='12X'), "--mem '12X' is not a SLURM memory size"),
     (dict(poll_interval=0.0), '--poll-interval must be a positive number of seconds'),
+    (dict(time='1:2:3:4'), "--time '1:2:3:4' is not a SLURM time (MM, HH:MM:SS, D-HH)"),
     (dict(max_iters=0), '--max-iters must be at least 1, got 0'),
     (dict(workers=-1), '--workers must be at least 0, got -1'),
 ])
@@ -61,6 +62,18 @@ def test_run_options_check_themselves_when_built(fields, message):
     with pytest.raises(OptionError) as refused:
         RunOptions(table=['table3'], **fields)
     assert str(refused.value).startswith(message) and '\n' not in str(refused.value)
+
+
+def test_the_slurm_flags_are_the_launch_layers_fields():
+    """Declared once, in launch/: the flags of run and evaluate are the very fields that
+    SlurmOptions hands to the submission."""
+    from harness.launch.slurm_options import SlurmOptions, SlurmRequest
+    run = RunOptions.__dataclass_fields__
+    for field in dataclasses.fields(SlurmRequest):
+        assert run[field.name].metadata is field.metadata, field.name
+        assert SlurmOptions.__dataclass_fields__[field.name].metadata is field.metadata
+    assert {f.name for f in dataclasses.fields(SlurmOptions)} - set(run) == {
+        'tasks_per_node', 'gpus_per_node'}  # from --gpus and the profile
 
 
 def test_the_gpu_only_precisions_are_refused_by_one_check_in_run_and_rehearse():

@@ -9,33 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.checks import at_least, one_of
+from ..core.checks import at_least, one_of, option as option  # declared where launch/ can
 from ..core.errors import HarnessError, SpecError
 
 
 class OptionError(HarnessError):
     """A flag's value that no command can use; the message names the flag."""
-
-
-def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
-           short: str | None = None, choices: Sequence | None = None, minimum=None,
-           check: Callable[[Any], None] | None = None, parse: Callable[[str], Any] | None = None,
-           metavar: str | None = None, repeat: bool = False, positional: bool = False,
-           default_factory: Callable[[], Any] | None = None, why: str = ''):
-    """A field of an options dataclass. ``flag`` defaults to ``--<name-with-dashes>``; a
-    boolean whose default is True is switched off by its ``flag`` (e.g. ``--no-report``).
-    ``check(value)`` raises ValueError with the reason for a value it refuses; ``why`` is
-    added to a bound's message."""
-    metadata = dict(help=help, flag=flag, short=short, choices=choices, minimum=minimum,
-                    check=check, parse=parse, metavar=metavar, repeat=repeat,
-                    positional=positional, why=why)
-    if default_factory is not None:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
 
 
 def redefault(cls: type, name: str, default):
