@@ -30,21 +30,14 @@ def flag_of(field: dataclasses.Field) -> str:
     return field.metadata.get('flag') or '--' + field.name.replace('_', '-')
 
 
-def _default(field: dataclasses.Field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return dataclasses.MISSING
-
-
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Declare every field of ``cls`` as an argument of ``parser``."""
     for field in dataclasses.fields(cls):
         meta = field.metadata
         if 'help' not in meta:
             continue
-        default = _default(field)
+        default = (field.default_factory() if field.default_factory is not dataclasses.MISSING
+                   else field.default)  # MISSING: a required flag
         kwargs = dict(dest=field.name, help=_help(meta, default))
         if meta['metavar']:
             kwargs['metavar'] = meta['metavar']
@@ -82,19 +75,14 @@ class _Gather(argparse.Action):
 
 
 def _help(meta, default) -> str:
-    text = meta['help']
-    if not (default is dataclasses.MISSING or default is None or isinstance(default, bool)
-            or default == []) and '(default' not in text:
-        shown = _shown(default)
-        text += f' (default: {shown})'
-    return text
-
-
-def _shown(value) -> str:
+    """The help, and the default where it tells something (a path in the checkout relative)."""
     from ..core.layout import REPO_ROOT
-    if isinstance(value, Path) and value.is_relative_to(REPO_ROOT):
-        return str(value.relative_to(REPO_ROOT)) or '.'
-    return str(value)
+    if default in (dataclasses.MISSING, None, []) or isinstance(default, bool) \
+            or '(default' in meta['help']:
+        return meta['help']
+    if isinstance(default, Path) and default.is_relative_to(REPO_ROOT):
+        default = default.relative_to(REPO_ROOT)
+    return f"{meta['help']} (default: {default})"
 
 
 def _parser_of(field: dataclasses.Field, default) -> Callable[[str], Any]:

@@ -39,10 +39,10 @@ def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = 
            metavar: str | None = None, repeat: bool = False, positional: bool = False,
            default_factory: Callable[[], Any] | None = None, why: str = ''):
     """A dataclass field that is also a command-line flag (``cli/options.py`` builds the flag
-    and checks the value); declared here so that any layer may own one. ``flag`` defaults to ``--<name-with-dashes>``; a
-    boolean whose default is True is switched off by its ``flag`` (e.g. ``--no-report``).
-    ``check(value)`` raises ValueError with the reason for a value it refuses; ``why`` is
-    added to a bound's message."""
+    and checks the value); declared here so that any layer may own one. ``flag`` defaults to
+    ``--<name-with-dashes>``; a boolean whose default is True is switched off by its ``flag``
+    (e.g. ``--no-report``). ``check(value)`` raises ValueError with the reason for a value it
+    refuses; ``why`` is added to a bound's message."""
     metadata = dict(help=help, flag=flag, short=short, choices=choices, minimum=minimum,
                     check=check, parse=parse, metavar=metavar, repeat=repeat,
                     positional=positional, why=why)
