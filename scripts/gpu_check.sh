@@ -16,11 +16,15 @@
 # rows it finished on record. Stages and limits (seconds): SETUP_S, FP32_S, BF16_S, TF32_S,
 # BENCH_S.
 #
-# `scripts/gpu_check.sh --dry-run [DIR]` (`make gpu-check-dry-run`, and a test in CI) runs every
-# stage with the same commands on the CPU at tiny sizes, so that a broken stage shows here and
-# not in the first paid GPU hour. Its files go under DIR (default: a new temporary folder),
-# never into the committed reports/; it exits 1 when a stage failed. What a CPU cannot do, or
-# not at tiny sizes, is swapped in the block after the limits, and the stage line says so.
+# `scripts/gpu_check.sh --dry-run [DIR]` (`make gpu-check-dry-run`) runs every stage with the
+# same commands on the CPU at tiny sizes, so that a broken stage shows here and not in the first
+# paid GPU hour. Its files go under DIR (default: a new temporary folder), never into the
+# committed reports/; it exits 1 when a stage failed. What a CPU cannot do, or not at tiny
+# sizes, is swapped in the block after the limits, and the stage line says so.
+# HARNESS_STAND_IN=file.py runs `$PY file.py` in place of `$PY -m harness` in each stage: the
+# test of the script's own wiring (tests/test_gpu_script.py) puts one there that checks the
+# stage's flags with the real parsers and writes placeholder results, in seconds; the stages'
+# own work is tested by tests/test_rehearse.py and tests/test_bench.py.
 set -uo pipefail
 DRY_RUN=
 if [ "${1:-}" = --dry-run ]; then
@@ -59,7 +63,7 @@ BENCH_S=${BENCH_S:-150}
 DEVICE=cuda
 REHEARSE_SIZE=(--iters 4)
 TF32=(--amp tf32) TF32_NOTE=
-BENCH=(-m harness bench) BENCH_SIZE=(--repeats 3) BENCH_NOTE=
+HARNESS=(-m harness) BENCH_SIZE=(--repeats 3) BENCH_NOTE=
 REHEARSAL_DIR=reports/rehearsal BENCH_DIR=reports/bench
 STAGE_NOTE=
 REHEARSE_OUT=() BENCH_OUT=()  # expanded as ${A[@]+"${A[@]}"}: bash < 4.4 calls () unbound
@@ -79,6 +83,7 @@ if [ -n "$DRY_RUN" ]; then
     mkdir -p "$OUT"
     echo "dry run: $DEVICE, tiny sizes, files under $DRY_RUN"
 fi
+[ -z "${HARNESS_STAND_IN:-}" ] || HARNESS=("$HARNESS_STAND_IN")
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 start=$SECONDS
 failed=()
@@ -105,7 +110,7 @@ $PY -c 'import sys, torch, mmseg, mmcv; print("torch", torch.__version__, torch.
 
 rehearse() {  # precision label, time limit, extra arguments
     stage "rehearsal $1$STAGE_NOTE"
-    timeout -k 60 "$2" $PY -m harness rehearse --table table3 --table table6 \
+    timeout -k 60 "$2" $PY "${HARNESS[@]}" rehearse --table table3 --table table6 \
         --device "$DEVICE" "${REHEARSE_SIZE[@]}" ${REHEARSE_OUT[@]+"${REHEARSE_OUT[@]}"} "${@:3}" \
         || { echo "rehearsal $1: exit $? (rows on record kept)"; failed+=("rehearsal $1"); }
 }
@@ -114,7 +119,7 @@ rehearse bf16 "$BF16_S" --amp bf16 --no-resume
 STAGE_NOTE=$TF32_NOTE rehearse tf32 "$TF32_S" ${TF32[@]+"${TF32[@]}"} --no-resume
 
 stage "bench$BENCH_NOTE"
-timeout -k 60 "$BENCH_S" $PY "${BENCH[@]}" --device "$DEVICE" --amp bf16 --tf32 \
+timeout -k 60 "$BENCH_S" $PY "${HARNESS[@]}" bench --device "$DEVICE" --amp bf16 --tf32 \
     --rounds 1 "${BENCH_SIZE[@]}" --no-overhead ${BENCH_OUT[@]+"${BENCH_OUT[@]}"} \
     || { echo "bench: exit $?"; failed+=(bench); }
 

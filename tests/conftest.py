@@ -12,10 +12,10 @@ if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1)) > 1:
 # The modules whose real jobs take longest, longest first: `make test` hands whole modules to
 # its workers in collection order, so these start first and the workers finish together
 LONGEST_FIRST = ['test_result_record.py', 'test_smoke_e2e.py', 'test_recipe_binding.py',
-                 'test_rehearse.py', 'test_launchers.py', 'test_bench.py', 'test_gpu_script.py',
-                 'test_damaged_files.py', 'test_faults.py', 'test_job_disturbed.py',
-                 'test_mmseg_tools.py', 'test_verify.py', 'test_bad_input.py',
-                 'test_evaluate.py', 'test_eval_binding.py', 'test_resume_data.py']
+                 'test_rehearse.py', 'test_launchers.py', 'test_bench.py', 'test_damaged_files.py',
+                 'test_faults.py', 'test_job_disturbed.py', 'test_mmseg_tools.py', 'test_verify.py',
+                 'test_bad_input.py', 'test_evaluate.py', 'test_eval_binding.py',
+                 'test_resume_data.py']
 
 
 def pytest_collection_modifyitems(items):

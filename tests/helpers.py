@@ -1,6 +1,6 @@
-"""What the tests share: running the CLI, reading W&B offline runs, broken specs, the key
-layouts of the real releases with an independent forward of the official model, and a real
-one-node SLURM cluster.
+"""What the tests share: running the CLI, reading W&B offline runs, broken specs, private
+mounts (read-only and full file systems), the key layouts of the real releases with an
+independent forward of the official model, and a real one-node SLURM cluster.
 
 Fixtures and pytest hooks stay in conftest.py; no test module imports another. torch and
 mmengine are imported inside the functions that need them, so a test that only runs the CLI
@@ -8,6 +8,7 @@ does not pay for loading them.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +64,35 @@ def start_and_wait(args, work_dir, until_iter):
             return proc
         time.sleep(0.2)
     pytest.fail(f'the job ended (exit {proc.poll()}) before it could be stopped')
+
+
+# --- real mounts, seen by one script alone --------------------------------------------------
+
+UNSHARE = ['unshare', '--user', '--map-root-user', '--mount']
+
+
+@functools.cache
+def _mounts_refused() -> str:
+    """Why this machine refuses a private tmpfs mount; '' where it allows one."""
+    if shutil.which('unshare') is None:
+        return 'no unshare on PATH (util-linux)'
+    with tempfile.TemporaryDirectory() as probe:
+        done = subprocess.run([*UNSHARE, 'mount', '-t', 'tmpfs', '-o', 'size=16k', 'tmpfs',
+                               probe], capture_output=True, text=True, timeout=60, check=False)
+    return '' if done.returncode == 0 else (done.stderr or done.stdout).strip()
+
+
+def in_namespace(script, *args, timeout=900):
+    """Run a bash script as root of fresh user + mount namespaces: its mounts (a read-only bind,
+    a small tmpfs) are real, seen by no other process, and die with it. Where the machine
+    refuses them the test fails saying so: a check skipped is a defect (CI runs as root)."""
+    if refused := _mounts_refused():
+        pytest.fail(f'this test mounts file systems in a private namespace ({" ".join(UNSHARE)}'
+                    f'), which needs unprivileged user namespaces or root: {refused}',
+                    pytrace=False)
+    return subprocess.run([*UNSHARE, 'bash', '-c', script, 'ns', *map(str, args)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=False, env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
 
 
 # --- W&B offline runs ---------------------------------------------------------------------------

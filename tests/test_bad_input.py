@@ -2,20 +2,18 @@
 file already in the work dir (an earlier job's result) byte-identical afterwards.
 
 The read-only work dir and the full disk are real: a read-only bind mount and a small tmpfs,
-each inside a private mount namespace (`unshare`: user + mount namespaces, so no mount is seen
-outside the test and none outlives it; root in the container is not needed, and root's
-permission bypass does not defeat a read-only mount as it would `chmod 555`).
+each inside a private mount namespace (`tests.helpers.in_namespace`: user + mount namespaces,
+so no mount is seen outside the test and none outlives it; root in the container is not needed,
+and root's permission bypass does not defeat a read-only mount as it would `chmod 555`).
 """
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from harness.core.spec import load_table
-from tests.helpers import REPO_ROOT, broken_spec, harness_cli
+from tests.helpers import REPO_ROOT, broken_spec, harness_cli, in_namespace
 
 PREVIOUS_JOB = ('smoke', 'table3', 'seg-t-16', 'seed0')
 
@@ -165,19 +163,11 @@ def test_bad_slurm_options(work, tmp_path, option, needle):
                          *option, '--data-root', tmp_path / 'no-ade20k'), work, needle)
 
 
-def _in_namespace(script, *args, timeout=600):
-    """Run a bash script as root of fresh user + mount namespaces (mounts die with it)."""
-    return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'bash', '-c',
-                           script, 'ns', *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, check=False,
-                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
-
-
 def test_read_only_work_dir(work, tmp_path):
     script = ('set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; '
               '"$2" -m harness run --table table3 --rows seg-s-16 --profile smoke '
               '--work-root "$1" --data-root "$3" --no-report')
-    result = _in_namespace(script, work[0], sys.executable, tmp_path / 'data')
+    result = in_namespace(script, work[0], sys.executable, tmp_path / 'data')
     _assert_refused(result, work, f'cannot write to the work dir {work[0]}: Read-only file system')
 
 
@@ -189,7 +179,7 @@ def test_work_root_below_a_read_only_folder_is_refused_without_creating_it(tmp_p
               '--work-root "$1/new/work" --data-root "$3" --no-report')
     parent = tmp_path / 'parent'
     parent.mkdir()
-    result = _in_namespace(script, parent, sys.executable, tmp_path / 'data')
+    result = in_namespace(script, parent, sys.executable, tmp_path / 'data')
     assert result.returncode != 0 and result.stderr.count('\n') == 1, result.stderr
     assert result.stderr.startswith(f"error: cannot write to the work dir {parent / 'new/work'}: "
                                     'Read-only file system'), result.stderr
@@ -244,7 +234,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, s
     mountpoint, out = tmp_path / 'disk', tmp_path / 'out'
     mountpoint.mkdir()
     out.mkdir()
-    done = _in_namespace(FULL_DISK, mountpoint, out, sys.executable, synthetic_root)
+    done = in_namespace(FULL_DISK, mountpoint, out, sys.executable, synthetic_root)
     assert done.returncode == 0, done.stderr + (out / 'run1.out').read_text()
     assert int((out / 'run2.rc').read_text()) != 0
     stderr = (out / 'run2.err').read_text()

@@ -1,7 +1,6 @@
 """The command line: options dataclasses that check themselves (one line naming the flag), the
 row selection, and the generated reference in docs/ that must equal what the parsers say."""
 import dataclasses
-import os
 import subprocess
 import sys
 
@@ -54,6 +53,7 @@ def test_every_command_has_a_module():
     (dict(nodes=2), '--nodes needs --launcher slurm'),
     (dict(mem='12X'), "--mem '12X' is not a SLURM memory size"),
     (dict(poll_interval=0.0), '--poll-interval must be a positive number of seconds'),
+    (dict(time='1:2:3:4'), "--time '1:2:3:4' is not a SLURM time (MM, HH:MM:SS, D-HH)"),
     (dict(max_iters=0), '--max-iters must be at least 1, got 0'),
     (dict(workers=-1), '--workers must be at least 0, got -1'),
 ])
@@ -61,6 +61,18 @@ def test_run_options_check_themselves_when_built(fields, message):
     with pytest.raises(OptionError) as refused:
         RunOptions(table=['table3'], **fields)
     assert str(refused.value).startswith(message) and '\n' not in str(refused.value)
+
+
+def test_the_slurm_flags_are_the_launch_layers_fields():
+    """Declared once, in launch/: the flags of run and evaluate are the very fields that
+    SlurmOptions hands to the submission."""
+    from harness.launch.slurm_options import SlurmOptions, SlurmRequest
+    run = RunOptions.__dataclass_fields__
+    for field in dataclasses.fields(SlurmRequest):
+        assert run[field.name].metadata is field.metadata, field.name
+        assert SlurmOptions.__dataclass_fields__[field.name].metadata is field.metadata
+    assert {f.name for f in dataclasses.fields(SlurmOptions)} - set(run) == {
+        'tasks_per_node', 'gpus_per_node'}  # from --gpus and the profile
 
 
 def test_the_gpu_only_precisions_are_refused_by_one_check_in_run_and_rehearse():
@@ -112,29 +124,29 @@ def test_repeated_rows_and_tables_add_up_each_once():
     assert _parsed('status', '--table', 'table3').rows is None  # default: every row
 
 
-@pytest.mark.parametrize('profile, flags, expected', [
-    ('full', [], None),  # from this process's CPUs
-    ('smoke', [], 0),  # in the training process
-    ('full', ['--workers', '3'], 3),
-    ('smoke', ['--workers', '2'], 2),
+@pytest.mark.parametrize('profile, flags, slurm_cpus, expected', [
+    ('full', [], '3', 3),  # SLURM's allocation of 3 CPUs to the process
+    ('full', [], '64', 8),  # capped at 8
+    ('smoke', [], '3', 0),  # in the training process
+    ('full', ['--workers', '3'], '64', 3),
+    ('smoke', ['--workers', '2'], '64', 2),
 ])
-def test_workers_reach_every_loader_of_the_job_config(tmp_path, profile, flags, expected):
-    """``--workers`` through the real path: flags -> options -> job request -> config."""
+def test_workers_reach_every_loader_of_the_job_config(tmp_path, monkeypatch, profile, flags,
+                                                      slurm_cpus, expected):
+    """``--workers`` through the real path: flags -> options -> job request -> config; without
+    it, the count the CPUs the test allocates allow."""
     from harness.launch.targets import train_targets
     from harness.prepare.job_config import build_config
+    monkeypatch.setenv('SLURM_CPUS_PER_TASK', slurm_cpus)
     args = build_parser().parse_args(['run', '--table', 'table3', '--rows', 'seg-t-16',
                                       '--profile', profile, *flags])
     options = args.command_.options.from_namespace(args)
     [target] = train_targets(options.selected_rows(), 1, tmp_path, profile=profile,
                              data_root=tmp_path, workers=options.workers)
     cfg = build_config(target.request)
-    if expected is None:
-        expected = min(8, len(os.sched_getaffinity(0))) if 'SLURM_CPUS_PER_TASK' not in \
-            os.environ else min(8, int(os.environ['SLURM_CPUS_PER_TASK']))
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[loader].num_workers == expected, loader
-        if flags:
-            assert cfg[loader].persistent_workers == (expected > 0), loader
+        assert cfg[loader].persistent_workers == (expected > 0), loader
 
 
 def test_plan_on_a_config_that_does_not_build_says_so_in_one_line(tmp_path):

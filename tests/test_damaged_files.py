@@ -3,7 +3,7 @@ full disk under the work root or the reports.
 
 Each case must give one line naming the file, leave the other rows launched, reported and shown,
 and leave no temporary file behind. The full disks are real: a small tmpfs mounted inside a
-private mount namespace (`unshare`, as tests/test_bad_input.py does), so no mount is seen outside
+private mount namespace (`tests.helpers.in_namespace`), so no mount is seen outside
 the test and none outlives it.
 """
 import json
@@ -16,7 +16,7 @@ import pytest
 
 from harness.core.request import JobRequest
 from harness.core.spec import load_table
-from tests.helpers import REPO_ROOT, harness_cli
+from tests.helpers import REPO_ROOT, harness_cli, in_namespace
 
 pytestmark = pytest.mark.e2e
 
@@ -38,23 +38,6 @@ def _job(work, row):
 def _temporary_files(root):
     root = Path(root)
     return sorted({str(p) for pattern in ('*.partial', '.*.partial') for p in root.rglob(pattern)})
-
-
-def _in_namespace(script, *args, timeout=900):
-    """Run a bash script as root of fresh user + mount namespaces (its mounts die with it)."""
-    return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'bash', '-c',
-                           script, 'ns', *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, check=False,
-                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
-
-
-@pytest.fixture(scope='module')
-def tmpfs_allowed(tmp_path_factory):
-    """Skip (with the reason) where this machine refuses to mount a tmpfs."""
-    probe = tmp_path_factory.mktemp('probe')
-    done = _in_namespace('mount -t tmpfs -o size=16k tmpfs "$1"', probe, timeout=60)
-    if done.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs here: {(done.stderr or done.stdout).strip()}')
 
 
 # --- a job state that does not parse --------------------------------------------------------
@@ -160,12 +143,12 @@ done
 
 
 @pytest.mark.parametrize('size', ['180k', '1200k'])
-def test_full_work_root_one_line_each_and_the_next_row_launched(tmpfs_allowed, tmp_path, size,
+def test_full_work_root_one_line_each_and_the_next_row_launched(tmp_path, size,
                                                                 synthetic_root):
     work, out = tmp_path / 'disk', tmp_path / 'out'
     work.mkdir()
     out.mkdir()
-    done = _in_namespace(FULL_WORK_ROOT, work, size, out, sys.executable, synthetic_root)
+    done = in_namespace(FULL_WORK_ROOT, work, size, out, sys.executable, synthetic_root)
     assert done.returncode == 0, done.stderr
     stdout, stderr = (out / 'run.out').read_text(), (out / 'run.err').read_text()
     assert int((out / 'run.rc').read_text()) != 0, stdout
@@ -211,12 +194,12 @@ find "$reports" -name '*.partial' > "$out/partial"
 '''
 
 
-def test_full_reports_folder_keeps_the_previous_report(tmpfs_allowed, tmp_path, damaged_work):
+def test_full_reports_folder_keeps_the_previous_report(tmp_path, damaged_work):
     work, _, _ = damaged_work
     reports, out = tmp_path / 'reports', tmp_path / 'out'
     reports.mkdir()
     out.mkdir()
-    done = _in_namespace(FULL_REPORTS, reports, out, sys.executable, work)
+    done = in_namespace(FULL_REPORTS, reports, out, sys.executable, work)
     assert done.returncode == 0, done.stderr + done.stdout
     assert int((out / 'second.rc').read_text()) == 2
     stderr = (out / 'second.err').read_text()

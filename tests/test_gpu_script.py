@@ -1,5 +1,8 @@
-"""scripts/gpu_check.sh before it meets a GPU: its dry run passes every stage of the real run on
-the CPU, and `make install` builds mmcv's CPU ops whatever the machine has."""
+"""scripts/gpu_check.sh before it meets a GPU: its own wiring (stage order, each stage's flags
+through the real parsers, results copied to $OUT, failed stages counted, reports/ untouched),
+in seconds, with a stand-in for each stage's work (tests/test_rehearse.py and
+tests/test_bench.py run that work); and `make install` builds mmcv's CPU ops whatever the
+machine has."""
 import hashlib
 import json
 import os
@@ -9,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / 'scripts' / 'gpu_check.sh'
+STAND_IN = REPO / 'tests' / 'gpu_check_stand_in.py'
 # what a caller's shell may carry that would steer the script or the Makefile elsewhere
 STEERING = ('PY', 'USE_ENV', 'OUT', 'MMCV_CUDA_OPS', 'FORCE_CUDA', 'CUDA_VISIBLE_DEVICES',
             'MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES')  # a calling make's too
@@ -52,45 +55,70 @@ def test_script_stages_are_read_from_the_script():
     assert len(set(stages)) == len(stages) and not any('$' in s for s in stages), stages
 
 
-@pytest.mark.e2e
-def test_dry_run_passes_every_stage_of_the_real_run(tmp_path):
-    text = SCRIPT.read_text()
-    stages = script_stages(text)
+def _dry_run(tmp_path, **env):
+    """The dry run with the stand-in for `python -m harness` (tests/gpu_check_stand_in.py):
+    (the finished process, its files' folder); the committed reports checked untouched."""
     committed = {p: hashlib.sha256(p.read_bytes()).hexdigest()
                  for p in (REPO / 'reports').glob('*/*') if p.is_file()}
     out = tmp_path / 'dry'
     proc = subprocess.run(['bash', str(SCRIPT), '--dry-run', str(out)], cwd=tmp_path,
-                          env=clean_env(PY=sys.executable), capture_output=True, text=True,
-                          timeout=3600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    assert 'dry run: passed' in proc.stdout
+                          env=clean_env(PY=sys.executable, HARNESS_STAND_IN=str(STAND_IN),
+                                        **env), capture_output=True, text=True, timeout=300)
+    assert committed == {p: hashlib.sha256(p.read_bytes()).hexdigest()
+                         for p in (REPO / 'reports').glob('*/*') if p.is_file()}
+    return proc, out
 
-    lines = proc.stdout.splitlines()
+
+def _stage_lines(stdout: str) -> list[int]:
+    """Where each stage of the real run starts in the dry run's output, in the script's order."""
+    lines = stdout.splitlines()
     at = []
-    for stage in stages:
+    for stage in script_stages(SCRIPT.read_text()):
         found = [k for k, line in enumerate(lines) if re.match(rf'== {re.escape(stage)}( |$)',
                                                                 line)]
-        assert found, f'no "== {stage}" line in the dry run:\n{proc.stdout[-3000:]}'
+        assert found, f'no "== {stage}" line in the dry run:\n{stdout[-3000:]}'
         at.append(found[0])
+    return at
+
+
+def _calls(folder, name) -> list[str]:
+    """The stage command lines that wrote ``folder/<name>.json``, in order."""
+    return json.loads((folder / f'{name}.json').read_text())['cpu']
+
+
+def test_dry_run_runs_every_stage_in_order_and_copies_the_results(tmp_path):
+    """The script's own wiring: each stage's flags pass the real parsers, the stages run in the
+    real run's order into the dry run's folders, their results end up in $OUT, and nothing is
+    written into the committed reports/."""
+    proc, out = _dry_run(tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and 'dry run: passed' in proc.stdout, log[-4000:]
+    at = _stage_lines(proc.stdout)
     assert at == sorted(at), 'stages out of the real run\'s order'
     assert re.search(r'^== rehearsal tf32 \(dry run: .*GPU', proc.stdout, re.M)
     assert not re.search(r'^(rehearsal \w+|bench): exit', proc.stdout, re.M), log[-4000:]
+    fp32, bf16, tf32 = _calls(out / 'rehearsal', 'rehearsal')  # three stages, one folder
+    assert '--amp' not in fp32 and '--no-resume' not in fp32  # fp32 resumes from its checkpoint
+    assert '--amp bf16 --no-resume' in bf16 and tf32.endswith('--no-resume')
+    assert all('--device cpu' in call for call in (fp32, bf16, tf32))
+    [bench] = _calls(out / 'bench', 'bench')
+    assert '--device cpu --amp bf16 --tf32' in bench
+    for name, folder in (('rehearsal', 'rehearsal'), ('bench', 'bench')):
+        for suffix in ('.json', '.md'):  # the last stage's files, copied
+            assert (out / 'out' / f'{name}{suffix}').read_bytes() == \
+                (out / folder / f'{name}{suffix}').read_bytes()
 
-    for name in ('rehearsal', 'bench'):
-        for folder in (name, 'out'):  # where the stage wrote, where the last stage copied
-            data = json.loads((out / folder / f'{name}.json').read_text())
-            assert list(data) == ['cpu'], data.keys()
-            md = (out / folder / f'{name}.md').read_text()
-            assert md.startswith('# ') and re.search(r'^## .*\bcpu\b', md, re.M), md[:500]
-            if name == 'rehearsal':
-                assert {'fp32', 'bf16'} <= set(data['cpu'])
-                for run in data['cpu'].values():
-                    assert run['device'] == 'cpu' and run['rows'], run
-            else:
-                assert data['cpu']['cases'] and data['cpu']['tf32'] is True
-    assert committed == {p: hashlib.sha256(p.read_bytes()).hexdigest()
-                         for p in (REPO / 'reports').glob('*/*') if p.is_file()}
+
+def test_a_failed_stage_is_counted_and_the_next_ones_still_run(tmp_path):
+    proc, out = _dry_run(tmp_path, STAND_IN_FAILS='--amp bf16 --no-resume')
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert 'rehearsal bf16: exit 3 (rows on record kept)' in proc.stdout
+    assert 'bench: exit' not in proc.stdout
+    assert proc.stderr.splitlines()[-1] == 'dry run: failed: rehearsal bf16'
+    at = _stage_lines(proc.stdout)
+    assert at == sorted(at)  # the later stages ran
+    assert len(_calls(out / 'rehearsal', 'rehearsal')) == 2  # fp32 and tf32
+    assert _calls(out / 'out', 'bench') == _calls(out / 'bench', 'bench')
 
 
 def mmcv_build_env(*make_args: str) -> dict:

@@ -4,51 +4,18 @@ rebuilt afterwards."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 import sys
 
 from ..core.layout import DEFAULT_WORK_ROOT, STATE_FILE
+from ..launch.slurm_options import SlurmOptions, SlurmRequest
 from .common import DataRoot, Gpus, Jobs, Launcher, Reports, Tracking
 from .options import OptionError, option
 
 
-def _memory(value: str) -> None:
-    if not re.fullmatch(r'\d+[KMGT]?', value):
-        raise ValueError('is not a SLURM memory size (e.g. 64G, 500000M)')
-
-
-def _slurm_name(value: str) -> None:
-    if not value or any(c.isspace() for c in value):
-        raise ValueError('is not a SLURM name (no spaces)')
-
-
-def _positive(value: float) -> None:
-    if value <= 0:
-        raise ValueError('{flag} must be a positive number of seconds')
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
-    nodes: int = option(1, minimum=1, metavar='N', help='slurm: nodes per job')
-    partition: str | None = option(None, check=_slurm_name,
-                                   help="slurm: partition (default: the cluster's)")
-    time: str = option('24:00:00', help='slurm: time limit per job (a job that reaches it '
-                                        'checkpoints, is requeued and resumes)')
-    cpus_per_task: int | None = option(None, minimum=1, metavar='N',
-                                       help='slurm: CPUs per training process')
-    account: str | None = option(None, check=_slurm_name, help='slurm: account to charge')
-    qos: str | None = option(None, check=_slurm_name, help='slurm: quality of service')
-    constraint: str | None = option(None, check=_slurm_name,
-                                    help="slurm: node features, e.g. 'a100|h100'")
-    mem: str | None = option(None, check=_memory, help='slurm: memory per node (64G, 500000M; '
-                                                       "default: the partition's)")
-    exclusive: bool = option(False, help='slurm: whole nodes per job')
-    wait: bool = option(True, flag='--no-wait',
-                        help='slurm: submit and return (default: wait until the jobs end)')
-    poll_interval: float = option(30.0, check=_positive, metavar='S',
-                                  help='slurm: seconds between two squeue calls while waiting '
-                                       '(one call for all jobs)')
+class LaunchOptions(SlurmRequest, Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
+    # SlurmRequest's fields (the SLURM flags) come after Tracking's; its nodes takes Gpus's place
     workers: int | None = option(None, minimum=0, metavar='N',
                                  help='data-loader worker processes per training process '
                                       '(default: min(8, usable CPUs / processes on the node), '
@@ -67,15 +34,6 @@ class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
                               'runs one process per job)')
         if self.launcher != 'slurm' and self.nodes > 1:
             raise OptionError('--nodes needs --launcher slurm')
-        if self.launcher == 'slurm':
-            self._slurm_time()
-
-    def _slurm_time(self) -> int:
-        from ..launch.slurm_options import parse_time
-        try:
-            return parse_time(self.time)
-        except ValueError as err:
-            raise OptionError(f"--time '{self.time}' {err}") from None
 
     @property
     def processes(self) -> int:
@@ -92,7 +50,6 @@ class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
         if self.launcher != 'slurm':
             return LocalLauncher(processes=self.processes, verbose=self.verbose)
         try:
-            from ..launch.slurm_options import SlurmOptions
             import submitit  # noqa: F401 - the submission's package, asked for before any work
         except ImportError as err:  # an optional package of this launcher alone
             raise OptionError(f'--launcher slurm needs the Python package {err.name} (pip '
@@ -100,16 +57,16 @@ class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
                               'include it)') from None
         if shutil.which('sbatch') is None:
             raise OptionError('--launcher slurm: no sbatch on PATH (run on a SLURM login node)')
+        hint = f'; {self._status_command()} follows them'
+        request = {f.name: getattr(self, f.name) for f in dataclasses.fields(SlurmRequest)}
+        return SlurmLauncher(SlurmOptions(
+            **request, tasks_per_node=self.gpus,
+            gpus_per_node=0 if self.profile == 'smoke' else self.gpus), status_hint=hint)
+
+    def _status_command(self) -> str:
         tables = ' '.join(f'--table {t}' for t in self.table)
         root = '' if self.work_root == DEFAULT_WORK_ROOT else f' --work-root {self.work_root}'
-        hint = (f'; `python -m harness status {tables} --profile {self.profile}{root}` '
-                'follows them')
-        return SlurmLauncher(SlurmOptions(
-            partition=self.partition, time_min=self._slurm_time(), nodes=self.nodes,
-            tasks_per_node=self.gpus, gpus_per_node=0 if self.profile == 'smoke' else self.gpus,
-            cpus_per_task=self.cpus_per_task, account=self.account, qos=self.qos,
-            constraint=self.constraint, mem=self.mem, exclusive=self.exclusive,
-            wait=self.wait, poll_s=self.poll_interval), status_hint=hint)
+        return f'`python -m harness status {tables} --profile {self.profile}{root}`'
 
     def report_after(self, table) -> bool:
         """Rebuild ``table``'s report (unless ``--no-report``); False when it could not be
@@ -134,9 +91,7 @@ class LaunchOptions(Tracking, Reports, DataRoot, Gpus, Launcher, Jobs):
         """What to do about the jobs that did not finish and the reports not built, by
         reason: a re-run of the same command helps only some of them."""
         from ..launch.launchers import DRIFT, FAILED, REFUSED, RUNNING, UNREADABLE, WAITING
-        tables = ' '.join(f'--table {t}' for t in self.table)
-        root = '' if self.work_root == DEFAULT_WORK_ROOT else f' --work-root {self.work_root}'
-        status = f'`python -m harness status {tables} --profile {self.profile}{root}`'
+        status = self._status_command()
         said = {
             FAILED: 'failed or stopped: once what their error lines name is fixed, the same '
                     'command resumes them from their last checkpoint',

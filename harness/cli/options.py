@@ -9,33 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.checks import at_least, one_of
+from ..core.checks import at_least, one_of, option as option  # declared where launch/ can
 from ..core.errors import HarnessError, SpecError
 
 
 class OptionError(HarnessError):
     """A flag's value that no command can use; the message names the flag."""
-
-
-def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
-           short: str | None = None, choices: Sequence | None = None, minimum=None,
-           check: Callable[[Any], None] | None = None, parse: Callable[[str], Any] | None = None,
-           metavar: str | None = None, repeat: bool = False, positional: bool = False,
-           default_factory: Callable[[], Any] | None = None, why: str = ''):
-    """A field of an options dataclass. ``flag`` defaults to ``--<name-with-dashes>``; a
-    boolean whose default is True is switched off by its ``flag`` (e.g. ``--no-report``).
-    ``check(value)`` raises ValueError with the reason for a value it refuses; ``why`` is
-    added to a bound's message."""
-    metadata = dict(help=help, flag=flag, short=short, choices=choices, minimum=minimum,
-                    check=check, parse=parse, metavar=metavar, repeat=repeat,
-                    positional=positional, why=why)
-    if default_factory is not None:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
 
 
 def redefault(cls: type, name: str, default):
@@ -47,21 +30,14 @@ def flag_of(field: dataclasses.Field) -> str:
     return field.metadata.get('flag') or '--' + field.name.replace('_', '-')
 
 
-def _default(field: dataclasses.Field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return dataclasses.MISSING
-
-
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Declare every field of ``cls`` as an argument of ``parser``."""
     for field in dataclasses.fields(cls):
         meta = field.metadata
         if 'help' not in meta:
             continue
-        default = _default(field)
+        default = (field.default_factory() if field.default_factory is not dataclasses.MISSING
+                   else field.default)  # MISSING: a required flag
         kwargs = dict(dest=field.name, help=_help(meta, default))
         if meta['metavar']:
             kwargs['metavar'] = meta['metavar']
@@ -99,19 +75,14 @@ class _Gather(argparse.Action):
 
 
 def _help(meta, default) -> str:
-    text = meta['help']
-    if not (default is dataclasses.MISSING or default is None or isinstance(default, bool)
-            or default == []) and '(default' not in text:
-        shown = _shown(default)
-        text += f' (default: {shown})'
-    return text
-
-
-def _shown(value) -> str:
+    """The help, and the default where it tells something (a path in the checkout relative)."""
     from ..core.layout import REPO_ROOT
-    if isinstance(value, Path) and value.is_relative_to(REPO_ROOT):
-        return str(value.relative_to(REPO_ROOT)) or '.'
-    return str(value)
+    if default in (dataclasses.MISSING, None, []) or isinstance(default, bool) \
+            or '(default' in meta['help']:
+        return meta['help']
+    if isinstance(default, Path) and default.is_relative_to(REPO_ROOT):
+        default = default.relative_to(REPO_ROOT)
+    return f"{meta['help']} (default: {default})"
 
 
 def _parser_of(field: dataclasses.Field, default) -> Callable[[str], Any]:

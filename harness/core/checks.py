@@ -2,7 +2,9 @@
 each, the caller names the value (a request field, a command-line flag)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import SpecError
 from .profiles import TOTAL_BATCH
@@ -29,3 +31,21 @@ def divides_batch(name: str, processes: int, plural: bool = False) -> None:
     if processes < 1 or TOTAL_BATCH % processes:
         raise SpecError(f"{name} {'do' if plural else 'does'} not divide the total batch "
                         f'{TOTAL_BATCH}')
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
+           short: str | None = None, choices: Sequence | None = None, minimum=None,
+           check: Callable[[Any], None] | None = None, parse: Callable[[str], Any] | None = None,
+           metavar: str | None = None, repeat: bool = False, positional: bool = False,
+           default_factory: Callable[[], Any] | None = None, why: str = ''):
+    """A dataclass field that is also a command-line flag (``cli/options.py`` builds the flag
+    and checks the value); declared here so that any layer may own one. ``flag`` defaults to
+    ``--<name-with-dashes>``; a boolean whose default is True is switched off by its ``flag``
+    (e.g. ``--no-report``). ``check(value)`` raises ValueError with the reason for a value it
+    refuses; ``why`` is added to a bound's message."""
+    metadata = dict(help=help, flag=flag, short=short, choices=choices, minimum=minimum,
+                    check=check, parse=parse, metavar=metavar, repeat=repeat,
+                    positional=positional, why=why)
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)

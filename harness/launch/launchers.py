@@ -333,7 +333,7 @@ def _close_quietly(file) -> None:
 class SlurmLauncher(Launcher):
     """All jobs as one SLURM job array (submitit); waits for them unless ``options.wait`` is
     off. A job that SLURM still has queued or running is not submitted twice."""
-    options: object  # harness.launch.slurm.SlurmOptions
+    options: object  # harness.launch.slurm_options.SlurmOptions
     status_hint: str = ''  # how `harness status` follows these jobs, for the lines that say so
 
     def launch(self, targets: list[Target]) -> int:
@@ -345,7 +345,7 @@ class SlurmLauncher(Launcher):
         if not self.options.wait:
             print(f'{len(submitted)} SLURM job(s) submitted{self.status_hint}', flush=True)
             return failed
-        took, left = slurm.wait(queued + submitted, self.options.poll_s,
+        took, left = slurm.wait(queued + submitted, self.options.poll_interval,
                                 status_hint=self.status_hint)
         for target, job_id in queued + submitted:
             if target.work_dir not in took:  # still queued or running: not an end
