@@ -12,7 +12,6 @@ from harness.core.layout import REPO_ROOT
 from harness.measure.bench import run_bench
 from harness.measure.bench_cases import build_pair
 from harness.measure.bench_result import FORMAT, BenchRun, Case, load_bench, markdown, write_bench
-from harness.measure.record import to_json
 
 TINY = Case('table6', 'seg-t-mask-16', crop=64, batch=2, image=(64, 150), images=4)
 
@@ -22,7 +21,7 @@ def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     run = run_bench(device='cpu', repeats=1, warmup=0, amp=None, slide_batch=4, overhead=False,
                     out=tmp_path, cases=(TINY,), rounds=2)
     assert isinstance(run, BenchRun) and load_bench(tmp_path) == {'cpu': run}
-    result = to_json(run)  # the run as bench.json files it
+    result = run.model_dump()  # the run as bench.json files it
     case = result['cases'][0]
     stock, ours = case['train_stock'], case['train_ours']
     assert abs(stock['loss_eval_mode'] - ours['loss_eval_mode']) <= 1e-5
@@ -85,7 +84,7 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
                                                  max_iters=iters)).model
     # each run in its own process, as the bench does: W&B's service (and the WANDB_SERVICE
     # variable it exports for child processes) must not outlive the run in the test process
-    timed = {stock: to_json(in_child(hook_seconds, config, tmp_path / f'run-{stock}', stock))
+    timed = {stock: in_child(hook_seconds, config, tmp_path / f'run-{stock}', stock).model_dump()
              for stock in (False, True)}
     ours, stock = timed[False]['hooks'], timed[True]['hooks']
     for name in ('AtomicCheckpointHook (harness)', 'W&B backend (harness)',

@@ -129,7 +129,7 @@ def checkpoint_iteration(path: Path) -> int | None:
 
 def own_checkpoints(work_dir: Path) -> list[Path]:
     """The job folder's own checkpoints, newest first (a restart resumes from the newest
-    intact one: :func:`harness.launch.record.resume_point`)."""
+    intact one: :func:`harness.launch.job_records.resume_point`)."""
     found = (p for p in Path(work_dir).glob('iter_*.pth') if checkpoint_iteration(p) is not None)
     return sorted(found, key=checkpoint_iteration, reverse=True)
 
