@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..core.atomic import atomic_path
 from ..core.errors import WeightsError
+from ..core.hashing import sha256_file
 from ..core.layout import REPO_ROOT
 from ..core.spec import Row
 
@@ -37,14 +38,6 @@ def release_url(row: Row, url_base: str | None) -> str | None:
         return row.pretrained_url
     path = urllib.parse.urlsplit(row.pretrained_url).path
     return url_base.rstrip('/') + path
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(CHUNK), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _remove(path: Path) -> None:
@@ -178,7 +171,7 @@ def install_row(row: Row, weights_root: Path, originals: Path, source: Path | No
     else:
         if not Path(source).is_file():
             raise WeightsError(f'{tag}: no file {source}')
-        got = sha256_of(source)
+        got = sha256_file(source, cache=None)
     if expected and got != expected:
         if downloaded:  # a wrong download is not kept; a user's own file is left alone
             _remove(original)
