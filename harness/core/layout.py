@@ -58,6 +58,12 @@ EVAL_DIRS = {False: 'eval-single-scale', True: 'eval-multi-scale'}
 RELEASED_PROFILES = {False: 'released-ss', True: 'released-ms'}
 
 
+def shown(path: Path) -> str:
+    """A path as lines and records show it: relative to the checkout when inside it."""
+    path = Path(path)
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def job_dir(work_root: Path, profile: str, table: str, row: str, seed: int) -> Path:
     return Path(work_root) / profile / table / row / f'seed{seed}'
 
