@@ -111,7 +111,9 @@ def test_a_bench_run_of_an_older_format_is_measured_again_not_rendered(tmp_path,
     older = copy.deepcopy(on_record['cpu'])
     del older['harness_overhead']['fixed_seconds']  # as filed before the fixed cost was measured
     renumbered = dict(on_record['gpu'], format=FORMAT + 1)
-    for kind, run in (('cpu', older), ('gpu', renumbered)):
+    retyped = copy.deepcopy(on_record['cpu'])  # a number filed as text is no number
+    retyped['cases'][0]['train_stock']['images_per_s'] = '1.5'
+    for kind, run in (('cpu', older), ('gpu', renumbered), ('cpu', retyped)):
         (tmp_path / 'bench.json').write_text(json.dumps({kind: run}))
         assert load_bench(tmp_path) == {}
         assert capsys.readouterr().err == (f"note: {tmp_path / 'bench.json'} {kind}: measured "
