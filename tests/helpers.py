@@ -521,7 +521,7 @@ def write_result_record(work_dir, row, profile, seed, max_iters=None, pretrained
     from harness.core.result import write_result
     from harness.core.sources import code_identity, pinned_versions, recipe_sources
     from harness.core.state import read_state
-    from harness.launch.record import result_record
+    from harness.launch.job_records import result_record
     schedule = profiles.schedule_length(profile, max_iters)
     data = os.urandom(256)
     (work_dir / f'iter_{schedule}.pth').write_bytes(data)

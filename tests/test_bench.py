@@ -13,7 +13,6 @@ from harness.measure.bench import run_bench
 from harness.measure.bench_cases import build_pair
 from harness.measure.bench_result import (FORMAT, BenchRun, Case, EvalSide, Evaluation, Floor,
                                           Spread, Training, load_bench, markdown, write_bench)
-from harness.measure.record import to_json
 
 TINY = Case('table6', 'seg-t-mask-16', crop=64, batch=2, image=(64, 150), images=4)
 
@@ -23,7 +22,7 @@ def test_bench_compares_like_with_like_and_writes_its_report(tmp_path):
     run = run_bench(device='cpu', repeats=1, warmup=0, amp=None, slide_batch=4, overhead=False,
                     out=tmp_path, cases=(TINY,), rounds=2)
     assert isinstance(run, BenchRun) and load_bench(tmp_path) == {'cpu': run}
-    result = to_json(run)  # the run as bench.json files it
+    result = run.model_dump()  # the run as bench.json files it
     case = result['cases'][0]
     stock, ours = case['train_stock'], case['train_ours']
     assert abs(stock['loss_eval_mode'] - ours['loss_eval_mode']) <= 1e-5
@@ -74,8 +73,8 @@ def test_ratios_and_medians_of_known_step_times(monkeypatch):
                             loss_eval_mode=2.5, page_faults=[0] * 3, kernel_seconds=[0.0] * 3)
         if function is measure_eval:  # stock 8 s and ours 2 s; multi-scale 9 s and 3 s
             stock, ours = (9.0, 3.0) if args[-1] else (8.0, 2.0)
-            return Evaluation(stock=EvalSide(Spread.of([stock]), 1.0),
-                              ours=EvalSide(Spread.of([ours]), 1.0), windows_per_image=3,
+            return Evaluation(stock=EvalSide(seconds=Spread.of([stock]), images_per_s=1.0),
+                              ours=EvalSide(seconds=Spread.of([ours]), images_per_s=1.0), windows_per_image=3,
                               slide_batch=4, max_abs_logit_diff=0.0, argmax_equal=True)
         assert function is compute_floor
         return Floor(step_gflop=1.0, gemm_gflop_per_s=2.0, floor_seconds=0.5,
@@ -120,7 +119,7 @@ def test_harness_overhead_stopwatch_separates_the_harness_parts(tmp_path, synthe
                                                  max_iters=iters)).model
     # each run in its own process, as the bench does: W&B's service (and the WANDB_SERVICE
     # variable it exports for child processes) must not outlive the run in the test process
-    timed = {stock: to_json(in_child(hook_seconds, config, tmp_path / f'run-{stock}', stock))
+    timed = {stock: in_child(hook_seconds, config, tmp_path / f'run-{stock}', stock).model_dump()
              for stock in (False, True)}
     ours, stock = timed[False]['hooks'], timed[True]['hooks']
     for name in ('AtomicCheckpointHook (harness)', 'W&B backend (harness)',
@@ -147,7 +146,9 @@ def test_a_bench_run_of_an_older_format_is_measured_again_not_rendered(tmp_path,
     older = copy.deepcopy(on_record['cpu'])
     del older['harness_overhead']['fixed_seconds']  # as filed before the fixed cost was measured
     renumbered = dict(on_record['gpu'], format=FORMAT + 1)
-    for kind, run in (('cpu', older), ('gpu', renumbered)):
+    retyped = copy.deepcopy(on_record['cpu'])  # a number filed as text is no number
+    retyped['cases'][0]['train_stock']['images_per_s'] = '1.5'
+    for kind, run in (('cpu', older), ('gpu', renumbered), ('cpu', retyped)):
         (tmp_path / 'bench.json').write_text(json.dumps({kind: run}))
         assert load_bench(tmp_path) == {}
         assert capsys.readouterr().err == (f"note: {tmp_path / 'bench.json'} {kind}: measured "

@@ -15,7 +15,7 @@ from harness.assets.contents import NOT_HASHED, contents_path, read_contents
 from harness.assets.synthetic import SPLITS
 from harness.cli import main
 from harness.launch.provenance import dataset_identity
-from harness.launch.record import _input_differences
+from harness.launch.job_records import _input_differences
 from harness.launch.verify import contents_rehash, dataset_problems
 from tests.helpers import REPO_ROOT
 

@@ -384,7 +384,7 @@ def test_a_job_frozen_by_an_older_harness_is_not_called_another_recipe(tmp_path)
     row's sources now, which the report then compares."""
     from harness.core.request import JobRequest
     from harness.core.sources import recipe_sources
-    from harness.launch.record import result_record
+    from harness.launch.job_records import result_record
     row = TABLE3.row('seg-b-16')
     work = tmp_path / 'work'
     work_dir = _write_job(work, 'full', row, 0, 'interrupted', {1000: 30.0})

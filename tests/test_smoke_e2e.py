@@ -143,6 +143,12 @@ def test_wandb_offline_run_holds_curves_against_iteration(smoke, table, row):
     harness = run['config']['update']['harness']
     assert harness['git']['commit'] and harness['versions']['mmsegmentation'] == '1.2.2'
     assert harness['hardware']['cpu_count'] >= 1
+    # mmengine's description of the environment, once a start, beside the harness's hardware
+    import mmengine
+    import torch
+    environment = read_state(work_dir)['history'][-1]['environment']
+    assert environment['MMEngine'] == mmengine.__version__
+    assert environment['PyTorch'] == torch.__version__
     assert harness['dataset']['files']['images/validation'] == 16
     assert len(harness['dataset']['file_list_sha256']) == 64
     summary = {}

@@ -63,9 +63,10 @@ def test_job_folder_names_are_spelled_in_the_layout_module_only():
 
 
 # The packages as layers: a module imports its own package and the ones ranked below it, at
-# module level or inside a function alike. runtime, assets and results are peers: none of them
-# imports another.
-RANKS = {'core': 0, 'models': 1, 'prepare': 2, 'runtime': 3, 'assets': 3, 'results': 3,
+# module level or inside a function alike, and a type name it puts in a config (``type='X'``)
+# counts as an import of the module that registers X. models and runtime are peers, and so are
+# assets and results: neither of a pair imports the other.
+RANKS = {'core': 0, 'models': 1, 'runtime': 1, 'prepare': 2, 'assets': 3, 'results': 3,
          'launch': 4, 'measure': 5, 'cli': 6, '': 7}
 HEAVY = ('torch', 'mmengine', 'mmseg', 'mmcv', 'wandb', 'matplotlib')
 
@@ -102,9 +103,40 @@ def layer_violations(graph: dict[str, set[str]]) -> list[str]:
     return found
 
 
+def _registered(modules: dict) -> dict[str, str]:
+    """{registry type name: the harness module that registers it} (``@X.register_module()``)."""
+    found = {}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    isinstance(d, ast.Call) and getattr(d.func, 'attr', '') == 'register_module'
+                    for d in node.decorator_list):
+                found[node.name] = name
+    return found
+
+
+def _types_named(path: Path, registered: dict) -> set[str]:
+    """The harness modules whose classes ``path`` names by registry type (``type='X'``,
+    ``{'type': 'X'}``, ``cfg.x.type = 'X'``): a config built here makes mmengine build them."""
+    named = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.keyword) and node.arg == 'type':
+            named.add(node.value)
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Attribute) and t.attr == 'type' for t in node.targets):
+            named.add(node.value)  # cfg.optim_wrapper.type = 'X'
+        elif isinstance(node, ast.Dict):
+            named |= {v for k, v in zip(node.keys, node.values)
+                      if isinstance(k, ast.Constant) and k.value == 'type'}
+    return {registered[v.value] for v in named
+            if isinstance(v, ast.Constant) and v.value in registered}
+
+
 def _graph(root: Path = HARNESS) -> dict[str, set[str]]:
     modules = _modules(root)
-    return {name: _imports(name, path, modules) for name, path in modules.items()}
+    registered = _registered(modules)
+    return {name: (_imports(name, path, modules) | _types_named(path, registered)) - {name}
+            for name, path in modules.items()}
 
 
 def test_each_package_imports_only_the_layers_below_it():
@@ -121,6 +153,18 @@ def test_the_layer_rule_catches_a_cycle_between_two_packages(tmp_path):
     found = layer_violations(_graph(copy))
     assert 'harness.core.state (core) imports harness.results.collect (results)' in found
     assert 'package cycle through core' in found and 'package cycle through results' in found
+
+
+def test_the_layer_rule_reads_registry_type_names(tmp_path):
+    """A config that names a runtime hook by its registry type depends on the module that
+    registers it, as an import would: core naming one breaks the rule."""
+    copy = tmp_path / 'harness'
+    shutil.copytree(HARNESS, copy, ignore=shutil.ignore_patterns('__pycache__'))
+    state = copy / 'core' / 'state.py'
+    state.write_text(state.read_text() + "\n\nHOOK = dict(type='PreemptionHook')\n")
+    found = layer_violations(_graph(copy))
+    assert 'harness.core.state (core) imports harness.runtime.preempt (runtime)' in found
+    assert 'package cycle through core' in found  # runtime imports core
 
 
 def test_the_core_imports_nothing_heavy_and_a_report_loads_no_mmengine():

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..core.atomic import atomic_path
 from ..core.errors import WeightsError
-from ..core.layout import REPO_ROOT
+from ..core.hashing import sha256_file
+from ..core.layout import shown
 from ..core.spec import Row
 
 DEFAULT_ORIGINALS = Path('weights') / 'original'  # relative to the weights root
@@ -37,21 +38,6 @@ def release_url(row: Row, url_base: str | None) -> str | None:
         return row.pretrained_url
     path = urllib.parse.urlsplit(row.pretrained_url).path
     return url_base.rstrip('/') + path
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(CHUNK), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _download_progress():
@@ -139,11 +125,6 @@ def convert_into(source: Path, row: Row, out: Path) -> int:
     return len(state)
 
 
-def _shown(path: Path) -> str:
-    path = Path(path)
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
-
-
 def install_row(row: Row, weights_root: Path, originals: Path, source: Path | None = None,
                 url_base: str | None = None, timeout: float = 60.0,
                 out: Path | None = None) -> str:
@@ -153,10 +134,10 @@ def install_row(row: Row, weights_root: Path, originals: Path, source: Path | No
     tag = f'{row.table}/{row.id}'
     out = Path(out or Path(weights_root) / row.pretrained_file)
     if out.exists():
-        return f'{tag}: {_shown(out)} present, kept'
+        return f'{tag}: {shown(out)} present, kept'
     expected = row.pretrained_sha256
     original = Path(originals) / original_name(row)
-    where = (f'put the release at {_shown(original)} or pass --from FILE' if row.pretrained_id
+    where = (f'put the release at {shown(original)} or pass --from FILE' if row.pretrained_id
              else f'no public release matches this row: supply your own file with '
                   f'`python -m harness weights --table {row.table} --rows {row.id} --from FILE`')
     downloaded = False
@@ -167,7 +148,7 @@ def install_row(row: Row, weights_root: Path, originals: Path, source: Path | No
         if url is None:
             raise WeightsError(f'{tag}: {row.pretrained_file} needs a user-supplied file '
                                f'({where})')
-        print(f'{tag}: downloading {url} -> {_shown(original)}', flush=True)
+        print(f'{tag}: downloading {url} -> {shown(original)}', flush=True)
         try:
             got = download(url, original, timeout)
         except (urllib.error.URLError, OSError) as err:
@@ -178,22 +159,22 @@ def install_row(row: Row, weights_root: Path, originals: Path, source: Path | No
     else:
         if not Path(source).is_file():
             raise WeightsError(f'{tag}: no file {source}')
-        got = sha256_of(source)
+        got = sha256_file(source, cache=None)
     if expected and got != expected:
         if downloaded:  # a wrong download is not kept; a user's own file is left alone
-            _remove(original)
+            original.unlink(missing_ok=True)
         raise WeightsError(f'{tag}: sha256 mismatch for {source}: got {got}, expected '
                            f'{expected}; nothing written ({where})')
     try:
         count = convert_into(Path(source), row, out)
     except WeightsError:
         if downloaded and not expected:  # an unverified download that is no release
-            _remove(original)
+            original.unlink(missing_ok=True)
         raise
     verified = ('verified' if expected else
                 f'NOT verified: the spec has no hash; pin it as pretrained.sha256 of {row.id} '
-                f'in {_shown(row.spec_path) if row.spec_path else row.table}')
-    return (f'{tag}: {_shown(source)} sha256 {got} ({verified}) -> {_shown(out)} '
+                f'in {shown(row.spec_path) if row.spec_path else row.table}')
+    return (f'{tag}: {shown(source)} sha256 {got} ({verified}) -> {shown(out)} '
             f'({count} tensors)')
 
 

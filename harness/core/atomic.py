@@ -99,9 +99,19 @@ def _staged(path: Path):
         tmp.unlink(missing_ok=True)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that pid exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale(folder: Path) -> None:
     """Remove temporary files in ``folder`` left by processes of this host that are gone."""
-    from .state import pid_alive
     for stale in Path(folder).glob(f'.*{SUFFIX}'):
         pid = stale.name[:-len(SUFFIX)].rsplit('.', 1)[-1]
         if pid.isdigit() and not pid_alive(int(pid)):

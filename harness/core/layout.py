@@ -58,6 +58,12 @@ EVAL_DIRS = {False: 'eval-single-scale', True: 'eval-multi-scale'}
 RELEASED_PROFILES = {False: 'released-ss', True: 'released-ms'}
 
 
+def shown(path: Path) -> str:
+    """A path as lines and records show it: relative to the checkout when inside it."""
+    path = Path(path)
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def job_dir(work_root: Path, profile: str, table: str, row: str, seed: int) -> Path:
     return Path(work_root) / profile / table / row / f'seed{seed}'
 
@@ -129,7 +135,7 @@ def checkpoint_iteration(path: Path) -> int | None:
 
 def own_checkpoints(work_dir: Path) -> list[Path]:
     """The job folder's own checkpoints, newest first (a restart resumes from the newest
-    intact one: :func:`harness.launch.record.resume_point`)."""
+    intact one: :func:`harness.launch.job_records.resume_point`)."""
     found = (p for p in Path(work_dir).glob('iter_*.pth') if checkpoint_iteration(p) is not None)
     return sorted(found, key=checkpoint_iteration, reverse=True)
 

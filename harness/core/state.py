@@ -3,25 +3,13 @@ per-class IoU and its curves. The names of the files are :mod:`harness.core.layo
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
 
-from .atomic import atomic_write
+from .atomic import atomic_write, pid_alive
 from .errors import StateError
 from .layout import CURVES_FILE, LOG_FILE, PER_CLASS_FILE, RECIPE_FILE, STATE_FILE
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this host with that pid exists (another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def job_status(state: dict) -> str:

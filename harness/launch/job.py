@@ -4,7 +4,7 @@ mmengine's Runner.
 ``python -m harness.launch.job REQUEST_FILE`` (the request the launcher wrote into the job
 folder) is what every launcher starts (alone, under torchrun or in a SLURM task). Rank 0 owns
 the job folder: its lock, its state and the W&B run (``harness.core.layout`` names the files);
-``harness.launch.record`` binds the job to its recipe.
+``harness.launch.job_records`` binds the job to its recipe.
 """
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         from .. import runtime  # noqa: F401 - importing it allow-lists mmengine's checkpoint types
         from ..prepare.job_config import build_config
         from .provenance import changes_during
-        from .record import (
+        from .job_records import (
             freeze_or_check,
             resume_point,
             result_record,

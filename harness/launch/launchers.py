@@ -76,8 +76,8 @@ def _held_elsewhere(work_dir: Path) -> bool:
 
 def resumable_from(work_dir: Path) -> Path | None:
     """The checkpoint a restart of the job will resume from: the newest of its folder (the
-    job's own rule, :func:`harness.launch.record.resume_point`, without hashing: a damaged one
-    is passed over there, with a line), else the one the pointer names."""
+    job's own rule, :func:`harness.launch.job_records.resume_point`, without hashing: a damaged
+    one is passed over there, with a line), else the one the pointer names."""
     own = own_checkpoints(work_dir)
     if own:
         return own[0]

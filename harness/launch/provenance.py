@@ -1,5 +1,5 @@
 """Provenance of a job, recorded by the job process in its state (and from there in W&B):
-code version, package versions, hardware, dataset identity."""
+code version, package versions, mmengine's environment, hardware, dataset identity."""
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +45,10 @@ def changes_during(history: list[dict]) -> list[str]:
 
 
 def hardware() -> dict:
-    """The machine this process runs on: host, CPU, memory, the threads torch computes with and
-    the GPUs it sees. The harness's one description of a machine: the job record and the
+    """The machine this process runs on, as far as :func:`environment` leaves it out: host,
+    CPU, memory, the threads torch computes with, each GPU torch sees with its memory (mmengine
+    names the models only) and the CUDA runtime torch was built for (mmengine's is buried in
+    the build text). The harness's one description of a machine: the job record and the
     measurements (bench, rehearsal) all take theirs from here."""
     import os
     import socket
@@ -55,8 +57,18 @@ def hardware() -> dict:
     gpus = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
     return {'host': socket.gethostname(), 'cpu': _cpu_name(), 'cpu_count': os.cpu_count(),
             'memory': _physical_memory(), 'torch_threads': torch.get_num_threads(),
-            'gpus': [g.name for g in gpus], 'gpu_count': len(gpus),
-            'gpu_memory': [g.total_memory for g in gpus], 'cuda': torch.version.cuda}
+            'gpus': [g.name for g in gpus], 'gpu_memory': [g.total_memory for g in gpus],
+            'cuda': torch.version.cuda}
+
+
+def environment() -> dict:
+    """mmengine's description of the software a process runs with (``collect_env``, as a
+    Runner's log opens with it): platform, Python, the compiler, the CUDA toolkit, the GPU
+    models, PyTorch's build, OpenCV, mmengine, as text. numpy's seed is left out: it is the
+    process's, not the environment's."""
+    from mmengine.utils.dl_utils import collect_env
+    return {key: str(value) for key, value in collect_env().items()
+            if key != 'numpy_random_seed'}
 
 
 def _cpu_name() -> str:
@@ -103,6 +115,9 @@ def dataset_identity(root) -> dict:
 
 
 def package_versions() -> dict:
+    """Python and the packages, by their distribution names: the code identity's packages
+    are read from here (``collect_env`` spells torch and mmengine its own way and has no mmcv,
+    mmsegmentation, wandb or numpy)."""
     versions = {'python': platform.python_version()}
     for name in TRACKED_PACKAGES:
         try:

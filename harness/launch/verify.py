@@ -276,7 +276,7 @@ def _record_one(folder: Path) -> tuple[str, str]:
     """(outcome, line) of writing one folder's missing result record; outcome is one of
     written, kept, skipped, differs."""
     from ..core.result import write_result
-    from .record import result_record
+    from .job_records import result_record
     folder = Path(folder)
     if (folder / RESULT_FILE).exists():
         return 'kept', f'kept    {folder}: it has a result record (never rewritten)'

@@ -51,13 +51,13 @@ def train_rounds(case: Case, device: str, variants: dict, rounds: int, per_round
         # GPU library picks); anything more is a different model, which the bench must not time
         if max(losses) - min(losses) > 1e-4 * abs(losses[0]):
             raise RuntimeError(f'{name}: eval-mode loss differs between rounds: {losses}')
-        merged[name] = dataclasses.replace(
-            results[0], seconds=Spread.of(times), times=times,
+        merged[name] = results[0].model_copy(update=dict(
+            seconds=Spread.of(times), times=times,
             page_faults=[v for r in results for v in r.page_faults],
             kernel_seconds=[v for r in results for v in r.kernel_seconds],
             images_per_s=case.batch / statistics.median(times),
             peak_memory_mb=max(r.peak_memory_mb for r in results),
-            round_medians=[r.seconds.median for r in results])
+            round_medians=[r.seconds.median for r in results]))
     return merged
 
 

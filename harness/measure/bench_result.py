@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from pathlib import Path
+from typing import Literal
 
 from ..core.layout import BENCH
 from ..core.profiles import TOTAL_BATCH
-from .record import load, save
+from .measurement_files import Record, load, save
 
 FORMAT = 1
 NAME = 'bench'
@@ -34,8 +35,7 @@ class Case:
         return f'{self.row}@{self.crop}'
 
 
-@dataclasses.dataclass
-class Spread:
+class Spread(Record):
     min: float
     median: float
     max: float
@@ -43,14 +43,14 @@ class Spread:
 
     @classmethod
     def of(cls, values: list[float]) -> 'Spread':
-        return cls(min(values), statistics.median(values), max(values), len(values))
+        return cls(min=min(values), median=statistics.median(values), max=max(values),
+                   n=len(values))
 
     def __str__(self) -> str:
         return f'{self.median:.3f} s ({self.min:.3f}-{self.max:.3f})'
 
 
-@dataclasses.dataclass
-class Training:
+class Training(Record):
     """Training steps of one variant: seconds, peak memory, the eval-mode loss of the batch."""
     seconds: Spread
     images_per_s: float
@@ -63,14 +63,12 @@ class Training:
     round_medians: list[float] | None = None
 
 
-@dataclasses.dataclass
-class EvalSide:
+class EvalSide(Record):
     seconds: Spread
     images_per_s: float
 
 
-@dataclasses.dataclass
-class Evaluation:
+class Evaluation(Record):
     """Sliding-window evaluation, stock against ours, and how far their outputs differ."""
     stock: EvalSide
     ours: EvalSide
@@ -82,16 +80,14 @@ class Evaluation:
     argmax_agreement: float | None = None
 
 
-@dataclasses.dataclass
-class Floor:
+class Floor(Record):
     step_gflop: float
     gemm_gflop_per_s: float
     floor_seconds: float
     gemm_shape: list[int]
 
 
-@dataclasses.dataclass
-class CaseResult:
+class CaseResult(Record):
     case: Case
     train_stock: Training
     train_ours: Training
@@ -104,23 +100,20 @@ class CaseResult:
     profile_ours: str | None = None
 
 
-@dataclasses.dataclass
-class HookTimes:
+class HookTimes(Record):
     train_seconds: float
     iterations: int
     hooks: dict[str, float]  # seconds per hook class, largest first
 
 
-@dataclasses.dataclass
-class FullJob:
+class FullJob(Record):
     row: str
     step_seconds: float
     iterations: int
     fixed_share: float
 
 
-@dataclasses.dataclass
-class Overhead:
+class Overhead(Record):
     """A smoke job through the harness against the same job on a bare mmengine Runner."""
     harness: Spread
     bare: Spread
@@ -136,8 +129,7 @@ class Overhead:
     full_job: FullJob | None = None
 
 
-@dataclasses.dataclass
-class BenchMachine:
+class BenchMachine(Record):
     python: str
     torch: str
     cpu: str
@@ -159,8 +151,7 @@ class BenchMachine:
                    gpu=hw['gpus'][0] if device.startswith('cuda') and hw['gpus'] else None)
 
 
-@dataclasses.dataclass
-class BenchRun:
+class BenchRun(Record):
     device: str
     date: str
     command: str
@@ -169,13 +160,13 @@ class BenchRun:
     compile: bool
     repeats: int
     warmup: int
-    cases: list[CaseResult] = dataclasses.field(default_factory=list)
+    cases: list[CaseResult] = []
     tf32: bool = False
     rounds: int | None = None  # None: one process a side, no rounds
     steps_per_round: int | None = None
     harness_overhead: Overhead | None = None
     note: str | None = None
-    format: int = FORMAT
+    format: Literal[FORMAT] = FORMAT
 
     @property
     def kind(self) -> str:

@@ -4,11 +4,11 @@ from all of them. ``plan`` reads the fp32 runs for its GPU-hours.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+from typing import Literal
 
 from ..core.layout import REHEARSALS
-from .record import load, save
+from .measurement_files import Record, load, save
 
 FORMAT = 1
 NAME = 'rehearsal'
@@ -17,15 +17,13 @@ DEFAULT_ITERS = 4  # the first iteration warms up; the others are the steady sta
 PRECISION_NAMES = {None: 'fp32', 'bf16': 'bf16', 'fp16': 'fp16', 'tf32': 'tf32'}
 
 
-@dataclasses.dataclass
-class PeakMemory:
+class PeakMemory(Record):
     bytes: int
     kind: str
     device_total: int | None = None  # GPUs only: the device's memory
 
 
-@dataclasses.dataclass
-class RowRehearsal:
+class RowRehearsal(Record):
     """What one row's rehearsal measured: its jobs' own figures, the pipeline's rate, and why
     the row would be a problem at full scale (``flags``)."""
     batch: int
@@ -49,20 +47,18 @@ class RowRehearsal:
     samples: int
     workers: int
     wall_s: float
-    flags: list[str] = dataclasses.field(default_factory=list)
+    flags: list[str] = []
     resumed: str | None = None
     eval_ms_s_per_image: float | None = None
 
 
-@dataclasses.dataclass
-class RowFailure:
+class RowFailure(Record):
     error: str  # one line
     batch: int
-    flags: list[str] = dataclasses.field(default_factory=list)
+    flags: list[str] = []
 
 
-@dataclasses.dataclass
-class Substitutions:
+class Substitutions(Record):
     """What the rehearsal put in place of the real job's inputs."""
     data: str
     weights: str
@@ -70,8 +66,7 @@ class Substitutions:
     batch: int | str
 
 
-@dataclasses.dataclass
-class RehearsalMachine:
+class RehearsalMachine(Record):
     cpu: str
     cpu_count: int
     torch_threads: int
@@ -95,16 +90,15 @@ class RehearsalMachine:
                    cuda=hw['cuda'] if gpu else None)
 
 
-@dataclasses.dataclass
-class RehearsalRun:
+class RehearsalRun(Record):
     device: str  # the device kind: cpu, or cuda: <GPU model>
     precision: str
     machine: RehearsalMachine
     date: str
     command: str
     substitutions: Substitutions
-    rows: dict[str, RowRehearsal | RowFailure] = dataclasses.field(default_factory=dict)
-    format: int = FORMAT
+    rows: dict[str, RowRehearsal | RowFailure] = {}
+    format: Literal[FORMAT] = FORMAT
 
     @property
     def failed(self) -> list[str]:
@@ -155,7 +149,7 @@ def write_rehearsal(run: RehearsalRun, folder: Path = DEFAULT_OUT) -> None:
     results = load_rehearsals(folder)
     runs = results.setdefault(run.device, {})
     earlier = runs[run.precision].rows if run.precision in runs else {}
-    runs[run.precision] = dataclasses.replace(run, rows={**earlier, **run.rows})
+    runs[run.precision] = run.model_copy(update={'rows': {**earlier, **run.rows}})
     save(folder, NAME, results, markdown(results))
 
 

@@ -33,8 +33,8 @@ from pathlib import Path
 from ..assets.weights import RELEASE_GRID
 from ..core.atomic import atomic_write
 from ..core.errors import HarnessError, LaunchError, StateError, WeightsError
-from ..core.layout import POINTER, REHEARSAL_WORK_ROOT, REPO_ROOT, checkpoint_name, job_dir, \
-    ours_eval_dir
+from ..core.layout import (POINTER, REHEARSAL_WORK_ROOT, checkpoint_name, job_dir, ours_eval_dir,
+                            shown)
 from ..core.profiles import TOTAL_BATCH
 from ..core.request import JobRequest
 from ..core.result import read_result
@@ -158,12 +158,6 @@ def _launch(request: JobRequest, tag: str) -> dict:
     return state
 
 
-def _shown(path: Path) -> str:
-    """A path as the results record it: relative to the checkout when inside it."""
-    path = Path(path)
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
-
-
 def _steady(measured: dict, key: str) -> float | None:
     entry = measured.get(key)
     if not entry:
@@ -208,7 +202,7 @@ def rehearse_row(row: Row, *, amp: str | None, iters: int, batch: int | None,
         checkpoint_bytes=checkpoint.stat().st_size,
         checkpoint_save_s=_steady(measured, 'checkpoint/save_time'),
         loss=measured.get('train/loss', {}).get('last'),
-        train_dir=_shown(train_dir))
+        train_dir=shown(train_dir))
     if resume:
         entry['resumed'] = _resume(request, checkpoint, resume_dir, tag)
     if multi_scale:  # the checkpoint the training's result record names, by its SHA-256
@@ -272,7 +266,7 @@ def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
         date=time.strftime('%Y-%m-%d %H:%M'),
         command=' '.join(['python -m harness'] + sys.argv[1:]),
         substitutions=Substitutions(
-            data=f'synthetic, ADE20K image sizes ({_shown(data_root)})',
+            data=f'synthetic, ADE20K image sizes ({shown(data_root)})',
             weights='random values in the release key layout, converted by `harness weights` '
                     'code, loaded through init_cfg',
             iterations=iters, batch=batch or f'{TOTAL_BATCH} (real)'))

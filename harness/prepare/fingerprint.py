@@ -17,8 +17,11 @@ RECIPE_KEYS = ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader',
                'tta_pipeline', 'custom_imports')
 # where a machine or a start differs and the results do not
 MACHINE_KEYS = {'data_root', 'num_workers', 'persistent_workers', 'pin_memory'}
-# hooks that only report, log or stop: no result depends on them
-REPORTING_HOOKS = {'RunSummaryHook', 'PreemptionHook', 'ProgressHook'}
+# hooks left out of the view: RunSummaryHook and ProgressHook only report; PreemptionHook does
+# change a resumed job's numbers (it restores the RNG state its checkpoint saved), but every
+# job config has it alike, so it tells no two recipes apart, and the fingerprints frozen by
+# jobs so far were taken without it
+UNCOMPARED_HOOKS = {'RunSummaryHook', 'PreemptionHook', 'ProgressHook'}
 
 
 def _plain(value):
@@ -41,7 +44,7 @@ def recipe_view(cfg: Config, weights_root: Path | None = None, processes: int = 
     if 'train_dataloader' in view:
         view['train_dataloader']['batch_size'] *= processes
     view['custom_hooks'] = [h for h in view.get('custom_hooks', [])
-                            if h.get('type') not in REPORTING_HOOKS]
+                            if h.get('type') not in UNCOMPARED_HOOKS]
     pretrained = view.get('model', {}).get('pretrained')
     if pretrained and weights_root is not None:
         try:

@@ -43,11 +43,6 @@ def train_hours(train: pd.DataFrame) -> float:
     return float((train['time'] * steps).sum() / 3600)
 
 
-def schedule_length(profile: str, meta: dict | None) -> int:
-    """The iterations a job is scheduled for: its ``run --max-iters``, else its profile's."""
-    return profiles.schedule_length(profile, ((meta or {}).get('request') or {}).get('max_iters'))
-
-
 def _sha256(path: Path, verify: bool) -> str:
     # the hash cache is keyed by path, size and modification time, so a file changed in place
     # is hashed again; --verify reads every byte whatever the cache holds
@@ -205,7 +200,9 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 status = OTHER_RECIPE
                 error = f'ran another recipe (sources {ran}; the row now: {sources})'
             trained = (result or {}).get('trained') or {}
-            schedule = trained.get('max_iters') or schedule_length(profile, meta)
+            # a record's schedule, else the request's `run --max-iters`, else the profile's
+            schedule = trained.get('max_iters') or profiles.schedule_length(
+                profile, ((meta or {}).get('request') or {}).get('max_iters'))
             recipe = (result or {}).get('recipe') or {}
             records.append({
                 'row': row.id, 'seed': seed, 'status': status,

@@ -10,7 +10,6 @@ are written, so an interrupted build leaves the previous report whole.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..core.errors import StateError
 from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, released_dirs
 from ..core.result import differences, read_result, seed_free
 from ..core.sources import code_differences
-from ..core.spec import EXPERIMENTS, SEED_LOGS, Table
+from ..core.spec import SEED_LOGS, Table
 from . import figures
 from .collect import PROBLEMS, collect_jobs
 from .render import (
@@ -38,14 +37,6 @@ from .render import (
 from .verdict import judge, on_track, rule_name, spread, target
 
 DEFAULT_TOLERANCE = 1.0
-def report_name(table: Table) -> str:
-    """A table's report folder name: its name for the spec in experiments/, else the name, the
-    spec file's stem and a digest of its path (two specs of one table never share a folder)."""
-    default = EXPERIMENTS / f'{table.name}.yaml'
-    path = Path(table.path).resolve()
-    if path == default.resolve():
-        return table.name
-    return f'{table.name}-{path.stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}'
 
 
 def reports_root(work_root: Path, reports: Path | None = None) -> Path:
@@ -67,7 +58,7 @@ def report_run_globs(out_root: Path) -> list[str]:
 
 
 def report_dir(out_root: Path, profile: str, table: Table | str) -> Path:
-    name = table if isinstance(table, str) else report_name(table)
+    name = table if isinstance(table, str) else table.folder
     return Path(out_root) / name if profile == 'full' else Path(out_root) / profile / name
 
 

@@ -179,9 +179,10 @@ def _slurm() -> dict:
 def start_entry(resumed_from: Path | None, fingerprint: str, drift: list[str],
                 code: dict | None = None) -> dict:
     """This start, as the job's history keeps it (``code``: this start's code identity)."""
-    from .provenance import git_state, hardware, package_versions
+    from .provenance import environment, git_state, hardware, package_versions
     return {'time': time.time(), 'host': socket.gethostname(), 'pid': os.getpid(),
             'git': git_state(), 'versions': package_versions(), 'hardware': hardware(),
+            'environment': environment(),
             'slurm': _slurm() or None,
             'resumed_from': checkpoint_iteration(resumed_from) if resumed_from else None,
             'recipe': fingerprint, 'code': code, 'drift': drift or None}
