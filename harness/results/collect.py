@@ -43,9 +43,11 @@ def train_hours(train: pd.DataFrame) -> float:
     return float((train['time'] * steps).sum() / 3600)
 
 
-def schedule_length(profile: str, meta: dict | None) -> int:
-    """The iterations a job is scheduled for: its ``run --max-iters``, else its profile's."""
-    return profiles.schedule_length(profile, ((meta or {}).get('request') or {}).get('max_iters'))
+def schedule_length(profile: str, meta: dict | None, full_iters: int | None = None) -> int:
+    """The iterations a job is scheduled for: its ``run --max-iters``, else its profile's
+    (``full_iters``: the full schedule of the row's dataset)."""
+    return profiles.schedule_length(profile, ((meta or {}).get('request') or {}).get('max_iters'),
+                                    full_iters)
 
 
 def _sha256(path: Path, verify: bool) -> str:
@@ -205,7 +207,8 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 status = OTHER_RECIPE
                 error = f'ran another recipe (sources {ran}; the row now: {sources})'
             trained = (result or {}).get('trained') or {}
-            schedule = trained.get('max_iters') or schedule_length(profile, meta)
+            full = row.data.recipe.iterations
+            schedule = trained.get('max_iters') or schedule_length(profile, meta, full)
             recipe = (result or {}).get('recipe') or {}
             records.append({
                 'row': row.id, 'seed': seed, 'status': status,
@@ -218,7 +221,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 'wandb_run': state.get('wandb_run'),
                 'device_hours': train_hours(train) * state.get('gpus', 1),
                 'schedule': schedule,
-                'shortened': schedule if schedule != profiles.schedule_length(profile, None)
+                'shortened': schedule if schedule != profiles.schedule_length(profile, None, full)
                 else None,
                 'seed_free': recipe.get('seed_free'),
                 'code': (result or {}).get('code'),
