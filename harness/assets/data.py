@@ -331,3 +331,53 @@ def unpack(zip_path: Path, data_dir: Path) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+CITYSCAPES_POLYGONS = '_gtFine_polygons.json'
+CITYSCAPES_TOOL = ('cityscapesscripts is not installed: `pip install cityscapesscripts` (the '
+                   'Cityscapes team\'s package, on the package index) makes the '
+                   '*_gtFine_labelTrainIds.png files')
+
+
+def _train_ids(paths: tuple[Path, Path]) -> str | None:
+    """One Cityscapes polygon file drawn as a train-id label map (cityscapesscripts'
+    ``json2labelImg``, as its ``csCreateTrainIdLabelImgs``); the defect line, or None."""
+    from cityscapesscripts.preparation.json2labelImg import json2labelImg
+    polygons, label = paths
+    tmp = label.with_name(f'.{label.name}.writing.png')
+    try:
+        json2labelImg(str(polygons), str(tmp), 'trainIds')
+        os.replace(tmp, label)
+    except Exception as err:  # noqa: BLE001 - whatever the tool raises, one line for the file
+        tmp.unlink(missing_ok=True)
+        return f'cannot convert {polygons}: {type(err).__name__}: {str(err).splitlines()[0]}'
+    return None
+
+
+def make_train_ids(root: Path, declared: Dataset, workers: int | None = None) -> int:
+    """Cityscapes: each ``*_gtFine_polygons.json`` of the splits without its train-id label map
+    gets one (written under a temporary name, then renamed); returns how many were made. A
+    missing cityscapesscripts is one line saying how to get it."""
+    try:
+        import cityscapesscripts.preparation.json2labelImg  # noqa: F401
+    except ImportError:
+        raise DataError([CITYSCAPES_TOOL]) from None
+    require_folders(root, declared=declared)
+    todo = []
+    for split in declared.splits.values():
+        for polygons in sorted((Path(root) / split.labels).rglob(f'*{CITYSCAPES_POLYGONS}')):
+            label = polygons.with_name(polygons.name[:-len(CITYSCAPES_POLYGONS)]
+                                       + declared.label_suffix)
+            if not label.is_file():
+                todo.append((polygons, label))
+    defects: list[str] = []
+    workers = max(1, workers or os.cpu_count() or 1)
+    with _progress() as progress, multiprocessing.get_context('fork').Pool(workers) as pool:
+        task = progress.add_task(f'converting {len(todo)} polygon files', total=len(todo),
+                                 defects=0)
+        for defect in pool.imap(_train_ids, todo, chunksize=8):
+            defects += [defect] if defect else []
+            progress.update(task, advance=1, defects=len(defects))
+    if defects:
+        raise DataError(defects)
+    return len(todo)

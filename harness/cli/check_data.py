@@ -21,6 +21,9 @@ class CheckDataOptions(Options):
                                     '$CITYSCAPES_ROOT or data/cityscapes)')
     zip: Path | None = option(None, metavar='FILE',
                               help='ADE20K: ADEChallengeData2016.zip to unpack beside it')
+    convert: bool = option(False, help='Cityscapes: first make the missing '
+                           '*_gtFine_labelTrainIds.png files from the *_gtFine_polygons.json '
+                           'ones (needs cityscapesscripts)')
     layout_only: bool = option(False, help='folders, pairs and counts only (no file is decoded, '
                                'hashed or written)')
     workers: int | None = option(None, minimum=1, metavar='N',
@@ -40,14 +43,20 @@ def _keep_contents(root: Path, files: dict[str, dict]) -> str:
 
 
 def check_data(options: CheckDataOptions) -> int:
-    from ..assets.data import check_and_hash, check_layout, unpack
+    from ..assets.data import check_and_hash, check_layout, make_train_ids, unpack
     declared = dataset(options.dataset)
     root = options.data_root or declared.root()
     if options.zip and declared.name != DEFAULT_DATASET:
         raise OptionError(f'--zip unpacks the official ADE20K zip; {declared.title}: '
                           f'{declared.get}')
+    if options.convert and declared.name != 'cityscapes':
+        raise OptionError(f'--convert makes Cityscapes\' train-id labels; {declared.title}: '
+                          f'{declared.get}')
     files = None
     try:
+        if options.convert:
+            made = make_train_ids(root, declared, options.workers)
+            print(f'made {made} train-id label files in {root}')
         if options.zip:
             root = unpack(options.zip, root.parent)
             print(f'unpacked {options.zip} -> {root}')
