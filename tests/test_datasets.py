@@ -14,11 +14,10 @@ from PIL import Image
 
 from harness.assets.data import check_files
 from harness.assets.synthetic import ensure_dataset
-from harness.cli import main
 from harness.core.datasets import dataset, datasets
 from harness.core.errors import SpecError
 from harness.core.spec import EXPERIMENTS, load_table
-from tests.helpers import REPO_ROOT, with_counts
+from tests.helpers import REPO_ROOT
 
 
 @pytest.fixture(scope='module')
@@ -29,58 +28,73 @@ def generated(tmp_path_factory):
             for name in ('cityscapes', 'pascal_context')}
 
 
-@pytest.fixture
-def small(monkeypatch):
-    """check-data expecting the synthetic copies' counts."""
-    for name in ('cityscapes', 'pascal_context'):
-        monkeypatch.setitem(datasets(), name,
-                            with_counts(dataset(name), dataset(name).synthetic.counts))
-
-
 def _copy(generated, name, tmp_path):
     root = tmp_path / name
     shutil.copytree(generated[name], root)
     return root
 
 
+# mmseg's dataset class, configured as the row's config configures it, built on a copy: in a
+# process of its own (check-data's decoding forks; a process that has loaded torch's threads
+# must not)
+READ_BY_MMSEG = """
+import json, os, sys
+from mmengine.config import Config
+from mmseg.registry import DATASETS
+from mmseg.utils import register_all_modules
+register_all_modules()
+cfg, found = Config.fromfile(sys.argv[1]), {}
+for loader in ('train_dataloader', 'val_dataloader'):
+    spec = cfg[loader].dataset.copy()
+    spec.update(data_root=sys.argv[2], pipeline=[])
+    built = DATASETS.build(spec)
+    infos = [built.get_data_info(i) for i in range(len(built))]
+    found[loader] = sum(os.path.isfile(i['img_path']) and os.path.isfile(i['seg_map_path'])
+                        for i in infos)
+print(json.dumps(found))
+"""
+
+
 @pytest.mark.parametrize('name', ['cityscapes', 'pascal_context'])
 def test_the_synthetic_copy_is_the_layout_mmseg_reads(generated, name):
     """The copy passes the full check, and mmseg's own dataset class, configured as the table's
     config configures it, lists every image with its label map."""
-    from mmengine.config import Config
-    from mmseg.registry import DATASETS
-    from mmseg.utils import register_all_modules
-
+    import json
     declared, root = dataset(name), generated[name]
-    assert check_files(root, declared.synthetic.counts, 2, declared) == declared.synthetic.counts
+    counts = declared.synthetic.counts
+    assert check_files(root, counts, 2, declared) == counts
     row = load_table(name).rows[0]
-    cfg = Config.fromfile(row.config_path)
-    register_all_modules()
-    for loader, split in (('train_dataloader', 'training'), ('val_dataloader', 'validation')):
-        spec = cfg[loader].dataset.copy()
-        spec.update(data_root=str(root), pipeline=[])
-        built = DATASETS.build(spec)
-        assert len(built) == declared.synthetic.counts[split]
-        info = built.get_data_info(0)
-        assert os.path.isfile(info['img_path']) and os.path.isfile(info['seg_map_path'])
+    out = subprocess.run([sys.executable, '-c', READ_BY_MMSEG, str(row.config_path), str(root)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {
+        'train_dataloader': counts['training'], 'val_dataloader': counts['validation']}
     labels = np.concatenate([np.unique(np.asarray(Image.open(p))) for p in
                              sorted(root.rglob(f'*{declared.label_suffix}'))[:8]])
     allowed = set(declared.synthetic.classes) | {declared.synthetic.seam}
     assert set(labels.tolist()) <= allowed
 
 
-def _check_data(name, root, capsys):
-    code = main(['check-data', '--dataset', name, '--data-root', str(root), '--workers', '2'])
-    out = capsys.readouterr()
-    return code, out.out.splitlines(), out.err
+def _check_data(name, root):
+    """check-data in a process of its own (its decoding forks), expecting the synthetic
+    copy's counts."""
+    program = ('import sys; from harness.core.datasets import datasets; '
+               'from tests.helpers import with_counts; d = datasets()[sys.argv[1]]; '
+               'datasets()[sys.argv[1]] = with_counts(d, d.synthetic.counts); '
+               'from harness.cli import main; '
+               "sys.exit(main(['check-data', '--dataset', sys.argv[1], '--data-root', "
+               "sys.argv[2], '--workers', '2']))")
+    out = subprocess.run([sys.executable, '-c', program, name, str(root)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+    return out.returncode, out.stdout.splitlines(), out.stderr
 
 
 def _defects(lines):
     return [line.strip() for line in lines if line.startswith('  ')]
 
 
-def test_cityscapes_missing_extra_and_stray_files_are_one_line_each(generated, small, tmp_path,
-                                                                    capsys):
+def test_cityscapes_missing_extra_and_stray_files_are_one_line_each(generated, tmp_path):
     root = _copy(generated, 'cityscapes', tmp_path)
     city = root / 'gtFine' / 'val' / 'frankfurt'
     missing = city / 'frankfurt_000003_000019_gtFine_labelTrainIds.png'
@@ -92,7 +106,7 @@ def test_cityscapes_missing_extra_and_stray_files_are_one_line_each(generated, s
     stray.write_text('not a label\n')
     companion = city / 'frankfurt_000004_000019_gtFine_polygons.json'  # the official archive's
     companion.write_text('{}')
-    code, lines, err = _check_data('cityscapes', root, capsys)
+    code, lines, err = _check_data('cityscapes', root)
     assert code != 0 and err.count('\n') == 1 and err.startswith('error: 4 defects in ')
     image = root / 'leftImg8bit' / 'val' / 'frankfurt' / 'frankfurt_000003_000019_leftImg8bit.png'
     assert sorted(_defects(lines)) == sorted([
@@ -104,8 +118,7 @@ def test_cityscapes_missing_extra_and_stray_files_are_one_line_each(generated, s
         'companion of one)'])
 
 
-def test_pascal_context_missing_and_unlisted_files_are_one_line_each(generated, small, tmp_path,
-                                                                     capsys):
+def test_pascal_context_missing_and_unlisted_files_are_one_line_each(generated, tmp_path):
     root = _copy(generated, 'pascal_context', tmp_path)
     listed_gone = root / 'JPEGImages' / '2010_000002.jpg'
     listed_gone.unlink()
@@ -117,7 +130,7 @@ def test_pascal_context_missing_and_unlisted_files_are_one_line_each(generated, 
     values = np.asarray(Image.open(label)).copy()
     values[0, 0] = 60  # one past the 60 classes 0..59
     Image.fromarray(values).save(label)
-    code, lines, err = _check_data('pascal_context', root, capsys)
+    code, lines, err = _check_data('pascal_context', root)
     assert code != 0 and err.startswith('error: 3 defects in ') and err.count('\n') == 1
     val_list = root / 'ImageSets' / 'SegmentationContext' / 'val.txt'
     assert sorted(_defects(lines)) == sorted([
@@ -126,10 +139,9 @@ def test_pascal_context_missing_and_unlisted_files_are_one_line_each(generated, 
         f'label 60 out of range 0..59 or 255: {label}'])
 
 
-def test_a_missing_dataset_says_what_it_is_and_how_to_get_it(tmp_path, capsys):
+def test_a_missing_dataset_says_what_it_is_and_how_to_get_it(tmp_path):
     for name, env in (('pascal_context', 'PASCAL_CONTEXT_ROOT'), ('cityscapes', 'CITYSCAPES_ROOT')):
-        code = main(['check-data', '--dataset', name, '--data-root', str(tmp_path / 'none')])
-        err = capsys.readouterr().err
+        code, _, err = _check_data(name, tmp_path / 'none')
         assert code != 0 and err.count('\n') == 1
         assert f'{dataset(name).title} not found: no {tmp_path / "none"}/' in err and env in err
 
