@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..core.atomic import move_into_place
+from ..core.atomic import atomic_path, move_into_place
 from ..core.errors import DataError
 from ..core.datasets import Dataset, dataset
 from ..core.layout import REPO_ROOT
@@ -342,14 +342,16 @@ CITYSCAPES_TOOL = ('cityscapesscripts is not installed: `pip install cityscapess
 def _train_ids(paths: tuple[Path, Path]) -> str | None:
     """One Cityscapes polygon file drawn as a train-id label map (cityscapesscripts'
     ``json2labelImg``, as its ``csCreateTrainIdLabelImgs``); the defect line, or None."""
-    from cityscapesscripts.preparation.json2labelImg import json2labelImg
+    from cityscapesscripts.helpers.annotation import Annotation
+    from cityscapesscripts.preparation.json2labelImg import createLabelImage
     polygons, label = paths
-    tmp = label.with_name(f'.{label.name}.writing.png')
     try:
-        json2labelImg(str(polygons), str(tmp), 'trainIds')
-        os.replace(tmp, label)
+        annotation = Annotation()
+        annotation.fromJsonFile(str(polygons))
+        drawn = createLabelImage(annotation, 'trainIds')
+        with atomic_path(label) as tmp:
+            drawn.save(tmp, format='PNG')
     except Exception as err:  # noqa: BLE001 - whatever the tool raises, one line for the file
-        tmp.unlink(missing_ok=True)
         return f'cannot convert {polygons}: {type(err).__name__}: {str(err).splitlines()[0]}'
     return None
 

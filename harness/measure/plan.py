@@ -170,17 +170,18 @@ def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
              data_root: Path, weights_root: Path, seeds: int, cache: dict,
              rehearsals: Rehearsals | None = None, device: str | None = None) -> JobPlan:
     work_dir = job_dir(work_root, profile, row.folder, row.id, seed)
-    if row.id not in cache:  # the seed changes nothing but the random state
+    key = (row.folder, row.id)  # row ids repeat across tables (Seg-L-Mask/16)
+    if key not in cache:  # the seed changes nothing but the random state
         with warnings.catch_warnings():  # mmseg's deprecation notes are not part of the plan
             warnings.simplefilter('ignore')
             try:
                 cfg = build_config(JobRequest(row=row, profile=profile, seed=seed,
                                               work_dir=work_dir, data_root=data_root, gpus=gpus,
                                               weights_root=weights_root))
-                cache[row.id] = cfg, _count_params(row, profile, cfg.model.backbone.num_layers)
+                cache[key] = cfg, _count_params(row, profile, cfg.model.backbone.num_layers)
             except Exception as err:  # noqa: BLE001 - whatever mmengine/mmseg raise, one line
                 raise does_not_build(row, err) from None
-    cfg, params = cache[row.id]
+    cfg, params = cache[key]
     iters = cfg.train_cfg.max_iters
     buffers = _optimizer_buffers(cfg.optim_wrapper.optimizer)
     ckpt = params * BYTES_PER_VALUE * (1 + buffers)
