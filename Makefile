@@ -30,6 +30,17 @@ SETUPTOOLS := 'setuptools>=77.0.3,<82'
 
 export WANDB_MODE ?= offline
 ADE20K_ROOT ?= data/ade/ADEChallengeData2016
+PASCAL_CONTEXT_ROOT ?= data/VOCdevkit/VOC2010
+CITYSCAPES_ROOT ?= data/cityscapes
+# each table's dataset (experiments/datasets.yaml) and its folder
+DATASET_table3 := ade20k
+DATASET_table6 := ade20k
+DATASET_pascal_context := pascal_context
+DATASET_cityscapes := cityscapes
+ROOT_ade20k = $(ADE20K_ROOT)
+ROOT_pascal_context = $(PASCAL_CONTEXT_ROOT)
+ROOT_cityscapes = $(CITYSCAPES_ROOT)
+data_root = $(ROOT_$(DATASET_$(1)))
 SEEDS ?= 1
 ROWS ?=
 ROWS_ARG := $(if $(ROWS),--rows $(ROWS),)
@@ -63,12 +74,14 @@ LAUNCH_ARGS = --launcher $(LAUNCHER) --gpus $(GPUS) --nodes $(NODES) \
 	$(if $(POLL),--poll-interval $(POLL),)
 CHECKPOINTS ?= checkpoints/official
 TABLE ?= table3
-TABLES ?= table3 table6
+TABLES ?= table3 table6 pascal_context cityscapes
 TABLES_ARG := $(foreach t,$(TABLES),--table $(t))
 
-.PHONY: install browser slurm smoke test test-fast bench data weights plan plan-table3 \
-	plan-table6 reproduce-table3 reproduce-table6 evaluate-table3 rehearse \
-	evaluate-table6 report clean sync-help gpu-check-dry-run
+.PHONY: install browser slurm smoke test test-fast bench data data-pascal_context \
+	data-cityscapes weights plan plan-table3 plan-table6 plan-pascal_context plan-cityscapes \
+	reproduce-table3 reproduce-table6 reproduce-pascal_context reproduce-cityscapes \
+	evaluate-table3 evaluate-table6 evaluate-pascal_context evaluate-cityscapes rehearse \
+	report clean sync-help gpu-check-dry-run
 
 ifeq ($(PY),$(VENV_PY))
 install: $(STAMP)
@@ -98,7 +111,7 @@ $(STAMP): requirements.txt requirements-post.txt
 	@touch $@
 
 smoke: install
-	$(PY) -m harness run --table table3 --table table6 --profile smoke --seeds $(SEEDS) $(ROWS_ARG) \
+	$(PY) -m harness run $(TABLES_ARG) --profile smoke --seeds $(SEEDS) $(ROWS_ARG) \
 		$(TRAIN_ARGS)
 	@$(MAKE) --no-print-directory sync-help PROFILE=smoke
 
@@ -135,6 +148,15 @@ test-fast: install
 data: install
 	$(PY) -m harness check-data --data-root $(ADE20K_ROOT) $(if $(ZIP),--zip $(ZIP),)
 
+# verify Pascal Context (an already converted VOCdevkit/VOC2010) or Cityscapes (CONVERT=1 first
+# makes the train-id labels with cityscapesscripts) at their roots
+data-pascal_context: install
+	$(PY) -m harness check-data --dataset pascal_context --data-root $(PASCAL_CONTEXT_ROOT)
+
+data-cityscapes: install
+	$(PY) -m harness check-data --dataset cityscapes --data-root $(CITYSCAPES_ROOT) \
+		$(if $(CONVERT),--convert,)
+
 # the pretrained weights of every row of TABLES (ROWS= to pick some): download, verify the
 # SHA-256 when the spec has one, convert into weights/. FROM=file converts a local release
 # instead; WEIGHTS_DIR= holds releases downloaded by hand (default weights/original)
@@ -143,36 +165,32 @@ weights: install
 
 # dry run of a table's full runs: per row x seed the config, batch, iterations, GPU-hours,
 # disk, weights and data; launches nothing, writes nothing
-PLAN_ARGS = --seeds $(SEEDS) --gpus $(GPUS) --data-root $(ADE20K_ROOT) $(ROWS_ARG) \
-	$(if $(LAUNCHER),--launcher $(LAUNCHER),)
+PLAN_ARGS = --seeds $(SEEDS) --gpus $(GPUS) $(ROWS_ARG) $(if $(LAUNCHER),--launcher $(LAUNCHER),)
 plan: install
-	$(PY) -m harness plan --table $(TABLE) $(PLAN_ARGS)
+	$(PY) -m harness plan --table $(TABLE) --data-root $(call data_root,$(TABLE)) $(PLAN_ARGS)
 
-plan-table3 plan-table6: plan-%: install
-	$(PY) -m harness plan --table $* $(PLAN_ARGS)
+plan-table3 plan-table6 plan-pascal_context plan-cityscapes: plan-%: install
+	$(PY) -m harness plan --table $* --data-root $(call data_root,$*) $(PLAN_ARGS)
 
-# the paper's runs: real ADE20K, pretrained weights, 160k iterations, total batch 8
-reproduce = $(PY) -m harness check-data --layout-only --data-root $(ADE20K_ROOT) && \
+# the paper's runs: the table's real dataset, pretrained weights, the authors' schedule and
+# batch for that dataset (ADE20K: 160k iterations at 8; experiments/datasets.yaml)
+reproduce = $(PY) -m harness check-data --layout-only --dataset $(DATASET_$(1)) \
+	--data-root $(call data_root,$(1)) && \
 	$(PY) -m harness run --table $(1) --profile full --seeds $(SEEDS) $(TRAIN_ARGS) $(LAUNCH_ARGS) \
-	--data-root $(ADE20K_ROOT) $(ROWS_ARG) && $(MAKE) --no-print-directory sync-help PROFILE=full
+	--data-root $(call data_root,$(1)) $(ROWS_ARG) && \
+	$(MAKE) --no-print-directory sync-help PROFILE=full
 
-reproduce-table3: install
-	$(call reproduce,table3)
-
-reproduce-table6: install
-	$(call reproduce,table6)
+reproduce-table3 reproduce-table6 reproduce-pascal_context reproduce-cityscapes: reproduce-%: install
+	$(call reproduce,$*)
 
 # the authors' released models, converted into CHECKPOINTS/<row>.pth (harness convert-official),
 # evaluated single- and multi-scale; the report shows them as the "released checkpoint" column
 evaluate = for scale in '' --multi-scale; do $(PY) -m harness evaluate --table $(1) \
-	--checkpoints $(CHECKPOINTS) --data-root $(ADE20K_ROOT) $(ROWS_ARG) $(LAUNCH_ARGS) \
+	--checkpoints $(CHECKPOINTS) --data-root $(call data_root,$(1)) $(ROWS_ARG) $(LAUNCH_ARGS) \
 	$$scale || exit 1; done
 
-evaluate-table3: install
-	$(call evaluate,table3)
-
-evaluate-table6: install
-	$(call evaluate,table6)
+evaluate-table3 evaluate-table6 evaluate-pascal_context evaluate-cityscapes: evaluate-%: install
+	$(call evaluate,$*)
 
 # every row's full-profile job at its real size for a few iterations (synthetic ADE20K-sized
 # data, random weights in the release layout): train, resume, evaluate, measured into
@@ -180,8 +198,11 @@ evaluate-table6: install
 # batch of ViT-L at 640 pixels does not fit a small machine); on a GPU, at the real batch:
 # make rehearse REHEARSE_ARGS='--device cuda'
 REHEARSE_ARGS ?= --iters 2 --batch 1
+# the ADE20K tables: the rehearsal's synthetic data has ADE20K's layout and image sizes only
+REHEARSE_TABLES ?= table3 table6
 rehearse: install
-	$(PY) -m harness rehearse $(TABLES_ARG) $(ROWS_ARG) $(REHEARSE_ARGS)
+	$(PY) -m harness rehearse $(foreach t,$(REHEARSE_TABLES),--table $(t)) $(ROWS_ARG) \
+		$(REHEARSE_ARGS)
 
 # speed of our row models against stock mmseg (reports/bench/bench.md); on a GPU machine:
 # make bench BENCH_ARGS='--device cuda --amp bf16 --tf32'
@@ -193,9 +214,9 @@ bench: install
 # report; with none at all, `report` says there is nothing to report and fails)
 report: install
 	@ran=; for profile in smoke full; do [ -d work_dirs/$$profile ] || continue; ran=1; \
-		echo "$(PY) -m harness report --table table3 --table table6 --profile $$profile"; \
-		$(PY) -m harness report --table table3 --table table6 --profile $$profile || exit; \
-	done; [ -n "$$ran" ] || $(PY) -m harness report --table table3 --table table6 --profile smoke
+		echo "$(PY) -m harness report $(TABLES_ARG) --profile $$profile"; \
+		$(PY) -m harness report $(TABLES_ARG) --profile $$profile || exit; \
+	done; [ -n "$$ran" ] || $(PY) -m harness report $(TABLES_ARG) --profile smoke
 
 sync-help:
 	@$(PY) -m harness sync-help
@@ -206,4 +227,5 @@ gpu-check-dry-run: install
 	PY=$(PY) scripts/gpu_check.sh --dry-run $(DRY_RUN_DIR)
 
 clean:
-	rm -rf work_dirs reports/smoke .cache/synthetic_ade20k .pytest_cache
+	rm -rf work_dirs reports/smoke .cache/synthetic_ade20k .cache/synthetic_pascal_context \
+		.cache/synthetic_cityscapes .pytest_cache

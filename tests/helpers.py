@@ -543,3 +543,12 @@ def write_result_record(work_dir, row, profile, seed, max_iters=None, pretrained
                                                            str(pretrained.parent)}))
     request = JobRequest(row=row, profile=profile, seed=seed, work_dir=work_dir, data_root=None)
     write_result(work_dir, result_record(request, work_dir, frozen, read_state(work_dir)))
+
+
+def with_counts(declared, counts):
+    """``declared`` (a dataset declaration) expecting ``counts`` images per split: a small copy
+    checked as the complete dataset would be."""
+    import dataclasses
+    return dataclasses.replace(declared, splits={
+        name: dataclasses.replace(split, count=counts[name])
+        for name, split in declared.splits.items()})

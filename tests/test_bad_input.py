@@ -105,7 +105,7 @@ def test_empty_ade20k_folders(work, tmp_path, empty):
     result = _run(work, '--table', 'table3', '--rows', 'seg-b-16', '--profile', 'full',
                   '--data-root', data, '--weights-root', tmp_path)
     listed = ', '.join(str(data / folder) for folder in empty)
-    _assert_refused(result, work, f'without any file: {listed} (unpack')
+    _assert_refused(result, work, f'without any file: {listed} (download')
 
 
 def test_missing_weights(work, tmp_path):

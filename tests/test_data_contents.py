@@ -14,10 +14,11 @@ import pytest
 from harness.assets.contents import NOT_HASHED, contents_path, read_contents
 from harness.assets.synthetic import SPLITS
 from harness.cli import main
+from harness.core.datasets import datasets
 from harness.launch.provenance import dataset_identity
 from harness.launch.job_records import _input_differences
 from harness.launch.verify import contents_rehash, dataset_problems
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, with_counts
 
 SMALL_COUNTS = {split: count for split, (_, count) in SPLITS.items()}
 IMAGE = 'images/validation/ADE_val_00000003.jpg'
@@ -26,7 +27,7 @@ IMAGE = 'images/validation/ADE_val_00000003.jpg'
 @pytest.fixture
 def copy(tmp_path, synthetic_root, monkeypatch):
     """A copy of the synthetic dataset (times kept), and check-data expecting its counts."""
-    monkeypatch.setattr('harness.assets.data.ADE20K_COUNTS', SMALL_COUNTS)
+    monkeypatch.setitem(datasets(), 'ade20k', with_counts(datasets()['ade20k'], SMALL_COUNTS))
     root = tmp_path / 'ADEChallengeData2016'
     shutil.copytree(synthetic_root, root)
     return root
@@ -93,8 +94,9 @@ def test_a_dataset_root_that_takes_no_file_is_one_line_and_the_check_passes(copy
     """A real read-only bind mount of the dataset (in fresh user + mount namespaces, where root's
     permission bypass does not defeat it as it would ``chmod``), check-data run there."""
     contents_path(copy).unlink()
-    program = ('import sys, harness.assets.data as data; '
-               f'data.ADE20K_COUNTS = {SMALL_COUNTS!r}; '
+    program = ('import sys; from harness.core.datasets import datasets; '
+               'from tests.helpers import with_counts; '
+               f"datasets()['ade20k'] = with_counts(datasets()['ade20k'], {SMALL_COUNTS!r}); "
                'from harness.cli import main; '
                "sys.exit(main(['check-data', '--data-root', sys.argv[1], '--workers', '2']))")
     script = ('set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; '

@@ -6,15 +6,49 @@ reference notes; changing any one of them in a config makes this test fail.
 import pytest
 
 from harness.core.request import JobRequest
-from harness.core.spec import load_table
+from harness.core.spec import available_tables, load_table
 from harness.prepare.job_config import build_config
 
-ROWS = [row for name in ('table3', 'table6') for row in load_table(name).rows]
+ROWS = [row for name in available_tables() for row in load_table(name).rows]
+# The official code's values per dataset (segm/config.yml, segm/data/config/<dataset>.py,
+# segm/data/<dataset>.py): learning rate, iterations (its epochs at its batch, as mmseg rounds
+# them), batch, mmseg dataset class, classes, zero-label reduction, the (long, short) scale of
+# the test image at the dataset's own crop, and the sliding window's stride at that crop
+OFFICIAL = {
+    'ade20k': dict(lr=0.001, iters=160000, batch=8, type='ADE20KDataset', classes=150,
+                   reduce=True, crop=512, scale=(2048, 512), stride=480),
+    'pascal_context': dict(lr=0.001, iters=80000, batch=16, type='PascalContextDataset',
+                           classes=60, reduce=False, crop=480, scale=(4160, 520), stride=320),
+    'cityscapes': dict(lr=0.01, iters=80000, batch=8, type='CityscapesDataset', classes=19,
+                       reduce=False, crop=768, scale=(2048, 1024), stride=512),
+}
+# ADE20K's Seg-L-Mask/16 trains on 640 crops (official ade20k config), scale and stride with it
+OTHER_CROPS = {('ade20k', 640): dict(scale=(2560, 640), stride=608)}
+
+
+def official(row) -> dict:
+    values = OFFICIAL[row.dataset]
+    return {**values, **OTHER_CROPS.get((row.dataset, row.crop_size), {})}
+
+
+def test_the_dataset_declarations_are_the_official_recipes():
+    """experiments/datasets.yaml, which the checks, the plan and the synthetic data read, holds
+    the same recipe as the configs build."""
+    from harness.core.datasets import datasets
+    assert set(datasets()) == set(OFFICIAL)
+    for name, declared in datasets().items():
+        values, recipe = OFFICIAL[name], declared.recipe
+        assert (recipe.lr, recipe.iterations, recipe.batch, declared.mmseg_type,
+                declared.classes, declared.reduce_zero_label, recipe.crop, recipe.test_scale,
+                recipe.slide_crop, recipe.slide_stride) == \
+            (values['lr'], values['iters'], values['batch'], values['type'], values['classes'],
+             values['reduce'], values['crop'], values['scale'], values['crop'],
+             values['stride']), name
 VIT_NORM = dict(mean=[127.5] * 3, std=[127.5] * 3)  # AugReg ViT weights
 IMAGENET_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375])  # DeiT
 
 
-@pytest.fixture(scope='module', params=ROWS, ids=lambda r: r.id)
+@pytest.fixture(scope='module', params=ROWS, ids=lambda r: f'{r.table}-{r.id}')
 def row_cfg(request, tmp_path_factory):
     row, folder = request.param, tmp_path_factory.mktemp(request.param.id)
     return row, build_config(JobRequest(row=row, profile='full', seed=0, work_dir=folder,
@@ -22,28 +56,34 @@ def row_cfg(request, tmp_path_factory):
 
 
 def test_optimiser_and_schedule(row_cfg):
-    _, cfg = row_cfg
+    row, cfg = row_cfg
+    values = official(row)
     optimizer = cfg.optim_wrapper.optimizer
     assert (optimizer.type, optimizer.lr, optimizer.momentum, optimizer.nesterov,
-            optimizer.weight_decay) == ('SGD', 0.001, 0.9, True, 0.0)
+            optimizer.weight_decay) == ('SGD', values['lr'], 0.9, True, 0.0)
     assert 'paramwise_cfg' not in cfg.optim_wrapper  # one lr for encoder and decoder
     assert cfg.optim_wrapper.get('clip_grad') is None
     (poly,) = cfg.param_scheduler  # no warm-up
     assert (poly.type, poly.power, poly.eta_min, poly.begin, poly.end, poly.by_epoch) == \
-        ('PolyLR', 0.9, 1e-5, 0, 160000, False)
-    assert cfg.train_cfg.max_iters == 160000
-    assert cfg.train_dataloader.batch_size == 8
+        ('PolyLR', 0.9, 1e-5, 0, values['iters'], False)
+    assert cfg.train_cfg.max_iters == values['iters']
+    assert cfg.train_dataloader.batch_size == cfg.total_batch_size == values['batch']
 
 
 def test_data_and_augmentation(row_cfg):
     row, cfg = row_cfg
     crop = (row.crop_size, row.crop_size)
-    short = row.crop_size
-    steps = {s['type']: s for s in cfg.train_dataloader.dataset.dataset.pipeline}
+    values = official(row)
+    dataset = cfg.train_dataloader.dataset.dataset
+    assert dataset.type == cfg.test_dataloader.dataset.type == values['type']
+    steps = {s['type']: s for s in dataset.pipeline}
     assert list(steps) == ['LoadImageFromFile', 'LoadAnnotations', 'RandomResize', 'RandomCrop',
                            'RandomFlip', 'PhotoMetricDistortion', 'PackSegInputs']
-    assert steps['LoadAnnotations']['reduce_zero_label'] is True
-    assert steps['RandomResize']['scale'] == (4 * short, short)
+    assert steps['LoadAnnotations'].get('reduce_zero_label', False) is values['reduce']
+    assert steps['RandomResize']['scale'] == values['scale']
+    tests = {s['type']: s for s in cfg.test_dataloader.dataset.pipeline}
+    assert tests['Resize']['scale'] == values['scale'] and tests['Resize']['keep_ratio']
+    assert tests['LoadAnnotations'].get('reduce_zero_label', False) is values['reduce']
     assert steps['RandomResize']['ratio_range'] == (0.5, 2.0)
     assert steps['RandomCrop']['crop_size'] == crop
     assert steps['RandomCrop']['cat_max_ratio'] == 0.75
@@ -58,7 +98,8 @@ def test_data_and_augmentation(row_cfg):
 def test_data_is_seeded_by_position_in_both_profiles(profile, tmp_path):
     """Data order and augmentations come from (seed, position), not from the loader workers;
     a resume skips to its iteration without loading the batches before it."""
-    cfg = build_config(JobRequest(row=ROWS[0], profile=profile, seed=3, work_dir=tmp_path,
+    cfg = build_config(JobRequest(row=load_table('table3').rows[0], profile=profile, seed=3,
+                                  work_dir=tmp_path,
                                   data_root=tmp_path))
     loader = cfg.train_dataloader
     assert loader.sampler == dict(type='PositionSampler', shuffle=True)
@@ -100,7 +141,7 @@ def test_decoder_and_loss(row_cfg):
     else:
         assert (head.type, head.num_convs, head.kernel_size if 'kernel_size' in head else 1,
                 head.dropout_ratio, head.concat_input) == ('FCNHead', 0, 1, 0.0, False)
-    assert head.num_classes == 150
+    assert head.num_classes == official(row)['classes']
     loss = head.loss_decode
     assert (loss.type, loss.use_sigmoid, loss.avg_non_ignore, loss.get('class_weight')) == \
         ('ChannelsLastCrossEntropyLoss', False, True, None)
@@ -109,7 +150,7 @@ def test_decoder_and_loss(row_cfg):
 def test_single_scale_evaluation(row_cfg):
     row, cfg = row_cfg
     test_cfg = cfg.model.test_cfg
-    stride = {512: 480, 640: 608}[row.crop_size]
+    stride = official(row)['stride']
     assert (test_cfg.mode, test_cfg.crop_size, test_cfg.stride) == \
         ('slide', (row.crop_size,) * 2, (stride, stride))
 

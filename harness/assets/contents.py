@@ -20,10 +20,9 @@ import os
 from pathlib import Path
 
 from ..core.atomic import atomic_write
+from ..core.datasets import layout_of
 from ..core.layout import DATA_CONTENTS_FILE
 
-FOLDERS = tuple(f'{kind}/{split}' for kind in ('images', 'annotations')
-                for split in ('training', 'validation'))
 VERSION = 1
 CHUNK = 1 << 20
 NOT_HASHED = 'not hashed: run check-data'
@@ -34,11 +33,18 @@ def contents_path(root: Path) -> Path:
 
 
 def dataset_files(root: Path) -> list[str]:
-    """The relative paths of the dataset's files (every entry of the four folders), sorted."""
+    """The relative paths of the dataset's files (every entry of its declared folders, every
+    file below them where the layout nests, and its split lists), sorted."""
     root, found = Path(root), []
-    for folder in FOLDERS:
-        if (root / folder).is_dir():
-            found += [f'{folder}/{p.name}' for p in (root / folder).iterdir()]
+    declared = layout_of(root)
+    for folder in declared.folders:
+        here = root / folder
+        if here.is_file():  # a split list
+            found.append(folder)
+        elif here.is_dir() and declared.nested:
+            found += [p.relative_to(root).as_posix() for p in here.rglob('*') if p.is_file()]
+        elif here.is_dir():
+            found += [f'{folder}/{p.name}' for p in here.iterdir()]
     return sorted(found)
 
 

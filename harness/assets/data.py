@@ -1,4 +1,5 @@
-"""ADE20K checks (``make data``): the folder a full run trains on, verified before it starts.
+"""Dataset checks (``make data``, ``check-data``): the folder a full run trains on, verified
+before it starts, against its declared layout (``experiments/datasets.yaml``).
 
 Every defect is one line naming the file; a check goes on past the first and lists them all
 (the first ``MAX_LISTED`` of them) in :class:`DataError`. Files are decoded in parallel, one
@@ -10,6 +11,7 @@ temporary folder renamed into place, so an interrupted unpack leaves nothing hal
 """
 from __future__ import annotations
 
+import functools
 import io
 import multiprocessing
 import os
@@ -20,84 +22,157 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..core.atomic import move_into_place
+from ..core.atomic import atomic_path, move_into_place
 from ..core.errors import DataError
+from ..core.datasets import Dataset, dataset
 from ..core.layout import REPO_ROOT
 from .contents import dataset_files, hash_file
 
 MAX_LISTED = DataError.MAX_LISTED  # defects kept (and printed) per check; the rest counted
 
-DEFAULT_ADE20K_ROOT = REPO_ROOT / 'data' / 'ade' / 'ADEChallengeData2016'
-ADE20K_COUNTS = {'training': 20210, 'validation': 2000}
-NUM_CLASSES = 150  # label values 0 (other, ignored) .. 150
-DATASET_FOLDER = 'ADEChallengeData2016'
-ADE20K_URL = 'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip'
+ADE20K = dataset('ade20k')
+DEFAULT_ADE20K_ROOT = REPO_ROOT / ADE20K.default_root
+ADE20K_COUNTS = ADE20K.counts
+DATASET_FOLDER = ADE20K.folder  # the official zip's folder, which `unpack` extracts
 
 
-def missing_dataset(folder: Path) -> str:
-    """The one line for a dataset that is not there: what ADE20K is and how to get it."""
-    return (f'ADE20K not found: no {folder} (the scene-parsing benchmark of the paper, '
-            f'ADEChallengeData2016: 20,210 training + 2,000 validation images, 150 classes; '
-            f'download {ADE20K_URL} and run `make data ZIP=/path/to/ADEChallengeData2016.zip`, '
-            'or point ADE20K_ROOT= at an existing ADEChallengeData2016 folder)')
+def missing_dataset(folder: Path, declared: Dataset = ADE20K) -> str:
+    """The one line for a dataset that is not there: what it is and how to get it."""
+    return declared.missing(folder)
 
 
-def require_folders(root: Path, splits=tuple(ADE20K_COUNTS)) -> None:
-    """The four folders of the ADE20K layout exist; else the helpful one line."""
-    for split in splits:
-        for kind in ('images', 'annotations'):
-            folder = Path(root) / kind / split
-            if not folder.is_dir():
-                raise DataError([missing_dataset(folder)])
+def _splits(declared: Dataset, splits) -> tuple[str, ...]:
+    return tuple(declared.splits) if splits is None else tuple(splits)
 
 
-def require_files(root: Path, splits=tuple(ADE20K_COUNTS)) -> None:
+def require_folders(root: Path, splits=None, declared: Dataset = ADE20K) -> None:
+    """The folders (and split lists) of the dataset's layout exist; else the helpful line."""
+    for split in _splits(declared, splits):
+        layout = declared.splits[split]
+        for folder in (layout.images, layout.labels):
+            if not (Path(root) / folder).is_dir():
+                raise DataError([missing_dataset(Path(root) / folder, declared)])
+        if layout.list is not None and not (Path(root) / layout.list).is_file():
+            raise DataError([missing_dataset(Path(root) / layout.list, declared)])
+
+
+def _has_file(folder: Path, suffix: str, nested: bool) -> bool:
+    entries = folder.rglob(f'*{suffix}') if nested else folder.iterdir()
+    return any(p.name.endswith(suffix) for p in entries)
+
+
+def require_files(root: Path, splits=None, declared: Dataset = ADE20K) -> None:
     """The folders of ``splits`` each hold a file of their kind (an image, an annotation): the
-    four folders there but empty would pass :func:`require_folders`, and the job would fail
+    folders there but empty would pass :func:`require_folders`, and the job would fail
     seconds after its start. Fast: each folder is read up to its first such file."""
-    empty = [folder for split in splits
-             for folder, suffix in ((Path(root) / 'images' / split, '.jpg'),
-                                    (Path(root) / 'annotations' / split, '.png'))
-             if not any(p.suffix == suffix for p in folder.iterdir())]
+    empty = [folder for split in _splits(declared, splits)
+             for folder, suffix in ((Path(root) / declared.splits[split].images,
+                                     declared.image_suffix),
+                                    (Path(root) / declared.splits[split].labels,
+                                     declared.label_suffix))
+             if not _has_file(folder, suffix, declared.nested)]
     if empty:
-        raise DataError([f"ADE20K folder{'s' if len(empty) > 1 else ''} without any file: "
-                         f"{', '.join(map(str, empty))} (unpack the dataset there with `make "
-                         'data ZIP=/path/to/ADEChallengeData2016.zip`, or point ADE20K_ROOT= '
-                         'at a complete copy; `make data` checks every file)'])
+        raise DataError([f"{declared.title} folder{'s' if len(empty) > 1 else ''} without any "
+                         f"file: {', '.join(map(str, empty))} ({declared.get}; `check-data` "
+                         'checks every file)'])
 
 
-def _pairs(root: Path, split: str, defects: list[str]) -> list[tuple[Path, Path]]:
-    """(image, annotation) pairs of a split; unpaired files are added to ``defects``."""
-    images_dir, labels_dir = root / 'images' / split, root / 'annotations' / split
-    images = {p.stem: p for p in images_dir.iterdir() if p.suffix == '.jpg'}
-    labels = {p.stem: p for p in labels_dir.iterdir() if p.suffix == '.png'}
+def _by_stem(folder: Path, suffix: str, nested: bool) -> dict[str, Path]:
+    """The files of ``folder`` named ``<stem><suffix>`` by stem (a path below the folder
+    where the layout nests)."""
+    entries = folder.rglob(f'*{suffix}') if nested else folder.iterdir()
+    return {p.relative_to(folder).as_posix()[:-len(suffix)]: p for p in entries
+            if p.name.endswith(suffix) and p.is_file()}
+
+
+def _listed(path: Path, defects: list[str]) -> list[str]:
+    """The stems a split list names, in order (a repeated one is a defect)."""
+    stems, seen = [], set()
+    for line in path.read_text().splitlines():
+        stem = line.strip()
+        if not stem:
+            continue
+        if stem in seen:
+            defects.append(f'{stem} listed twice in {path}')
+            continue
+        seen.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def _pairs(root: Path, split: str, defects: list[str],
+           declared: Dataset = ADE20K) -> tuple[int, list[tuple[Path, Path]]]:
+    """(images of the split, (image, annotation) pairs); unpaired files are added to
+    ``defects``. A split with a list pairs the stems it names; one without, every image."""
+    layout = declared.splits[split]
+    images_dir, labels_dir = root / layout.images, root / layout.labels
+    labels = _by_stem(labels_dir, declared.label_suffix, declared.nested)
+    if layout.list is not None:
+        listed = _listed(root / layout.list, defects)
+        images = {stem: images_dir / f'{stem}{declared.image_suffix}' for stem in listed}
+        defects += [f'listed image missing: {images[stem]} (listed in {root / layout.list})'
+                    for stem in listed if not images[stem].is_file()]
+        images = {stem: path for stem, path in images.items() if path.is_file()}
+        labels = {stem: labels[stem] for stem in listed if stem in labels}
+        count = len(listed)
+    else:
+        images = _by_stem(images_dir, declared.image_suffix, declared.nested)
+        count = len(images)
     defects += [f'image without annotation: {images[stem]} '
-                f'(expected {labels_dir / (stem + ".png")})'
+                f'(expected {labels_dir / (stem + declared.label_suffix)})'
                 for stem in sorted(images.keys() - labels.keys())]
-    defects += [f'annotation without image: {labels[stem]}'
-                for stem in sorted(labels.keys() - images.keys())]
-    return [(images[s], labels[s]) for s in sorted(images.keys() & labels.keys())]
+    if layout.list is None:
+        defects += [f'annotation without image: {labels[stem]}'
+                    for stem in sorted(labels.keys() - images.keys())]
+    return count, [(images[s], labels[s]) for s in sorted(images.keys() & labels.keys())]
 
 
-def _layout(root: Path, counts: dict[str, int], defects: list[str]) -> tuple[dict, list]:
+def _strays(root: Path, declared: Dataset, defects: list[str]) -> None:
+    """Files of the dataset's folders that are neither an image, an annotation, a known
+    companion of one, nor (with split lists) an annotation some list names: one line each."""
+    allowed = (declared.image_suffix, declared.label_suffix, *declared.companions)
+    listed = set()
+    for layout in declared.splits.values():
+        if layout.list is not None and (root / layout.list).is_file():
+            listed |= {line.strip() for line in (root / layout.list).read_text().splitlines()}
+    for folder in dict.fromkeys(f for s in declared.splits.values()
+                                for f in (s.images, s.labels)):
+        here = root / folder
+        entries = here.rglob('*') if declared.nested else here.iterdir()
+        for path in sorted(entries):
+            if declared.nested and path.is_dir():
+                continue
+            if not path.name.endswith(allowed):
+                defects.append(f'unexpected file: {path} (neither a {declared.title} image, '
+                               'an annotation nor a known companion of one)')
+            elif listed and path.name.endswith(declared.label_suffix) and \
+                    path.name[:-len(declared.label_suffix)] not in listed:
+                defects.append(f'annotation in no split list: {path}')
+
+
+def _layout(root: Path, counts: dict[str, int], defects: list[str],
+            declared: Dataset = ADE20K) -> tuple[dict, list]:
     root = Path(root)
-    require_folders(root, tuple(counts))
+    require_folders(root, tuple(counts), declared)
     found, pairs = {}, []
     for split, expected in counts.items():
-        images = len(list((root / 'images' / split).glob('*.jpg')))
-        split_pairs = _pairs(root, split, defects)
+        images, split_pairs = _pairs(root, split, defects, declared)
         found[split] = len(split_pairs)
         if images != expected:
-            defects.append(f'{root / "images" / split}: {images} images, expected {expected}')
+            layout = declared.splits[split]
+            where = root / (layout.list or layout.images)
+            defects.append(f'{where}: {images} images, expected {expected}')
         pairs += split_pairs
+    _strays(root, declared, defects)
     return found, pairs
 
 
-def check_layout(root: Path, counts: dict[str, int] | None = None) -> dict[str, int]:
-    """Folders, pairing and counts (``counts``: ADE20K's by default; fast: no file is
+def check_layout(root: Path, counts: dict[str, int] | None = None,
+                 declared: Dataset = ADE20K) -> dict[str, int]:
+    """Folders, pairing and counts (``counts``: the dataset's by default; fast: no file is
     decoded). Returns the pairs per split."""
     defects: list[str] = []
-    found, _ = _layout(root, ADE20K_COUNTS if counts is None else counts, defects)
+    found, _ = _layout(root, declared.counts if counts is None else counts, defects, declared)
     if defects:
         raise DataError(defects)
     return found
@@ -114,12 +189,13 @@ def _decode(data: bytes, path: Path) -> Image.Image:
         return image
 
 
-def check_pair(pair: tuple[Path, Path]) -> list[str]:
+def check_pair(pair: tuple[Path, Path], declared: Dataset = ADE20K) -> list[str]:
     """The defects of one image and its annotation (both decoded, labels checked)."""
-    return _check_and_hash(pair)[0]
+    return _check_and_hash(pair, declared)[0]
 
 
-def _check_and_hash(pair: tuple[Path, Path]) -> tuple[list[str], dict[Path, dict]]:
+def _check_and_hash(pair: tuple[Path, Path],
+                    declared: Dataset = ADE20K) -> tuple[list[str], dict[Path, dict]]:
     """:func:`check_pair`, and each file's size, time and SHA-256 from the bytes decoded."""
     image_path, label_path = pair
     defects, size, label, hashed = [], None, None, {}
@@ -139,8 +215,15 @@ def _check_and_hash(pair: tuple[Path, Path]) -> tuple[list[str], dict[Path, dict
     if size is not None and (label.ndim != 2 or label.shape[::-1] != size):
         defects.append(f'annotation shape {label.shape} does not match its image '
                        f'{size[::-1]}: {label_path}')
-    elif label.size and label.max() > NUM_CLASSES:
-        defects.append(f'label {int(label.max())} out of range 0..{NUM_CLASSES}: {label_path}')
+    elif label.size:
+        # files keep the ignore value where the labels are not shifted (ADE20K's ignored
+        # "other" is 0 in its files, reduce_zero_label making it 255)
+        kept = () if declared.reduce_zero_label else (declared.ignore_index,)
+        wrong = label[(label > declared.label_max) & ~np.isin(label, kept)]
+        if wrong.size:
+            also = f' or {declared.ignore_index}' if kept else ''
+            defects.append(f'label {int(wrong.max())} out of range 0..{declared.label_max}'
+                           f'{also}: {label_path}')
     return defects, hashed
 
 
@@ -173,27 +256,29 @@ def _progress():
 
 
 def check_files(root: Path, counts: dict[str, int] | None = None,
-                workers: int | None = None) -> dict[str, int]:
+                workers: int | None = None, declared: Dataset = ADE20K) -> dict[str, int]:
     """``check_layout``, then every image and annotation decoded and every label checked, in
     ``workers`` processes (default: one per core); all defects are collected."""
-    return check_and_hash(root, counts, workers)[0]
+    return check_and_hash(root, counts, workers, declared)[0]
 
 
 def check_and_hash(root: Path, counts: dict[str, int] | None = None,
-                   workers: int | None = None) -> tuple[dict[str, int], dict[str, dict]]:
-    """:func:`check_files` (``counts``: ADE20K's by default), and every file of the dataset's
-    folders hashed from the bytes it decoded: (pairs per split, {relative path: size,
+                   workers: int | None = None, declared: Dataset = ADE20K,
+                   ) -> tuple[dict[str, int], dict[str, dict]]:
+    """:func:`check_files` (``counts``: the dataset's by default), and every file of the
+    dataset's folders hashed from the bytes it decoded: (pairs per split, {relative path: size,
     mtime_ns, sha256}). Writes nothing."""
-    root, counts = Path(root), ADE20K_COUNTS if counts is None else counts
+    root, counts = Path(root), declared.counts if counts is None else counts
     defects: list[str] = []
-    found, pairs = _layout(root, counts, defects)
+    found, pairs = _layout(root, counts, defects, declared)
     workers = max(1, workers or os.cpu_count() or 1)
     hashed: dict[Path, dict] = {}
     # fork: the workers need nothing but this module, and start in milliseconds
     with _progress() as progress, multiprocessing.get_context('fork').Pool(workers) as pool:
         task = progress.add_task(f'decoding {2 * len(pairs)} files', total=len(pairs),
                                  defects=len(defects))
-        for found_here, hashed_here in pool.imap(_check_and_hash, pairs, chunksize=16):
+        check = functools.partial(_check_and_hash, declared=declared)
+        for found_here, hashed_here in pool.imap(check, pairs, chunksize=16):
             defects += found_here
             hashed.update(hashed_here)
             progress.update(task, advance=1, defects=len(defects))
@@ -246,3 +331,55 @@ def unpack(zip_path: Path, data_dir: Path) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+CITYSCAPES_POLYGONS = '_gtFine_polygons.json'
+CITYSCAPES_TOOL = ('cityscapesscripts is not installed: `pip install cityscapesscripts` (the '
+                   'Cityscapes team\'s package, on the package index) makes the '
+                   '*_gtFine_labelTrainIds.png files')
+
+
+def _train_ids(paths: tuple[Path, Path]) -> str | None:
+    """One Cityscapes polygon file drawn as a train-id label map (cityscapesscripts'
+    ``json2labelImg``, as its ``csCreateTrainIdLabelImgs``); the defect line, or None."""
+    from cityscapesscripts.helpers.annotation import Annotation
+    from cityscapesscripts.preparation.json2labelImg import createLabelImage
+    polygons, label = paths
+    try:
+        annotation = Annotation()
+        annotation.fromJsonFile(str(polygons))
+        drawn = createLabelImage(annotation, 'trainIds')
+        with atomic_path(label) as tmp:
+            drawn.save(tmp, format='PNG')
+    except Exception as err:  # noqa: BLE001 - whatever the tool raises, one line for the file
+        return f'cannot convert {polygons}: {type(err).__name__}: {str(err).splitlines()[0]}'
+    return None
+
+
+def make_train_ids(root: Path, declared: Dataset, workers: int | None = None) -> int:
+    """Cityscapes: each ``*_gtFine_polygons.json`` of the splits without its train-id label map
+    gets one (written under a temporary name, then renamed); returns how many were made. A
+    missing cityscapesscripts is one line saying how to get it."""
+    try:
+        import cityscapesscripts.preparation.json2labelImg  # noqa: F401
+    except ImportError:
+        raise DataError([CITYSCAPES_TOOL]) from None
+    require_folders(root, declared=declared)
+    todo = []
+    for split in declared.splits.values():
+        for polygons in sorted((Path(root) / split.labels).rglob(f'*{CITYSCAPES_POLYGONS}')):
+            label = polygons.with_name(polygons.name[:-len(CITYSCAPES_POLYGONS)]
+                                       + declared.label_suffix)
+            if not label.is_file():
+                todo.append((polygons, label))
+    defects: list[str] = []
+    workers = max(1, workers or os.cpu_count() or 1)
+    with _progress() as progress, multiprocessing.get_context('fork').Pool(workers) as pool:
+        task = progress.add_task(f'converting {len(todo)} polygon files', total=len(todo),
+                                 defects=0)
+        for defect in pool.imap(_train_ids, todo, chunksize=8):
+            defects += [defect] if defect else []
+            progress.update(task, advance=1, defects=len(defects))
+    if defects:
+        raise DataError(defects)
+    return len(todo)

@@ -1,10 +1,13 @@
-"""A small synthetic dataset in the exact ADE20K folder layout, for smoke runs and tests.
+"""A small synthetic dataset in the exact folder layout of a declared dataset
+(``experiments/datasets.yaml``), for smoke runs and tests.
 
-``ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_{train,val}_XXXXXXXX``
-(.jpg images, .png label maps with 0 = "other"/ignored and 1..150 = the ADE20K classes, which
-mmseg's ``reduce_zero_label`` maps to 255 and 0..149). Scenes are Voronoi partitions whose cells
-each show one class in a class-specific colour and stripe texture, so a tiny model learns them in
-tens of iterations. Generated once into a cache folder, atomically.
+ADE20K's: ``ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_{train,val}_
+XXXXXXXX`` (.jpg images, .png label maps with 0 = "other"/ignored and 1..150 = the ADE20K
+classes, which mmseg's ``reduce_zero_label`` maps to 255 and 0..149); Cityscapes' and Pascal
+Context's as mmseg reads them (a folder per city; split lists), with their label values. Scenes
+are Voronoi partitions whose cells each show one class in a class-specific colour and stripe
+texture, so a tiny model learns them in tens of iterations; the seams between cells carry the
+dataset's ignored value. Generated once into a cache folder, atomically.
 """
 from __future__ import annotations
 
@@ -15,12 +18,21 @@ import numpy as np
 from PIL import Image
 
 from ..core.atomic import move_into_place, temporary_name
+from ..core.datasets import Dataset, dataset
 from ..core.layout import REPO_ROOT
 from .contents import dataset_files, hash_file, write_contents
 
+ADE20K = dataset('ade20k')
 DEFAULT_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k' / 'ADEChallengeData2016'
-SCENE_CLASSES = (1, 3, 5, 13, 22, 37, 61, 88, 120, 150)  # ADE20K label values (1-based)
+SCENE_CLASSES = ADE20K.synthetic.classes  # ADE20K label values (1-based)
 SPLITS = {'training': ('train', 40), 'validation': ('val', 16)}
+
+
+def default_root(declared: Dataset) -> Path:
+    """Where the smoke copy of ``declared`` is generated on first use."""
+    if declared.name == ADE20K.name:
+        return DEFAULT_ROOT
+    return REPO_ROOT / '.cache' / f'synthetic_{declared.name}' / declared.folder
 
 # ``ade20k`` size: images as large as ADE20K's (most have a short side of 512 and a long side
 # of 512-1024), for rehearsing the full profile's pipeline, crops and sliding windows at their
@@ -33,11 +45,12 @@ SIZES = ('smoke', 'ade20k')
 COMPLETE_MARK = '.complete'
 
 
-def _class_styles(rng: np.random.Generator) -> dict[int, tuple[np.ndarray, float, float]]:
+def _class_styles(rng: np.random.Generator, classes: tuple[int, ...] = SCENE_CLASSES,
+                  ) -> dict[int, tuple[np.ndarray, float, float]]:
     """Each scene class gets a colour, a stripe angle and a stripe period."""
     styles = {}
-    for i, label in enumerate(SCENE_CLASSES):
-        hue = i / len(SCENE_CLASSES)
+    for i, label in enumerate(classes):
+        hue = i / len(classes)
         colour = 255 * np.array([0.5 + 0.4 * np.cos(2 * np.pi * (hue + k / 3)) for k in range(3)])
         styles[label] = (colour, rng.uniform(0, np.pi), rng.choice([4.0, 6.0, 9.0]))
     return styles
@@ -52,8 +65,9 @@ def _ade20k_shape(rng: np.random.Generator, index: int) -> tuple[int, int]:
     return (short, long) if aspect >= 1 else (long, short)
 
 
-def _scene(rng: np.random.Generator, styles,
-           shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _scene(rng: np.random.Generator, styles, shape: tuple[int, int] | None = None,
+           classes: tuple[int, ...] = SCENE_CLASSES, seam: int = 0,
+           ) -> tuple[np.ndarray, np.ndarray]:
     h, w = shape or rng.integers(96, 161, size=2)
     yy, xx = np.mgrid[0:h, 0:w]
     # cells a few dozen pixels across at either size: the smoke crops see several classes
@@ -61,7 +75,7 @@ def _scene(rng: np.random.Generator, styles,
     seeds = rng.uniform((0, 0), (h, w), size=(cells, 2))
     dist = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
     cell = dist.argmin(-1)
-    cell_labels = rng.choice(SCENE_CLASSES, size=len(seeds))
+    cell_labels = rng.choice(classes, size=len(seeds))
     label = cell_labels[cell].astype(np.uint8)
     image = np.zeros((h, w, 3))
     for c, lab in enumerate(cell_labels):
@@ -69,9 +83,9 @@ def _scene(rng: np.random.Generator, styles,
         stripes = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
         mask = cell == c
         image[mask] = colour + 35 * stripes[mask, None]
-    # thin "other" seams between cells, ignored by the loss and the metric like ADE20K's 0
+    # thin seams between cells, ignored by the loss and the metric (ADE20K's "other", 0)
     part = np.sort(dist, -1)
-    label[np.sqrt(part[..., 1]) - np.sqrt(part[..., 0]) < 1.5] = 0
+    label[np.sqrt(part[..., 1]) - np.sqrt(part[..., 0]) < 1.5] = seam
     image += rng.normal(0, 12, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), label
 
@@ -88,29 +102,51 @@ def check_root(root: Path) -> bool:
     return False
 
 
-def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 'smoke') -> Path:
+def _write(tmp: Path, declared: Dataset, split: str, index: int, image: np.ndarray,
+           label: np.ndarray) -> None:
+    """One image and its label map where the layout puts them (a split list names the
+    image)."""
+    layout, stem = declared.splits[split], declared.synthetic.names[split].format(index=index)
+    image_path = tmp / layout.images / f'{stem}{declared.image_suffix}'
+    label_path = tmp / layout.labels / f'{stem}{declared.label_suffix}'
+    for path in (image_path, label_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(image_path, **({'quality': 95} if image_path.suffix == '.jpg'
+                                               else {}))
+    Image.fromarray(label).save(label_path)
+    if layout.list is not None:
+        (tmp / layout.list).parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp / layout.list, 'a') as listed:
+            listed.write(f'{stem}\n')
+
+
+def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 'smoke',
+                   declared: Dataset = ADE20K) -> Path:
     """Return ``root``, generating the dataset first if it is not complete there; ``size``:
     ``smoke`` (images of 96-160 pixels, the default root ``DEFAULT_ROOT``) or ``ade20k``
-    (ADE20K's image sizes, ``ADE20K_SIZED_ROOT``)."""
+    (ADE20K's image sizes, ``ADE20K_SIZED_ROOT``; ADE20K's layout only)."""
     if size not in SIZES:
         raise ValueError(f"unknown synthetic size '{size}' (sizes: {', '.join(SIZES)})")
     sized = size == 'ade20k'
-    root = Path(root or (ADE20K_SIZED_ROOT if sized else DEFAULT_ROOT))
+    if sized and declared.name != ADE20K.name:
+        raise ValueError(f'the ADE20K-sized synthetic data has ADE20K\'s layout, not '
+                         f'{declared.title}\'s')
+    root = Path(root or (ADE20K_SIZED_ROOT if sized else default_root(declared)))
     if check_root(root):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(root)
     shutil.rmtree(tmp, ignore_errors=True)
     rng = np.random.default_rng(seed)
-    styles = _class_styles(rng)
-    for split, (prefix, count) in (ADE20K_SIZED_SPLITS if sized else SPLITS).items():
-        (tmp / 'images' / split).mkdir(parents=True)
-        (tmp / 'annotations' / split).mkdir(parents=True)
+    fake = declared.synthetic
+    styles = _class_styles(rng, fake.classes)
+    counts = ({split: count for split, (_, count) in ADE20K_SIZED_SPLITS.items()} if sized
+              else fake.counts)
+    for split, count in counts.items():
         for i in range(1, count + 1):
-            image, label = _scene(rng, styles, _ade20k_shape(rng, i - 1) if sized else None)
-            name = f'ADE_{prefix}_{i:08d}'
-            Image.fromarray(image).save(tmp / 'images' / split / f'{name}.jpg', quality=95)
-            Image.fromarray(label).save(tmp / 'annotations' / split / f'{name}.png')
+            image, label = _scene(rng, styles, _ade20k_shape(rng, i - 1) if sized else None,
+                                  fake.classes, fake.seam)
+            _write(tmp, declared, split, i, image, label)
     # its contents as `check-data` keeps them, so smoke jobs record a contents digest too
     write_contents(tmp, {name: hash_file(tmp / name)[0] for name in dataset_files(tmp)},
                    written_by='the synthetic dataset generator')

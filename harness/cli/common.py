@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..core.checks import divides_batch
+from ..core.datasets import Dataset, dataset
 from ..core.errors import SpecError
 from ..core.layout import DEFAULT_WORK_ROOT, REPO_ROOT
 from ..core.profiles import (
@@ -99,17 +100,28 @@ class Seeds(Options):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataRoot(Options):
     data_root: Path | None = option(
-        None, metavar='DIR', help='ADEChallengeData2016 folder (smoke: the synthetic copy; '
-        'full: $ADE20K_ROOT or data/ade/ADEChallengeData2016)')
+        None, metavar='DIR', help="the dataset folder of the tables' dataset (smoke: its "
+        'synthetic copy; full: $ADE20K_ROOT or data/ade/ADEChallengeData2016 for ADE20K, '
+        '$PASCAL_CONTEXT_ROOT or data/VOCdevkit/VOC2010, $CITYSCAPES_ROOT or data/cityscapes)')
 
-    def data_for(self, profile: str) -> Path:
+    def data_for(self, profile: str, declared: Dataset | None = None) -> Path:
+        """The data root of ``declared`` (ADE20K by default) under ``profile``."""
         if self.data_root is not None:
             return self.data_root
+        declared = declared or dataset()
         if profile == 'smoke':
-            from ..assets.synthetic import DEFAULT_ROOT
-            return DEFAULT_ROOT
-        from ..assets.data import DEFAULT_ADE20K_ROOT
-        return Path(os.environ.get('ADE20K_ROOT', DEFAULT_ADE20K_ROOT))
+            from ..assets.synthetic import default_root
+            return default_root(declared)
+        return declared.root()
+
+    def data_roots(self, profile: str, tables: list[Table]) -> dict[str, Path]:
+        """The data root of each table's dataset, by table name; one --data-root serves
+        tables of one dataset only."""
+        names = {table.dataset for table in tables}
+        if self.data_root is not None and len(names) > 1:
+            raise OptionError(f"--data-root names one folder, and the tables train on "
+                              f"{', '.join(sorted(names))}: run them one dataset at a time")
+        return {table.name: self.data_for(profile, table.data) for table in tables}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -28,18 +28,21 @@ def evaluate(options: EvaluateOptions) -> int:
     from ..launch.preflight import preflight_full
     launcher = options.build_launcher()
     selected = options.tables()
-    data_root = options.data_for(options.profile)
+    data_roots = options.data_roots(options.profile, [table for table, _ in selected])
     if options.profile == 'full':  # the data only: the checkpoints replace the pretrained weights
-        preflight_full([], data_root, splits=('validation',))
+        for table, _ in selected:
+            preflight_full([], data_roots[table.name], splits=('validation',),
+                           declared=table.data)
     if not options.ours and not options.checkpoints.is_dir():
         raise StateError(f'no checkpoint folder {options.checkpoints} (convert the released '
                          'checkpoint.pth files into it with `python -m harness '
                          'convert-official`)')
-    common = dict(profile=options.profile, data_root=data_root, gpus=options.processes,
+    common = dict(profile=options.profile, gpus=options.processes,
                   wandb_project=options.wandb_project, multi_scale=options.multi_scale,
                   workers=options.workers, accept_drift=options.accept_drift)
     failed, reports_missed = 0, []
     for table, rows in selected:
+        common['data_root'] = data_roots[table.name]
         if options.ours:
             targets, refused = evaluate_ours_targets(rows, options.seeds, options.work_root,
                                                      **common)

@@ -25,24 +25,28 @@ def run(options: RunOptions) -> int:
     from ..launch.preflight import check_configs, check_writable, preflight_full
     launcher = options.build_launcher()
     selected = options.tables()
-    data_root = options.data_for(options.profile)
+    data_roots = options.data_roots(options.profile, [table for table, _ in selected])
     all_rows = [r for _, rows in selected for r in rows]
     # every check first, the cheap ones first; nothing is written before all have passed
-    if options.profile == 'full':
-        preflight_full(all_rows, data_root, options.weights_root)
-    else:
-        from ..assets.synthetic import check_root, ensure_dataset
-        if not check_root(data_root):  # to be generated there
-            check_writable(data_root, 'the data root')
+    for table, rows in selected:
+        data_root = data_roots[table.name]
+        if options.profile == 'full':
+            preflight_full(rows, data_root, options.weights_root, declared=table.data)
+        else:
+            from ..assets.synthetic import check_root, ensure_dataset
+            if not check_root(data_root):  # to be generated there
+                check_writable(data_root, 'the data root')
     check_configs(all_rows, options.profile, options.processes, options.weights_root)
     check_writable(options.work_root)
     if options.profile == 'smoke':
-        ensure_dataset(data_root)
+        for table, _ in selected:
+            ensure_dataset(data_roots[table.name], declared=table.data)
     failed, reports_missed = 0, []
     for table, rows in selected:
         failed += launcher.run(train_targets(
             rows, options.seeds, options.work_root, profile=options.profile,
-            data_root=data_root, gpus=options.processes, weights_root=options.weights_root,
+            data_root=data_roots[table.name], gpus=options.processes,
+            weights_root=options.weights_root,
             wandb_project=options.wandb_project, amp=options.amp, max_iters=options.max_iters,
             workers=options.workers, accept_drift=options.accept_drift))
         if not options.report_after(table):  # one line; the next table still runs

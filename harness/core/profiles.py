@@ -58,6 +58,9 @@ class SmokeSize:
 SMOKE = SmokeSize()
 
 
-def schedule_length(profile: str, max_iters: int | None = None) -> int:
-    """The iterations a job of ``profile`` trains: ``max_iters`` when shortened."""
-    return int(max_iters or (SMOKE.max_iters if profile == 'smoke' else FULL_MAX_ITERS))
+def schedule_length(profile: str, max_iters: int | None = None,
+                    full_iters: int | None = None) -> int:
+    """The iterations a job of ``profile`` trains: ``max_iters`` when shortened; the full
+    profile's are ``full_iters`` (its dataset's schedule), ADE20K's recipe by default."""
+    return int(max_iters or (SMOKE.max_iters if profile == 'smoke'
+                             else full_iters or FULL_MAX_ITERS))

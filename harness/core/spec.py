@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from .datasets import DEFAULT_DATASET, DATASETS_FILE, Dataset, datasets
 from .errors import SpecError
 from .layout import REPO_ROOT
 
@@ -21,10 +22,11 @@ SEED_LOGS = EXPERIMENTS / 'reference' / 'seed_logs'
 PAPER_VERSIONS = ('v1', 'v3')
 CONFIDENCES = ('read', 'summary', 'inferred')
 DECODERS = ('linear', 'mask')
-REFERENCE_KINDS = ('seed_repo', 'official_zoo', 'mmseg_zoo')
+# official_zoo_ms: the released model's multi-scale value (official_zoo: its single-scale one)
+REFERENCE_KINDS = ('seed_repo', 'official_zoo', 'official_zoo_ms', 'mmseg_zoo')
 # The keys each mapping of a spec may hold: any other is refused on load (a typo such as
 # `sha_256` would otherwise leave the weights silently unchecked)
-TABLE_KEYS = ('table', 'title', 'rows')
+TABLE_KEYS = ('table', 'title', 'dataset', 'rows')
 ROW_KEYS = ('id', 'paper_row', 'model', 'backbone', 'pretrained', 'speed', 'patch_size',
             'decoder', 'crop_size', 'config', 'paper', 'matches', 'seed_curves', 'references')
 PRETRAINED_KEYS = ('id', 'file', 'url', 'sha256')
@@ -105,6 +107,11 @@ class Row:
     # report's delta and verdict are taken against by default
     matches: str | None = None
     matches_reason: str | None = None
+    dataset: str = DEFAULT_DATASET  # the table's dataset (experiments/datasets.yaml)
+
+    @property
+    def data(self) -> Dataset:
+        return datasets()[self.dataset]
 
     @property
     def config_path(self) -> Path:
@@ -122,6 +129,11 @@ class Table:
     title: str
     rows: tuple[Row, ...]
     path: Path
+    dataset: str = DEFAULT_DATASET
+
+    @property
+    def data(self) -> Dataset:
+        return datasets()[self.dataset]
 
     @property
     def folder(self) -> str:
@@ -159,7 +171,7 @@ def table_arg(row: Row) -> str:
 
 
 def available_tables() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS.glob('table*.yaml'))
+    return sorted(p.stem for p in EXPERIMENTS.glob('*.yaml') if p != DATASETS_FILE)
 
 
 class _Fields:
@@ -210,7 +222,8 @@ def _miou(fields: _Fields, optional: bool) -> float | None:
     return None if value is None else float(value)
 
 
-def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None) -> Row:
+def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None,
+               dataset: str = DEFAULT_DATASET) -> Row:
     f = _Fields(data, where, keys=ROW_KEYS)
     paper = {}
     papers = f.sub('paper', PAPER_VERSIONS)
@@ -273,6 +286,7 @@ def _parse_row(data: Any, table: str, where: str, spec_path: Path | None = None)
         spec_path=spec_path,
         matches=matches,
         matches_reason=matches_reason,
+        dataset=dataset,
     )
 
 
@@ -291,19 +305,21 @@ def load_table(name_or_path: str | Path) -> Table:
         raise SpecError(f'{shown}: cannot read spec: {str(err).splitlines()[0]}') from None
     top = _Fields(data, str(shown), keys=TABLE_KEYS)
     name = _identifier(top, 'table', top.get('table', str))
+    data_name = top.get('dataset', str, choices=tuple(datasets()))
     rows_data = top.get('rows', list)
     rows, seen = [], set()
     for i, row_data in enumerate(rows_data):
         label = row_data.get('id') if isinstance(row_data, dict) else None
         where = f"{shown}: row {label!r}" if label else f'{shown}: row #{i + 1}'
-        row = _parse_row(row_data, name, where, path)
+        row = _parse_row(row_data, name, where, path, data_name)
         if row.id in seen:
             raise SpecError(f"{where}: field 'id': duplicate row id")
         seen.add(row.id)
         rows.append(row)
     if not rows:
         top.fail('rows', 'no rows')
-    return Table(name=name, title=top.get('title', str), rows=tuple(rows), path=path)
+    return Table(name=name, title=top.get('title', str), rows=tuple(rows), path=path,
+                 dataset=data_name)
 
 
 def select_rows(tables: list[Table], row_ids: list[str] | None) -> list[tuple[Table, list[Row]]]:

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from ..assets.data import DataError, require_files, require_folders
+from ..core.datasets import Dataset, dataset
 from ..core.errors import HarnessError
 from ..core.layout import REPO_ROOT
 from ..core.spec import Row
@@ -16,12 +17,15 @@ class PreflightError(HarnessError):
 
 
 def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_ROOT,
-                   splits: tuple[str, ...] = ('training', 'validation')) -> None:
-    """Check the data and every row's weights before any full job starts training: the four
-    ADE20K folders there, and those of the ``splits`` the jobs read not empty."""
+                   splits: tuple[str, ...] = ('training', 'validation'),
+                   declared: Dataset | None = None) -> None:
+    """Check the data and every row's weights before any full job starts training: the
+    folders of the dataset's layout there (``declared``: ADE20K's by default), and those of
+    the ``splits`` the jobs read not empty."""
+    declared = declared or dataset()
     try:
-        require_folders(data_root)
-        require_files(data_root, splits)
+        require_folders(data_root, declared=declared)
+        require_files(data_root, splits, declared)
     except DataError as err:  # the same helpful line as `check-data`, whichever runs first
         raise PreflightError(str(err)) from None
     for row in rows:

@@ -92,24 +92,26 @@ def _physical_memory() -> int | None:
 
 
 def dataset_identity(root) -> dict:
-    """File counts per ADE20K folder, a SHA-256 of the sorted relative file list, and the
+    """File counts per dataset folder, a SHA-256 of the sorted relative file list, and the
     contents digest that ``check-data`` kept beside the data (``contents_sha256``: over every
     file's bytes) when that file still lists these files with their sizes and times; else
     None, and ``contents`` says why."""
     import hashlib
     from pathlib import Path
 
-    from ..assets.contents import FOLDERS, recorded_contents
+    from ..assets.contents import dataset_files, recorded_contents
+    from ..core.datasets import layout_of
 
-    root, digest, counts, names = Path(root), hashlib.sha256(), {}, []
-    for folder in FOLDERS:
-        here = root / folder
-        entries = sorted(p.name for p in here.iterdir()) if here.is_dir() else []
+    root, digest = Path(root), hashlib.sha256()
+    names = dataset_files(root)
+    counts = {folder: 0 for folder in layout_of(root).folders}
+    by_folder = {folder: [n for n in names if n == folder or n.startswith(f'{folder}/')]
+                 for folder in counts}
+    for folder, entries in by_folder.items():  # in the declared order, each sorted
         counts[folder] = len(entries)
         for name in entries:
-            digest.update(f'{folder}/{name}\n'.encode())
-            names.append(f'{folder}/{name}')
-    contents, why = recorded_contents(root, sorted(names))
+            digest.update(f'{name}\n'.encode())
+    contents, why = recorded_contents(root, names)
     return {'root': str(root), 'files': counts, 'file_list_sha256': digest.hexdigest(),
             'contents_sha256': contents, 'contents': why}
 

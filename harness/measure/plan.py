@@ -14,6 +14,7 @@ import dataclasses
 import warnings
 from pathlib import Path
 
+from ..core.datasets import Dataset, dataset
 from ..core.errors import DataError
 from ..core.layout import job_dir
 from ..core.request import JobRequest
@@ -119,10 +120,9 @@ def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, 
                    results: Rehearsals, device: str | None) -> tuple[dict | None, str]:
     """GPU-hours and wall-clock of one job from a rehearsal of its row on ``device`` (a device
     kind; None: any GPU on record), in fp32 at the job's per-GPU batch: ``iters`` x seconds
-    per iteration x GPUs, plus the evaluations (every ``val_interval`` iterations, ADE20K's
-    2,000 validation images at the rehearsal's single-scale seconds per image, split among
+    per iteration x GPUs, plus the evaluations (every ``val_interval`` iterations, the
+    validation images of the row's dataset at the rehearsal's single-scale seconds per image, split among
     the GPUs). Returns (None, why) when no such rehearsal is on record."""
-    from ..assets.data import ADE20K_COUNTS
     kinds = _kinds(results, device)
     if not kinds:
         return None, f"no rehearsal on {device or 'a GPU'} yet (make rehearse)"
@@ -137,7 +137,7 @@ def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, 
             continue
         # mmengine evaluates every val_interval iterations and always at the last one
         evaluations = -(-iters // val_interval)
-        eval_s = evaluations * ADE20K_COUNTS['validation'] * entry.eval_s_per_image
+        eval_s = evaluations * row.data.counts['validation'] * entry.eval_s_per_image
         train_s = iters * entry.train_s_per_iter
         return ({'gpu_hours': (train_s * gpus + eval_s) / 3600,
                  'wall_hours': (train_s + eval_s / gpus) / 3600},
@@ -170,17 +170,18 @@ def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
              data_root: Path, weights_root: Path, seeds: int, cache: dict,
              rehearsals: Rehearsals | None = None, device: str | None = None) -> JobPlan:
     work_dir = job_dir(work_root, profile, row.folder, row.id, seed)
-    if row.id not in cache:  # the seed changes nothing but the random state
+    key = (row.folder, row.id)  # row ids repeat across tables (Seg-L-Mask/16)
+    if key not in cache:  # the seed changes nothing but the random state
         with warnings.catch_warnings():  # mmseg's deprecation notes are not part of the plan
             warnings.simplefilter('ignore')
             try:
                 cfg = build_config(JobRequest(row=row, profile=profile, seed=seed,
                                               work_dir=work_dir, data_root=data_root, gpus=gpus,
                                               weights_root=weights_root))
-                cache[row.id] = cfg, _count_params(row, profile, cfg.model.backbone.num_layers)
+                cache[key] = cfg, _count_params(row, profile, cfg.model.backbone.num_layers)
             except Exception as err:  # noqa: BLE001 - whatever mmengine/mmseg raise, one line
                 raise does_not_build(row, err) from None
-    cfg, params = cache[row.id]
+    cfg, params = cache[key]
     iters = cfg.train_cfg.max_iters
     buffers = _optimizer_buffers(cfg.optim_wrapper.optimizer)
     ckpt = params * BYTES_PER_VALUE * (1 + buffers)
@@ -213,15 +214,16 @@ def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
                                       rehearsals or {}, device))
 
 
-def data_status(profile: str, data_root: Path) -> str:
+def data_status(profile: str, data_root: Path, declared: Dataset | None = None) -> str:
+    declared = declared or dataset()
     if profile == 'smoke':
-        return f'synthetic, generated on first use at {data_root}'
+        return f'synthetic {declared.title}, generated on first use at {data_root}'
     from ..assets.data import check_layout
     try:
-        found = check_layout(Path(data_root))
+        found = check_layout(Path(data_root), declared=declared)
     except DataError as err:
         return f'MISSING: {err}'
-    return (f'present at {data_root} ({found["training"]} training, '
+    return (f'{declared.title} present at {data_root} ({found["training"]} training, '
             f'{found["validation"]} validation images; layout checked)')
 
 
@@ -248,7 +250,7 @@ def _total(plans: list[JobPlan], field: str) -> str:
 
 
 def print_plan(*, tables_rows, profile: str, gpus: int, seeds: int, launcher: str,
-               work_root: Path, data_root: Path, weights_root: Path,
+               work_root: Path, data_roots: dict[str, Path], weights_root: Path,
                rehearsals: Path = DEFAULT_REHEARSALS, device: str | None = None) -> None:
     """Print the plan of ``tables_rows`` ([(table, rows)]). ``rehearsals``: the folder
     ``rehearse`` wrote its results to; ``device``: the device kind whose rehearsals estimate
@@ -256,10 +258,11 @@ def print_plan(*, tables_rows, profile: str, gpus: int, seeds: int, launcher: st
     rehearsals = load_rehearsals(rehearsals)
     print(f'plan ({profile} profile, {seeds} seed(s), {gpus} GPU(s) per job, launcher '
           f'{launcher}); nothing is launched or written')
-    print(f'data: {data_status(profile, data_root)}')
     plans, cache = [], {}
     for table, rows in tables_rows:
+        data_root = data_roots[table.name]
         print(f'{table.name}:')
+        print(f'  data: {data_status(profile, data_root, table.data)}')
         in_table = []
         for row in rows:
             for seed in range(seeds):

@@ -22,10 +22,12 @@ from . import mmengine_patch  # noqa: F401 - the config-path shortcut, before an
 
 
 def _set_crop(pipeline: list[dict], crop: int) -> None:
-    """Scale the ADE20K resize/crop steps to ``crop`` (keeping the 4:1 long/short scale)."""
+    """Scale the resize/crop steps to ``crop``, keeping the dataset's long/short scale ratio
+    (ADE20K's 4, Cityscapes' 2, Pascal Context's 8)."""
     for step in pipeline:
         if step['type'] in ('RandomResize', 'Resize') and 'scale' in step:
-            step['scale'] = (4 * crop, crop)
+            ratio = max(step['scale']) // min(step['scale'])
+            step['scale'] = (ratio * crop, crop)
         if step['type'] == 'RandomCrop':
             step['crop_size'] = (crop, crop)
 
@@ -67,13 +69,22 @@ def _apply_full(cfg: Config, job: JobRequest) -> None:
 
 
 
-def _set_tta(cfg: Config, crop: int) -> None:
+def _test_scale(cfg: Config) -> tuple[int, int]:
+    """The (long, short) scale the test pipeline resizes an image to."""
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if step['type'] == 'Resize' and 'scale' in step:
+            return max(step['scale']), min(step['scale'])
+    raise SpecError('the test pipeline has no Resize step with a scale')
+
+
+def _set_tta(cfg: Config) -> None:
     """The official multi-scale evaluation as mmseg's test-time augmentation settings
     (``tta_pipeline``, ``tta_model``), so mmseg's own test tool with ``--tta`` evaluates it too:
-    the test image (short side = crop) at each ratio, with and without flip, logits averaged.
-    mmseg's stock ``tta_pipeline`` scales the original image instead of the crop-sized one, so
-    the pipeline is built here from the row's crop."""
-    resizes = [dict(type='Resize', scale=(int(4 * crop * r), int(crop * r)), keep_ratio=True)
+    the test image at the single-scale test scale times each ratio, with and without flip,
+    logits averaged. mmseg's stock ``tta_pipeline`` scales the original image instead of the
+    test-sized one, so the pipeline is built here from the row's test scale."""
+    long, short = _test_scale(cfg)
+    resizes = [dict(type='Resize', scale=(int(long * r), int(short * r)), keep_ratio=True)
                for r in MULTI_SCALE_RATIOS]
     flips = [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
              dict(type='RandomFlip', prob=1.0, direction='horizontal')]
@@ -200,7 +211,7 @@ def build_config(job: JobRequest) -> Config:
     if job.checkpoint is not None:  # evaluation: the job loads the checkpoint itself, strictly
         cfg.model.pretrained = None
         cfg.resume = False
-    _set_tta(cfg, job.row.crop_size if job.profile == 'full' else SMOKE.crop)
+    _set_tta(cfg)
     if job.checkpoint is not None and not job.released:
         # our checkpoint is evaluated as the model it trained, with the recipe frozen at its
         # training's first start: the row's config in this checkout may have changed since

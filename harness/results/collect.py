@@ -201,8 +201,10 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 error = f'ran another recipe (sources {ran}; the row now: {sources})'
             trained = (result or {}).get('trained') or {}
             # a record's schedule, else the request's `run --max-iters`, else the profile's
+            # (the full one: the row's dataset's)
             schedule = trained.get('max_iters') or profiles.schedule_length(
-                profile, ((meta or {}).get('request') or {}).get('max_iters'))
+                profile, ((meta or {}).get('request') or {}).get('max_iters'),
+                row.data.recipe.iterations)
             recipe = (result or {}).get('recipe') or {}
             records.append({
                 'row': row.id, 'seed': seed, 'status': status,
@@ -215,7 +217,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 'wandb_run': state.get('wandb_run'),
                 'device_hours': train_hours(train) * state.get('gpus', 1),
                 'schedule': schedule,
-                'shortened': schedule if schedule != profiles.schedule_length(profile, None)
+                'shortened': schedule if schedule != profiles.schedule_length(profile, None, full)
                 else None,
                 'seed_free': recipe.get('seed_free'),
                 'code': (result or {}).get('code'),

@@ -14,7 +14,7 @@ from ..core.spec import Table
 from .verdict import CONFIDENCE, RELEASE, target
 
 REFERENCE_COLUMNS = {'seed_repo': 'seed repo', 'official_zoo': 'official zoo',
-                     'mmseg_zoo': 'mmseg zoo'}
+                     'official_zoo_ms': 'official zoo (ms)', 'mmseg_zoo': 'mmseg zoo'}
 HEADERS = {'paper_miou_v1': 'paper v1', 'paper_miou_v3': 'paper v3',
            'paper_version': 'Δ against', 'paper_miou': 'value Δ is taken against',
            **REFERENCE_COLUMNS,
@@ -99,7 +99,7 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
               f'{first_col}| ours (single-scale) | n | {CONFIDENCE:.0%} interval '
               '| ours (multi-scale) | Δ | status | verdict | rule '
               + ('| progress ' if progress_col else '') + '|',
-              '|---|---|---|---|---|---|---|---|' + ('---|' if first_col else '')
+              '|---' * (5 + len(REFERENCE_COLUMNS)) + '|' + ('---|' if first_col else '')
               + ('---|' if released else '') + '---|---|---|---|---|---|---|---|'
               + ('---|' if progress_col else '')]
     for r in summary.itertuples():
