@@ -202,9 +202,9 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
             trained = (result or {}).get('trained') or {}
             # a record's schedule, else the request's `run --max-iters`, else the profile's
             # (the full one: the row's dataset's)
+            full = row.data.recipe.iterations
             schedule = trained.get('max_iters') or profiles.schedule_length(
-                profile, ((meta or {}).get('request') or {}).get('max_iters'),
-                row.data.recipe.iterations)
+                profile, ((meta or {}).get('request') or {}).get('max_iters'), full)
             recipe = (result or {}).get('recipe') or {}
             records.append({
                 'row': row.id, 'seed': seed, 'status': status,
