@@ -180,8 +180,14 @@ reproduce = $(PY) -m harness check-data --layout-only --dataset $(DATASET_$(1)) 
 	--data-root $(call data_root,$(1)) $(ROWS_ARG) && \
 	$(MAKE) --no-print-directory sync-help PROFILE=full
 
-reproduce-table3 reproduce-table6 reproduce-pascal_context reproduce-cityscapes: reproduce-%: install
-	$(call reproduce,$*)
+reproduce-table3: install
+	$(call reproduce,table3)
+reproduce-table6: install
+	$(call reproduce,table6)
+reproduce-pascal_context: install
+	$(call reproduce,pascal_context)
+reproduce-cityscapes: install
+	$(call reproduce,cityscapes)
 
 # the authors' released models, converted into CHECKPOINTS/<row>.pth (harness convert-official),
 # evaluated single- and multi-scale; the report shows them as the "released checkpoint" column
