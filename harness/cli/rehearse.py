@@ -60,5 +60,6 @@ def rehearse(options: RehearseOptions) -> int:
 
 
 COMMAND = Command('rehearse', "each row's full-profile job at its real size for a few "
-                  'iterations (synthetic data at its dataset\'s image sizes, random weights in the release '
-                  'layout): train, resume, evaluate, measured', RehearseOptions, rehearse)
+                  "iterations (synthetic data at its dataset's image sizes, random weights in "
+                  'the release layout): train, resume, evaluate, measured', RehearseOptions,
+                  rehearse)
