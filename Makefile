@@ -198,14 +198,16 @@ evaluate = for scale in '' --multi-scale; do $(PY) -m harness evaluate --table $
 evaluate-table3 evaluate-table6 evaluate-pascal_context evaluate-cityscapes: evaluate-%: install
 	$(call evaluate,$*)
 
-# every row's full-profile job at its real size for a few iterations (synthetic ADE20K-sized
-# data, random weights in the release layout): train, resume, evaluate, measured into
-# reports/rehearsal/ (what `plan` takes GPU-hours from). The default suits a CPU (the real
-# batch of ViT-L at 640 pixels does not fit a small machine); on a GPU, at the real batch:
+# every row's full-profile job at its real size for a few iterations (synthetic data at each
+# dataset's image sizes, random weights in the release layout): train, resume, evaluate,
+# measured into reports/rehearsal/ (what `plan` takes GPU-hours from). The default suits a CPU
+# (the real batch of ViT-L at 640 or 768 pixels does not fit a small machine); on a GPU, at the
+# real batch:
 # make rehearse REHEARSE_ARGS='--device cuda'
 REHEARSE_ARGS ?= --iters 2 --batch 1
-# the ADE20K tables: the rehearsal's synthetic data has ADE20K's layout and image sizes only
-REHEARSE_TABLES ?= table3 table6
+# every table: each dataset's rows on a synthetic copy in its layout and at its image sizes
+# (Pascal Context ~500x375 at crop 480, Cityscapes 2048x1024 at crop 768)
+REHEARSE_TABLES ?= table3 table6 pascal_context cityscapes
 rehearse: install
 	$(PY) -m harness rehearse $(foreach t,$(REHEARSE_TABLES),--table $(t)) $(ROWS_ARG) \
 		$(REHEARSE_ARGS)

@@ -138,7 +138,8 @@ def row_dims(row):
                                   data_root=None))
     b = cfg.model.backbone
     return cfg, dict(d=b.embed_dims, layers=b.num_layers, heads=b.num_heads, patch=b.patch_size,
-                     distilled=b.type == 'DistilledVisionTransformer', decoder=row.decoder)
+                     distilled=b.type == 'DistilledVisionTransformer', decoder=row.decoder,
+                     classes=cfg.model.decode_head.num_classes)
 
 
 def _block(prefix, d, hidden):
@@ -166,17 +167,18 @@ def encoder_shapes(d, layers, patch, distilled, prefix='', grid=PRETRAINED_GRID,
     return shapes
 
 
-def official_shapes(d, decoder, grid, **dims):
-    """A released checkpoint: trained at the row's crop, so its position grid is crop/patch."""
+def official_shapes(d, decoder, grid, classes=150, **dims):
+    """A released checkpoint of ``classes`` classes (ADE20K 150, Pascal Context 60, Cityscapes
+    19): trained at the row's crop, so its position grid is crop/patch."""
     shapes = encoder_shapes(d, prefix='encoder.', grid=grid, **dims)
     if decoder == 'linear':
-        shapes.update({'decoder.head.weight': (150, d), 'decoder.head.bias': (150,)})
+        shapes.update({'decoder.head.weight': (classes, d), 'decoder.head.bias': (classes,)})
         return shapes
-    shapes.update({'decoder.cls_emb': (1, 150, d), 'decoder.proj_dec.weight': (d, d),
+    shapes.update({'decoder.cls_emb': (1, classes, d), 'decoder.proj_dec.weight': (d, d),
                    'decoder.proj_dec.bias': (d,), 'decoder.proj_patch': (d, d),
                    'decoder.proj_classes': (d, d), 'decoder.decoder_norm.weight': (d,),
-                   'decoder.decoder_norm.bias': (d,), 'decoder.mask_norm.weight': (150,),
-                   'decoder.mask_norm.bias': (150,)})
+                   'decoder.decoder_norm.bias': (d,), 'decoder.mask_norm.weight': (classes,),
+                   'decoder.mask_norm.bias': (classes,)})
     for i in range(2):
         shapes.update(_block(f'decoder.blocks.{i}.', d, 4 * d))
     return shapes
@@ -208,9 +210,10 @@ def _official_block(x, sd, p, heads):
     return x + F.linear(h, sd[p + 'mlp.fc2.weight'], sd[p + 'mlp.fc2.bias'])
 
 
-def official_forward(sd, image, pos_side, d, layers, heads, patch, distilled, decoder):
-    """The official Segmenter at token resolution (eval mode), from the formulas; its
-    position embedding is a ``pos_side`` x ``pos_side`` grid."""
+def official_forward(sd, image, pos_side, d, layers, heads, patch, distilled, decoder,
+                     classes=150):
+    """The official Segmenter of ``classes`` classes at token resolution (eval mode), from the
+    formulas; its position embedding is a ``pos_side`` x ``pos_side`` grid."""
     import torch
     import torch.nn.functional as F
 
@@ -237,10 +240,10 @@ def official_forward(sd, image, pos_side, d, layers, heads, patch, distilled, de
         for i in range(2):
             x = _official_block(x, sd, f'decoder.blocks.{i}.', d // 64)
         x = _ln(x, sd, 'decoder.decoder_norm')
-        patches = F.normalize(x[:, :-150] @ sd['decoder.proj_patch'], dim=-1)
-        classes = F.normalize(x[:, -150:] @ sd['decoder.proj_classes'], dim=-1)
-        out = _ln(patches @ classes.transpose(1, 2), sd, 'decoder.mask_norm')
-    return out.transpose(1, 2).reshape(b, 150, gh, gw)
+        patches = F.normalize(x[:, :-classes] @ sd['decoder.proj_patch'], dim=-1)
+        embeds = F.normalize(x[:, -classes:] @ sd['decoder.proj_classes'], dim=-1)
+        out = _ln(patches @ embeds.transpose(1, 2), sd, 'decoder.mask_norm')
+    return out.transpose(1, 2).reshape(b, classes, gh, gw)
 
 
 # --- a real one-node SLURM cluster --------------------------------------------------------------

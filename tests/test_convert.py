@@ -21,11 +21,18 @@ from tests.helpers import (
 
 register_all_modules()
 ROWS = [row for name in ('table3', 'table6') for row in load_table(name).rows]
+# the other datasets' rows: their class counts (60, 19) and crops (480, 768, the released
+# position grids 30x30 and 48x48) at ViT-L's width; two of its 24 layers, whose every layer is
+# the one ADE20K's Seg-L/16 above checks at full depth
+NEW_ROWS = [row for name in ('pascal_context', 'cityscapes') for row in load_table(name).rows]
+NEW_ROWS_LAYERS = 2
 
 
-@pytest.mark.parametrize('row', ROWS, ids=lambda r: r.id)
+@pytest.mark.parametrize('row', ROWS + NEW_ROWS, ids=lambda r: f'{r.table}-{r.id}')
 def test_official_checkpoint_converts_with_no_missing_or_extra_key(row):
     cfg, dims = row_dims(row)
+    if row in NEW_ROWS:
+        cfg.model.backbone.num_layers = dims['layers'] = NEW_ROWS_LAYERS
     grid = row.crop_size // row.patch_size
     generator = torch.Generator().manual_seed(0)
     official = random_state(official_shapes(grid=grid, **dims), generator)
@@ -41,7 +48,8 @@ def test_official_checkpoint_converts_with_no_missing_or_extra_key(row):
     with torch.no_grad():
         ours = model(image, mode='tensor')
         theirs = official_forward(official, image, grid, **dims)
-    assert ours.shape == theirs.shape == (1, 150, 64 // row.patch_size, 96 // row.patch_size)
+    assert ours.shape == theirs.shape == (1, row.data.classes, 64 // row.patch_size,
+                                          96 // row.patch_size)
     assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
 
 

@@ -100,7 +100,7 @@ def test_smoke_plan_and_bad_gpu_count():
     assert 'weights not used (random init)' in result.stdout
     bad = harness_cli('plan', '--table', 'table3', '--gpus', '3')
     assert bad.returncode == 2 and bad.stderr == 'error: --gpus 3 does not divide the total ' \
-        'batch 8\n'
+        'batch 8 (ADE20K)\n'
 
 
 def _rehearsed(batch, step, per_image, per_worker=1.0):

@@ -94,7 +94,7 @@ def _mask_decoder_key(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]
 
 
 def _linear_decoder_key(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
-    if key == 'head.weight':  # Linear(d, 150) on tokens == 1x1 conv on the token grid
+    if key == 'head.weight':  # Linear(d, classes) on tokens == 1x1 conv on the token grid
         return 'decode_head.conv_seg.weight', value[:, :, None, None]
     if key == 'head.bias':
         return 'decode_head.conv_seg.bias', value

@@ -34,15 +34,39 @@ def default_root(declared: Dataset) -> Path:
         return DEFAULT_ROOT
     return REPO_ROOT / '.cache' / f'synthetic_{declared.name}' / declared.folder
 
-# ``ade20k`` size: images as large as ADE20K's (most have a short side of 512 and a long side
-# of 512-1024), for rehearsing the full profile's pipeline, crops and sliding windows at their
-# real cost. A few dozen images: the pipeline's cost is per image, not per dataset.
+# ``real`` size: images as large as the dataset's own, for rehearsing the full profile's
+# pipeline, crops and sliding windows at their real cost. A few dozen images: the pipeline's cost
+# is per image, not per dataset (``ade20k`` is ADE20K's, by its older name).
 ADE20K_SIZED_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k_sized' / 'ADEChallengeData2016'
 ADE20K_SHORT_SIDE = (480, 512)  # most ADE20K images: 512; some a little smaller
 ADE20K_ASPECTS = (4 / 3, 3 / 4, 1.0, 1.5, 16 / 9, 2 / 3)  # long/short of ADE20K's common shapes
 ADE20K_SIZED_SPLITS = {'training': ('train', 24), 'validation': ('val', 4)}
-SIZES = ('smoke', 'ade20k')
+# (height, width) in turn: VOC2010's photos have a long side of 500, mostly 500x375 or 500x333,
+# landscape more often than portrait; Cityscapes' frames are all 2048x1024
+REAL_SHAPES = {'pascal_context': ((375, 500), (333, 500), (500, 375), (375, 500), (500, 333)),
+               'cityscapes': ((1024, 2048),)}
+# images per split: a real batch of training images (Pascal Context's 16) and a few to evaluate;
+# Cityscapes' frames are 4x ADE20K's pixels, its batch 8
+REAL_COUNTS = {'ade20k': {split: count for split, (_, count) in ADE20K_SIZED_SPLITS.items()},
+               'pascal_context': {'training': 24, 'validation': 4},
+               'cityscapes': {'training': 8, 'validation': 2}}
+SIZES = ('smoke', 'real', 'ade20k')
 COMPLETE_MARK = '.complete'
+
+
+def sized_root(declared: Dataset) -> Path:
+    """Where the real-size copy of ``declared`` is generated on first use."""
+    if declared.name == ADE20K.name:
+        return ADE20K_SIZED_ROOT
+    return REPO_ROOT / '.cache' / f'synthetic_{declared.name}_sized' / declared.folder
+
+
+def real_shape(declared: Dataset, rng: np.random.Generator, index: int) -> tuple[int, int]:
+    """(height, width) of the ``index``-th real-size image of ``declared``."""
+    if declared.name == ADE20K.name:
+        return _ade20k_shape(rng, index)
+    shapes = REAL_SHAPES[declared.name]
+    return shapes[index % len(shapes)]
 
 
 def _class_styles(rng: np.random.Generator, classes: tuple[int, ...] = SCENE_CLASSES,
@@ -73,8 +97,16 @@ def _scene(rng: np.random.Generator, styles, shape: tuple[int, int] | None = Non
     # cells a few dozen pixels across at either size: the smoke crops see several classes
     cells = rng.integers(3, 6) if shape is None else rng.integers(12, 25)
     seeds = rng.uniform((0, 0), (h, w), size=(cells, 2))
-    dist = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
-    cell = dist.argmin(-1)
+    # the nearest seed and the two smallest distances, one seed at a time: a (h, w, cells)
+    # array is gigabytes at Cityscapes' 2048x1024 (ties go to the first seed, as argmin's)
+    best, second = np.full((h, w), np.inf), np.full((h, w), np.inf)
+    cell = np.zeros((h, w), dtype=np.int64)
+    for k, (sy, sx) in enumerate(seeds):
+        dist = (yy - sy) ** 2 + (xx - sx) ** 2
+        closer = dist < best
+        second = np.where(closer, best, np.minimum(second, dist))
+        cell = np.where(closer, k, cell)
+        best = np.where(closer, dist, best)
     cell_labels = rng.choice(classes, size=len(seeds))
     label = cell_labels[cell].astype(np.uint8)
     image = np.zeros((h, w, 3))
@@ -84,8 +116,7 @@ def _scene(rng: np.random.Generator, styles, shape: tuple[int, int] | None = Non
         mask = cell == c
         image[mask] = colour + 35 * stripes[mask, None]
     # thin seams between cells, ignored by the loss and the metric (ADE20K's "other", 0)
-    part = np.sort(dist, -1)
-    label[np.sqrt(part[..., 1]) - np.sqrt(part[..., 0]) < 1.5] = seam
+    label[np.sqrt(second) - np.sqrt(best) < 1.5] = seam
     image += rng.normal(0, 12, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), label
 
@@ -123,15 +154,15 @@ def _write(tmp: Path, declared: Dataset, split: str, index: int, image: np.ndarr
 def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 'smoke',
                    declared: Dataset = ADE20K) -> Path:
     """Return ``root``, generating the dataset first if it is not complete there; ``size``:
-    ``smoke`` (images of 96-160 pixels, the default root ``DEFAULT_ROOT``) or ``ade20k``
-    (ADE20K's image sizes, ``ADE20K_SIZED_ROOT``; ADE20K's layout only)."""
+    ``smoke`` (images of 96-160 pixels, the default root :func:`default_root`) or ``real``
+    (the dataset's own image sizes, :func:`sized_root`; ``ade20k`` is ADE20K's)."""
     if size not in SIZES:
         raise ValueError(f"unknown synthetic size '{size}' (sizes: {', '.join(SIZES)})")
-    sized = size == 'ade20k'
-    if sized and declared.name != ADE20K.name:
+    if size == 'ade20k' and declared.name != ADE20K.name:
         raise ValueError(f'the ADE20K-sized synthetic data has ADE20K\'s layout, not '
-                         f'{declared.title}\'s')
-    root = Path(root or (ADE20K_SIZED_ROOT if sized else default_root(declared)))
+                         f'{declared.title}\'s (size real: its own sizes)')
+    sized = size != 'smoke'
+    root = Path(root or (sized_root(declared) if sized else default_root(declared)))
     if check_root(root):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -140,11 +171,10 @@ def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 's
     rng = np.random.default_rng(seed)
     fake = declared.synthetic
     styles = _class_styles(rng, fake.classes)
-    counts = ({split: count for split, (_, count) in ADE20K_SIZED_SPLITS.items()} if sized
-              else fake.counts)
+    counts = REAL_COUNTS[declared.name] if sized else fake.counts
     for split, count in counts.items():
         for i in range(1, count + 1):
-            image, label = _scene(rng, styles, _ade20k_shape(rng, i - 1) if sized else None,
+            image, label = _scene(rng, styles, real_shape(declared, rng, i - 1) if sized else None,
                                   fake.classes, fake.seam)
             _write(tmp, declared, split, i, image, label)
     # its contents as `check-data` keeps them, so smoke jobs record a contents digest too

@@ -134,8 +134,9 @@ class WeightsRoot(Options):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Gpus(Options):
     gpus: int = option(1, minimum=1, metavar='N',
-                       help='processes (GPUs) per job, per node with slurm; the total batch of '
-                            '8 is divided among all of them')
+                       help="processes (GPUs) per job, per node with slurm; the total batch of "
+                            "the table's dataset (ADE20K 8, Pascal Context 16, Cityscapes 8) "
+                            'is divided among all of them')
     nodes: int = 1
 
     def check(self):
@@ -144,10 +145,16 @@ class Gpus(Options):
         per_node = 'help' not in type(self).__dataclass_fields__['nodes'].metadata
         name = (f'--gpus {self.gpus}' if per_node else
                 f'{self.gpus * self.nodes} processes (--gpus x --nodes)')
-        try:
-            divides_batch(name, self.gpus * self.nodes, plural=not per_node)
-        except SpecError as err:
-            raise OptionError(str(err)) from None
+        # each named table's dataset has its own batch (experiments/datasets.yaml)
+        names = getattr(self, 'table', None) or []
+        declared = {t.data.name: t.data for t in (load_table(n) for n in names)} or \
+            {dataset().name: dataset()}
+        for data in declared.values():
+            try:
+                divides_batch(name, self.gpus * self.nodes, data.recipe.batch,
+                              plural=not per_node, whose=data.title)
+            except SpecError as err:
+                raise OptionError(str(err)) from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,8 @@ from .options import Command, Options, option
 class ConvertOptions(Options):
     """A release file and the row it belongs to (shared by both converters)."""
     checkpoint: Path = option(positional=True, help='the release file (.pth)')
-    table: str = option(choices=available_tables(), help='the table of the row')
+    table: str = option(help=f"the table of the row ({', '.join(available_tables())}, or a "
+                             "spec's path)")
     row: str = option(help='the row id')
     out: Path | None = option(None, metavar='FILE',
                               help='where to write (default: checkpoints/official/<row>.pth)')

@@ -17,13 +17,15 @@ class RehearseOptions(Precision, Tables):
                         why=' (the first iteration is the warm-up)',
                         help='training iterations per row (the first is the warm-up)')
     batch: int | None = option(None, minimum=1, metavar='B',
-                               help='per-GPU batch instead of the real 8 (for a device the real '
-                                    'one does not fit; memory at the real batch is then not '
-                                    'measured)')
+                               help="per-GPU batch instead of the real one (the dataset's: "
+                                    'ADE20K 8, Pascal Context 16, Cityscapes 8), for a device '
+                                    'the real one does not fit; memory at the real batch is then '
+                                    'not measured')
     multi_scale: bool = option(False, help='also time the multi-scale + flip evaluation')
     data_root: Path | None = option(None, metavar='DIR',
-                                    help='the ADE20K-sized synthetic dataset (default: '
-                                         'generated once into .cache/synthetic_ade20k_sized/)')
+                                    help="a synthetic dataset at the rows' dataset's image "
+                                         'sizes, for rows of one dataset (default: generated '
+                                         'once per dataset into .cache/synthetic_<dataset>_sized/)')
     work_root: Path = option(REHEARSAL_WORK_ROOT, metavar='DIR',
                              help="the rehearsal's job folders and converted weights (replaced "
                                   'row by row; checkpoints deleted once measured)')
@@ -58,5 +60,6 @@ def rehearse(options: RehearseOptions) -> int:
 
 
 COMMAND = Command('rehearse', "each row's full-profile job at its real size for a few "
-                  'iterations (synthetic ADE20K-sized data, random weights in the release '
-                  'layout): train, resume, evaluate, measured', RehearseOptions, rehearse)
+                  "iterations (synthetic data at its dataset's image sizes, random weights in "
+                  'the release layout): train, resume, evaluate, measured', RehearseOptions,
+                  rehearse)

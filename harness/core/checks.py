@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import SpecError
-from .profiles import TOTAL_BATCH
 
 
 def _listed(choices: Sequence) -> str:
@@ -25,12 +24,14 @@ def at_least(name: str, value, minimum, why: str = '') -> None:
         raise SpecError(f'{name} must be at least {minimum}, got {value}{why}')
 
 
-def divides_batch(name: str, processes: int, plural: bool = False) -> None:
-    """The total batch is divided among a job's processes: refuse a count that does not divide
-    it (``name`` says which count: a flag, or the request's)."""
-    if processes < 1 or TOTAL_BATCH % processes:
+def divides_batch(name: str, processes: int, batch: int, plural: bool = False,
+                  whose: str = '') -> None:
+    """A job's total batch (its dataset's, ``experiments/datasets.yaml``) is divided among its
+    processes: refuse a count that does not divide it (``name`` says which count: a flag, or the
+    request's; ``whose`` the dataset, for the line)."""
+    if processes < 1 or batch % processes:
         raise SpecError(f"{name} {'do' if plural else 'does'} not divide the total batch "
-                        f'{TOTAL_BATCH}')
+                        f"{batch}{f' ({whose})' if whose else ''}")
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,

@@ -36,7 +36,8 @@ def _recipe_constants(names: tuple[str, ...]) -> dict:
 
 
 _RECIPE = _recipe_constants(('total_batch_size', 'max_iters'))
-TOTAL_BATCH: int = _RECIPE['total_batch_size']  # the paper's batch, divided among processes
+# ADE20K's batch; a job divides its own dataset's (experiments/datasets.yaml recipe.batch)
+TOTAL_BATCH: int = _RECIPE['total_batch_size']
 FULL_MAX_ITERS: int = _RECIPE['max_iters']  # the paper's schedule
 
 
@@ -45,7 +46,7 @@ class SmokeSize:
     """The smoke profile's sizes: the row's own config, scaled down to run on a CPU."""
     width_divisor: int = 8  # ViT-Ti/S/B/L widths 192/384/768/1024 -> 24/48/96/128
     depth_divisor: int = 6  # 12 layers -> 2, ViT-L's 24 -> 4; heads keep their count
-    crop: int = 64  # the batch stays the paper's 8: smaller ones left mask rows untrained
+    crop: int = 64  # the batch stays the dataset's (8, 16): smaller ones left mask rows untrained
     max_iters: int = 100
     first_val: int = 5  # two evaluations: early (iteration 5) and at the end
     checkpoint_interval: int = 20

@@ -28,7 +28,7 @@ class JobRequest:
     seed: int
     work_dir: Path | None
     data_root: Path | None
-    gpus: int = 1  # processes (GPUs) sharing the total batch of 8
+    gpus: int = 1  # processes (GPUs) sharing the dataset's total batch (ADE20K's 8)
     weights_root: Path = REPO_ROOT  # the spec's weight paths (weights/...) are relative to it
     wandb_project: str = DEFAULT_WANDB_PROJECT
     wandb_run_id: str | None = None  # chosen by the job process, kept across restarts
@@ -42,7 +42,7 @@ class JobRequest:
     # resume with the recipe frozen at the first start although the checkout builds another
     accept_drift: bool = False
     # per-process batch instead of the total batch's share (rehearsals on a small device);
-    # None: 8 / processes, the paper's
+    # None: the dataset's total batch / processes, the paper's
     batch: int | None = None
 
     def __post_init__(self):
@@ -57,7 +57,9 @@ class JobRequest:
             at_least('workers', self.workers, 0)
         if self.released and self.checkpoint is None:
             raise SpecError('a released model is evaluated from its checkpoint: none given')
-        divides_batch(f'a job of {self.gpus} processes', self.gpus)
+        data = self.row.data
+        divides_batch(f'a job of {self.gpus} processes', self.gpus, data.recipe.batch,
+                      whose=data.title)
 
     @property
     def kind(self) -> str:

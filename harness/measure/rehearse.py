@@ -3,14 +3,15 @@
 A rehearsal is the job ``run --profile full`` would launch (same JobRequest, same launcher, same
 job process, same config) with these substitutions, each recorded in the result:
 
-- data: the synthetic dataset at ADE20K's image sizes (``harness.assets.synthetic``, size
-  ``ade20k``): same folder layout, file types and label range;
+- data: the synthetic copy of the row's dataset at that dataset's image sizes
+  (``harness.assets.synthetic``, size ``real``: ADE20K's ~512x683, Pascal Context's ~500x375,
+  Cityscapes' 2048x1024): same folder layout, file types and label range;
 - pretrained weights: a file in the row's release layout (timm or DeiT names, the 384-pixel
   position grid) holding random values, converted by the same ``weights`` code into the
   rehearsal's own weights folder and loaded through the row's ``init_cfg``;
 - the schedule: ``max_iters`` N (the poly decay, the checkpoint and the evaluation at N);
-- only if asked: a smaller per-GPU batch (``JobRequest.batch``), for devices the real one does
-  not fit.
+- only if asked: a smaller per-GPU batch (``JobRequest.batch``), for devices the real one (the
+  dataset's: ADE20K 8, Pascal Context 16, Cityscapes 8) does not fit.
 
 Per row: train N iterations (evaluated at N with the row's sliding window; the real-size
 checkpoint written), resume from that checkpoint for one more iteration in a second job folder,
@@ -35,7 +36,6 @@ from ..core.atomic import atomic_write
 from ..core.errors import HarnessError, LaunchError, StateError, WeightsError
 from ..core.layout import (POINTER, REHEARSAL_WORK_ROOT, checkpoint_name, job_dir, ours_eval_dir,
                             shown)
-from ..core.profiles import TOTAL_BATCH
 from ..core.request import JobRequest
 from ..core.result import read_result
 from ..core.spec import Row
@@ -182,7 +182,8 @@ def rehearse_row(row: Row, *, amp: str | None, iters: int, batch: int | None,
     request = JobRequest(row=row, profile='full', seed=0, work_dir=train_dir,
                          data_root=data_root, weights_root=weights_root, amp=amp,
                          max_iters=iters, batch=batch)
-    entry = {'batch': batch or TOTAL_BATCH, 'real_batch': TOTAL_BATCH, 'iters': iters,
+    real_batch = row.data.recipe.batch
+    entry = {'batch': batch or real_batch, 'real_batch': real_batch, 'iters': iters,
              'crop': row.crop_size, 'weights': converted,
              'weights_loaded': check_pretrained(request)}
     start = time.monotonic()
@@ -260,16 +261,25 @@ def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
         os.environ['CUDA_VISIBLE_DEVICES'] = ''
     kind = device_kind(device)
     work_root = Path(work_root) / kind.replace(': ', '-').replace(' ', '_')
-    data_root = ensure_dataset(data_root, size='ade20k')
+    declared = {row.data.name: row.data for row in rows}
+    if data_root is not None and len(declared) > 1:
+        raise LaunchError(f"--data-root names one folder, and the rows train on "
+                          f"{', '.join(sorted(declared))}: rehearse them one dataset at a time")
+    # each dataset's real-size synthetic copy, made before the first row runs
+    roots = {name: ensure_dataset(data_root, size='real', declared=data)
+             for name, data in declared.items()}
+    real = ', '.join(f'{data.title} {data.recipe.batch}' for data in declared.values())
     run = RehearsalRun(
         device=kind, precision=PRECISION_NAMES[amp], machine=RehearsalMachine.of(device),
         date=time.strftime('%Y-%m-%d %H:%M'),
         command=' '.join(['python -m harness'] + sys.argv[1:]),
         substitutions=Substitutions(
-            data=f'synthetic, ADE20K image sizes ({shown(data_root)})',
+            data='synthetic, each dataset at its image sizes ('
+                 + ', '.join(f'{declared[name].title}: {shown(root)}'
+                             for name, root in roots.items()) + ')',
             weights='random values in the release key layout, converted by `harness weights` '
                     'code, loaded through init_cfg',
-            iterations=iters, batch=batch or f'{TOTAL_BATCH} (real)'))
+            iterations=iters, batch=batch or f'{real} (real)'))
     releases = {}
     for n, row in enumerate(rows, 1):
         tag = f'[{n}/{len(rows)}] {row.table}/{row.id}'
@@ -277,16 +287,16 @@ def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
         try:
             entry = rehearse_row(row, amp=amp, iters=iters, batch=batch,
                                  multi_scale=multi_scale, work_root=work_root,
-                                 data_root=data_root, releases=releases, tag=tag,
+                                 data_root=roots[row.data.name], releases=releases, tag=tag,
                                  keep_checkpoints=keep_checkpoints, resume=resume)
         except Exception as err:  # noqa: BLE001 - one line per failed row, the others run
             text = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
             message = text if isinstance(err, HarnessError) else f'{type(err).__name__}: {text}'
             print(f'error: rehearsal of {key} failed: {message}', file=sys.stderr, flush=True)
-            run.rows[key] = RowFailure(error=message, batch=batch or TOTAL_BATCH)
+            run.rows[key] = RowFailure(error=message, batch=batch or row.data.recipe.batch)
             if 'out of memory' in message.lower():
                 run.rows[key].flags.append(f'does not fit: out of memory at batch '
-                                           f'{batch or TOTAL_BATCH}')
+                                           f'{batch or row.data.recipe.batch}')
         else:
             entry.flags = flags(entry, run.machine)
             run.rows[key] = entry
