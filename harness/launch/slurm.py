@@ -121,7 +121,7 @@ ENDED = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_F
 
 
 class QueueError(RuntimeError):
-    """squeue did not answer; the message is one line."""
+    """squeue did not answer (one line)."""
 
 
 def queue_states(job_ids: list[str]) -> dict[str, str]:
