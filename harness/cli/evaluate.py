@@ -40,8 +40,8 @@ def evaluate(options: EvaluateOptions) -> int:
     common = dict(profile=options.profile, gpus=options.processes,
                   wandb_project=options.wandb_project, multi_scale=options.multi_scale,
                   workers=options.workers, accept_drift=options.accept_drift)
-    failed, reports_missed = 0, []
-    for table, rows in selected:
+
+    def launch(table, rows) -> int:
         common['data_root'] = data_roots[table.name]
         if options.ours:
             targets, refused = evaluate_ours_targets(rows, options.seeds, options.work_root,
@@ -50,13 +50,8 @@ def evaluate(options: EvaluateOptions) -> int:
             targets, refused = evaluate_released_targets(rows, options.work_root,
                                                          options.checkpoints, **common)
         launcher.unfinished[REFUSED] += refused
-        failed += refused + launcher.run(targets)
-        if not options.report_after(table):  # one line; the next table still runs
-            reports_missed.append(table.name)
-    for line in options.closing_advice(launcher, reports_missed):
-        print(line)
-    return 1 if failed or reports_missed else 0
-
+        return refused + launcher.run(targets)
+    return options.launch_tables(launcher, selected, launch)
 
 COMMAND = Command('evaluate', "evaluate the authors' released checkpoints (converted, "
                   '<checkpoints>/<row>.pth), or with --ours the trained jobs', EvaluateOptions,

@@ -87,6 +87,18 @@ class LaunchOptions(SlurmRequest, Tracking, Reports, DataRoot, Gpus, Launcher, J
         print(f'report: {out / "report.md"}', flush=True)
         return True
 
+    def launch_tables(self, launcher, selected, launch) -> int:
+        """Each table's jobs (``launch(table, rows)``: how many did not finish), then its
+        report; the closing advice last. Returns the command's exit code."""
+        failed, reports_missed = 0, []
+        for table, rows in selected:
+            failed += launch(table, rows)
+            if not self.report_after(table):  # one line; the next table still runs
+                reports_missed.append(table.name)
+        for line in self.closing_advice(launcher, reports_missed):
+            print(line)
+        return 1 if failed or reports_missed else 0
+
     def closing_advice(self, launcher, reports_missed: list[str]) -> list[str]:
         """What to do about the jobs that did not finish and the reports not built, by
         reason: a re-run of the same command helps only some of them."""

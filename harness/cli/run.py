@@ -41,20 +41,12 @@ def run(options: RunOptions) -> int:
     if options.profile == 'smoke':
         for table, _ in selected:
             ensure_dataset(data_roots[table.name], declared=table.data)
-    failed, reports_missed = 0, []
-    for table, rows in selected:
-        failed += launcher.run(train_targets(
-            rows, options.seeds, options.work_root, profile=options.profile,
-            data_root=data_roots[table.name], gpus=options.processes,
-            weights_root=options.weights_root,
-            wandb_project=options.wandb_project, amp=options.amp, max_iters=options.max_iters,
-            workers=options.workers, accept_drift=options.accept_drift))
-        if not options.report_after(table):  # one line; the next table still runs
-            reports_missed.append(table.name)
-    for line in options.closing_advice(launcher, reports_missed):
-        print(line)
-    return 1 if failed or reports_missed else 0
-
+    return options.launch_tables(launcher, selected, lambda table, rows: launcher.run(
+        train_targets(rows, options.seeds, options.work_root, profile=options.profile,
+                      data_root=data_roots[table.name], gpus=options.processes,
+                      weights_root=options.weights_root, wandb_project=options.wandb_project,
+                      amp=options.amp, max_iters=options.max_iters, workers=options.workers,
+                      accept_drift=options.accept_drift)))
 
 COMMAND = Command('run', 'train and evaluate rows x seeds (skips finished jobs, resumes '
                   'interrupted ones)', RunOptions, run)

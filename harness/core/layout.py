@@ -3,26 +3,8 @@
 Every stage reads or writes the job folder (the launcher creates it, the job process and the
 code inside mmengine's Runner write it, the results stage reads it), so this module sits in the
 core and imports nothing of the harness; reading and writing what the files hold is
-:mod:`harness.core.state`::
-
-    <work_root>/<profile>/<table>/<row>/seed<k>/      a training job (JobRequest.work_dir)
-        request.json         the JobRequest it runs, written by the launcher
-        job.json             state: status, host, pid, W&B run, provenance, evaluation metrics
-        job.log              the job process's output (rank 0)
-        .lock                held by the process that owns the job
-        job_config.py        the resolved mmengine config of the latest start
-        recipe.json, recipe_config.py   the recipe frozen at the first start
-        iter_<N>.pth         checkpoints; last_checkpoint points to the newest
-        vis_data/scalars.json  the curves (mmengine's LocalVisBackend); vis_data/wandb/ the run
-        per_class_iou.json   per-class IoU of the last evaluation
-        result.json          the result record, written once when the job finishes
-        (slurm job id and submitit's folder in job.json: slurm/ beside the jobs of one array)
-        eval-single-scale/<sha>/, eval-multi-scale/<sha>/   evaluations of its final checkpoint
-                             (job folders), one per checkpoint SHA-256 (16 hex digits)
-    <work_root>/released-ss|released-ms/<table>/<row>/<sha>/   a released checkpoint's
-                             evaluation, one per SHA-256 of the released file
-    <data_root>/.harness-contents.json   a dataset's contents: each file's size, modification
-                             time and SHA-256, and one digest of them (written by check-data)
+:mod:`harness.core.state`. The folder's tree, each file with its role, is in
+docs/tracking-and-reports.md ("The job folder").
 """
 from __future__ import annotations
 

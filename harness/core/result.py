@@ -18,6 +18,7 @@ from pathlib import Path
 from .atomic import atomic_write
 from .errors import StateError
 from .layout import RESULT_FILE
+from .state import read_json_object
 
 FORMAT = 1
 # where the seed sits in a recipe view (mmengine's `randomness`): the seed-free fingerprint
@@ -76,15 +77,9 @@ def read_result(work_dir: Path) -> dict | None:
     cannot be read or is of an unknown format."""
     path = Path(work_dir) / RESULT_FILE
     try:
-        text = path.read_bytes()
+        record = read_json_object(path, 'result record')
     except FileNotFoundError:
         return None
-    except OSError as err:
-        raise StateError(f'unreadable result record ({path}): {err.strerror or err}') from None
-    try:
-        record = json.loads(text)
-    except ValueError as err:
-        raise StateError(f'unreadable result record ({path}): not JSON ({err})') from None
-    if not isinstance(record, dict) or record.get('format') != FORMAT:
+    if record.get('format') != FORMAT:
         raise StateError(f'unreadable result record ({path}): not a format-{FORMAT} record')
     return record

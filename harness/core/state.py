@@ -27,23 +27,23 @@ def job_status(state: dict) -> str:
 UNREADABLE = 'unreadable'
 
 
-def _load_state(path: Path) -> dict:
-    """The state in ``path``; FileNotFoundError when there is none, StateError naming the file
-    when it cannot be read as a JSON object."""
+def read_json_object(path: Path, what: str = 'state') -> dict:
+    """The JSON object in ``path``; FileNotFoundError when there is none, StateError naming the
+    file (``unreadable <what> (<path>): <reason>``) when it cannot be read as one."""
     try:
         text = path.read_bytes()
     except FileNotFoundError:
         raise
     except OSError as err:
-        raise StateError(f'unreadable state ({path}): {err.strerror or err}') from None
+        raise StateError(f'unreadable {what} ({path}): {err.strerror or err}') from None
     try:
-        state = json.loads(text)
+        value = json.loads(text)
     except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
         reason = 'the file is empty' if not text.strip() else f'not JSON ({err})'
-        raise StateError(f'unreadable state ({path}): {reason}') from None
-    if not isinstance(state, dict):
-        raise StateError(f'unreadable state ({path}): not a JSON object')
-    return state
+        raise StateError(f'unreadable {what} ({path}): {reason}') from None
+    if not isinstance(value, dict):
+        raise StateError(f'unreadable {what} ({path}): not a JSON object')
+    return value
 
 
 def read_state(work_dir: Path) -> dict:
@@ -51,7 +51,7 @@ def read_state(work_dir: Path) -> dict:
     'unreadable state (<path>): <reason>'}`` when the file does not parse, so that every
     reader shows that one job as such and goes on with the others."""
     try:
-        return _load_state(Path(work_dir) / STATE_FILE)
+        return read_json_object(Path(work_dir) / STATE_FILE)
     except FileNotFoundError:
         return {}
     except StateError as err:
@@ -64,7 +64,7 @@ def write_state(work_dir: Path, **fields) -> dict:
     nothing would destroy what it still holds."""
     path = Path(work_dir) / STATE_FILE
     try:
-        state = _load_state(path)
+        state = read_json_object(path)
     except FileNotFoundError:
         state = {}
     state = {**state, **fields, 'updated': time.time()}

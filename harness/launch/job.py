@@ -69,11 +69,6 @@ def error_summary(err: BaseException) -> str:
     return f'{type(err).__name__}: {(named or lines or [""])[0]}'[:300]
 
 
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ''
-
-
 def _unrecorded(error: str, why: BaseException) -> None:
     """Say why the job failed where its launcher finds it, when its state cannot say it (a
     full disk): later output (W&B's goodbye, logging's own errors) must not bury it."""
@@ -85,7 +80,10 @@ def failure_line(text: str) -> str:
     """What a job that could not record its end said about it: its own failure line, else the
     last line of its output."""
     said = [line.strip() for line in text.splitlines() if line.startswith(FAILURE_PREFIX)]
-    return said[-1][len(FAILURE_PREFIX):][:300] if said else last_line(text)
+    if said:
+        return said[-1][len(FAILURE_PREFIX):][:300]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ''
 
 
 def _on_stop_signal(signum, frame):

@@ -11,6 +11,7 @@ and the next one starts. ``run`` and ``evaluate`` differ only in the targets the
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import signal
 import subprocess
@@ -86,7 +87,6 @@ def resumable_from(work_dir: Path) -> Path | None:
 
 
 def _resume_note(work_dir: Path) -> str:
-    """What a restarted job continues from."""
     checkpoint = resumable_from(work_dir)
     if checkpoint is not None:
         return f' (resuming from {checkpoint.name})'
@@ -303,10 +303,8 @@ class JobOutput:
                     self._give_up(err)
                     _close_quietly(log)
                     log = None
-            try:
+            with contextlib.suppress(OSError):  # a terminal gone, a full disk under a redirect
                 show(chunk)
-            except OSError:  # a terminal gone or a full disk under a redirected output
-                pass
         _close_quietly(log)
 
     def _open(self):
@@ -323,10 +321,8 @@ class JobOutput:
 def _close_quietly(file) -> None:
     """Close ``file``, dropping what a full disk kept it from writing."""
     if file is not None:
-        try:
+        with contextlib.suppress(OSError):
             file.close()
-        except OSError:
-            pass
 
 
 @dataclasses.dataclass

@@ -96,21 +96,17 @@ def dataset_identity(root) -> dict:
     contents digest that ``check-data`` kept beside the data (``contents_sha256``: over every
     file's bytes) when that file still lists these files with their sizes and times; else
     None, and ``contents`` says why."""
-    import hashlib
     from pathlib import Path
 
     from ..assets.contents import dataset_files, recorded_contents
     from ..core.datasets import layout_of
 
-    root, digest = Path(root), hashlib.sha256()
+    root, digest, counts = Path(root), hashlib.sha256(), {}
     names = dataset_files(root)
-    counts = {folder: 0 for folder in layout_of(root).folders}
-    by_folder = {folder: [n for n in names if n == folder or n.startswith(f'{folder}/')]
-                 for folder in counts}
-    for folder, entries in by_folder.items():  # in the declared order, each sorted
+    for folder in layout_of(root).folders:  # in the declared order, each sorted
+        entries = [n for n in names if n == folder or n.startswith(f'{folder}/')]
         counts[folder] = len(entries)
-        for name in entries:
-            digest.update(f'{name}\n'.encode())
+        digest.update(''.join(f'{name}\n' for name in entries).encode())
     contents, why = recorded_contents(root, names)
     return {'root': str(root), 'files': counts, 'file_list_sha256': digest.hexdigest(),
             'contents_sha256': contents, 'contents': why}

@@ -1,14 +1,10 @@
 """SLURM through submitit: the rows x seeds of one command as one job array, each task requeued
-on timeout or preemption.
+on timeout or preemption (docs/cluster.md says what goes to sbatch and where the files are).
 
 Each array task is one job (its own job folder, request, log and state); each SLURM task of it
-is one training process (``--gpus`` tasks per node, ``--nodes`` nodes) running ``python -m
-harness.launch.job`` on the job's request with the torch.distributed variables of its task.
-submitit warns a task with SIGUSR2 before its time limit or a preemption: the job process saves
-a checkpoint of the current iteration and stops (``harness.runtime.preempt``), and submitit
-requeues that array task alone, which resumes from that checkpoint. The SLURM job id
-(``<array>_<index>``) and submitit's folder (``harness.layout.slurm_folder``) are kept in each
-job's state. Waiting asks ``squeue`` about all jobs at once, every ``poll_s`` seconds.
+is one training process running ``python -m harness.launch.job`` on the job's request with the
+torch.distributed variables of its task. On submitit's SIGUSR2 warning the job process saves a
+checkpoint and stops (``harness.runtime.preempt``); submitit requeues that array task alone.
 """
 from __future__ import annotations
 
@@ -121,7 +117,7 @@ ENDED = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_F
 
 
 class QueueError(RuntimeError):
-    """squeue did not answer; the message is one line."""
+    """squeue did not answer (one line)."""
 
 
 def queue_states(job_ids: list[str]) -> dict[str, str]:

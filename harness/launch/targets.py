@@ -38,12 +38,8 @@ def train_targets(rows: list[Row], seeds: int, work_root: Path, **options) -> li
 
 def evaluate_ours_targets(rows: list[Row], seeds: int, work_root: Path, multi_scale: bool,
                           **options) -> tuple[list[Target], int]:
-    """The final checkpoint of each finished row x seed, as its training's result record names
-    it, evaluated inside the training's folder in a folder of that checkpoint's SHA-256 (an
-    evaluation of another checkpoint is another folder; the first one stays). The checkpoint's
-    bytes are checked against the record before anything is launched. Returns (targets, the
-    row x seeds refused: a damaged or unreadable record, a checkpoint that is not the one
-    recorded)."""
+    """The final checkpoint of each finished row x seed. Returns (targets, the row x seeds
+    refused: a damaged or unreadable record, a checkpoint that is not the one recorded)."""
     pairs = [(row, seed) for row in rows for seed in range(seeds)]
     requests, numbers, refused = [], [], 0
     for n, (row, seed) in enumerate(pairs, 1):
@@ -102,10 +98,8 @@ def _not_recorded(checkpoint: Path | None, expected: str | None) -> str | None:
 
 def evaluate_released_targets(rows: list[Row], work_root: Path, checkpoints: Path,
                               multi_scale: bool, **options) -> tuple[list[Target], int]:
-    """Each row's converted released checkpoint ``<checkpoints>/<row>.pth``, evaluated in a
-    folder of the file's SHA-256 under the row's table folder (a spec given by path has its
-    own): another file is another evaluation, and the first one stays. Returns (targets, the
-    rows whose file could not be read)."""
+    """Each row's converted released checkpoint ``<checkpoints>/<row>.pth``. Returns (targets,
+    the rows whose file could not be read)."""
     requests, numbers, refused = [], [], 0
     for n, row in enumerate(rows, 1):
         tag = f'[{n}/{len(rows)}] {row.table}/{row.id}'

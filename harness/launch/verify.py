@@ -49,11 +49,6 @@ def job_folders(rows: list[Row], profile: str, work_root: Path) -> list[Path]:
     return found
 
 
-def _quiet_imports() -> None:
-    """mmengine imports pkg_resources, whose deprecation notice is no finding of verify's."""
-    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
-
-
 def _hashes():
     """Each file's SHA-256 read from its bytes (never the cache), once per check."""
     return functools.cache(lambda path: sha256_file(path, cache=None))
@@ -153,7 +148,8 @@ def _input_problems(request: JobRequest, state: dict, sha, rehash=None) -> list[
 
 def _recipe_problems(work_dir: Path, request: JobRequest, recipe: dict) -> list[str]:
     """The frozen config against the recorded fingerprint, and what the current spec builds."""
-    _quiet_imports()
+    # mmengine imports pkg_resources, whose deprecation notice is no finding of verify's
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
     from mmengine.config import Config
 
     from ..prepare.fingerprint import differences, fingerprint, recipe_view

@@ -68,7 +68,6 @@ def _apply_full(cfg: Config, job: JobRequest) -> None:
     cfg.model.pretrained = str(Path(job.weights_root) / job.row.pretrained_file)
 
 
-
 def _test_scale(cfg: Config) -> tuple[int, int]:
     """The (long, short) scale the test pipeline resizes an image to."""
     for step in cfg.test_dataloader.dataset.pipeline:
@@ -173,7 +172,7 @@ def _wandb_backend(job: JobRequest) -> dict:
                              if job.kind == 'train' else None),
         # the run's provenance (git, versions, hardware, dataset) is read from the state when
         # the run starts: kept out of the config, whose pretty-printing (yapf, in every
-        # checkpoint) takes ~1.5 s per save with it nested inside
+        # checkpoint) it would slow down at every save
         meta_file=None if job.work_dir is None else str(Path(job.work_dir) / STATE_FILE))
 
 

@@ -1,16 +1,11 @@
-"""Patches mmengine when imported: the one place the harness changes mmengine's own behaviour.
+"""Patches mmengine when imported: the one place the harness changes mmengine's own behaviour
+(docs/design.md, "The mmengine patch"). Both save time and change no result.
 
-Both patches save time and change no result.
-
-mmengine resolves each ``mmseg::`` base by first loading all ~200 of mmseg's model metafiles
-(YAML) in search of a model config of that name. For ``_base_/`` files that search always fails
-(model configs are ``<model>/<name>``), and mmengine then takes the file from the package's
-config folder: failing it at once saves ~0.2 s per base, ~0.7 s per row config (measured), paid
-by every job and by the pre-launch check of every row.
-
-mmengine formats a config's text with yapf each time it prints or dumps it, and a job's start
-does that six times over the same text (the job's dump, the Runner's log, its dump, each
-visualizer backend), about a second each: the formatted text is kept for the same input.
+mmengine resolves each ``mmseg::`` base by first searching mmseg's model metafiles for a model
+config of that name; for ``_base_/`` files that search always fails, and mmengine then takes the
+file from the package's config folder: it is failed at once here. mmengine also formats a
+config's text with yapf each time it prints or dumps it, several times over the same text at a
+job's start: the formatted text is kept for the same input.
 """
 from __future__ import annotations
 

@@ -30,6 +30,18 @@ def _known(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def _save(fig, axes, path: Path, grid: str = 'both') -> None:
+    """Small titles, a light grid and a legend where there is one; the PNG at ``path``."""
+    for ax in axes:
+        ax.title.set_fontsize(9)
+        ax.grid(axis=grid, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def comparison_chart(table: Table, summary: pd.DataFrame, seeds: dict[str, list[float]],
                      path: Path) -> None:
     """Per row: the paper value(s) (the one Δ is taken against filled, the other hollow), the
@@ -71,13 +83,7 @@ def comparison_chart(table: Table, summary: pd.DataFrame, seeds: dict[str, list[
     ax.set(ylabel='single-scale mIoU (%)', xlim=(-0.7, len(summary) - 0.3),
            title=f'{table.title}\n(under each row: the paper version Δ is taken against, '
                  'its mark filled)')
-    ax.title.set_fontsize(9)
-    ax.grid(axis='y', alpha=0.3)
-    if labelled:
-        ax.legend(fontsize=7, loc='best')
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, [ax], path, grid='y')
 
 
 def per_class_chart(model: str, ours: dict[str, float], released: dict[str, float],
@@ -96,12 +102,7 @@ def per_class_chart(model: str, ours: dict[str, float], released: dict[str, floa
     ax.set(xlim=(-0.8, len(names) - 0.2), ylim=(0, 100), ylabel='IoU (%)',
            title=f'{model}: per-class IoU of the last evaluation ({len(names)} classes seen, '
                  'sorted by ours)')
-    ax.title.set_fontsize(9)
-    ax.grid(axis='y', alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, [ax], path, grid='y')
 
 
 def _seed_band(ax, frames: list[pd.Series], x_scale: float, colour: str, label: str) -> None:
@@ -150,12 +151,5 @@ def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict,
     for ax in (ax_miou, ax_loss):  # 160k iterations: long tick labels would run together
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
             lambda v, _: f'{v / 1000:g}k' if v >= 10000 else f'{v:g}'))
-    for ax in (ax_miou, ax_loss, ax_progress):
-        ax.title.set_fontsize(9)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
     fig.suptitle(table.title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, (ax_miou, ax_loss, ax_progress), path)

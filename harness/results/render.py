@@ -37,17 +37,19 @@ UNFINISHED = ('running', 'interrupted', 'stale')
 EMPTY = '—'
 
 
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ''
+
+
 def _fmt(value, digits=2, signed=False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _empty(value):
         return EMPTY
     return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
 
 
 def _text(value) -> str:
     """A cell of text: empty (None, NaN, '') as —."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == '':
-        return EMPTY
-    return str(value)
+    return EMPTY if _empty(value) else str(value)
 
 
 def _interval(r) -> str:
@@ -224,9 +226,8 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
     empty cell (None, NaN) as —."""
     shown = frame.astype(object)
     for column in shown.columns:
-        shown[column] = [
-            EMPTY if v is None or (isinstance(v, float) and math.isnan(v)) or v == ''
-            else f'{v:.2f}' if isinstance(v, float) else str(v) for v in frame[column]]
+        shown[column] = [f'{v:.2f}' if isinstance(v, float) and not _empty(v) else _text(v)
+                         for v in frame[column]]
     return shown
 
 

@@ -129,11 +129,6 @@ def released_records(table: Table, work_root: Path) -> dict[tuple[str, bool], di
     return found
 
 
-def _shortened(jobs: pd.DataFrame) -> list[int]:
-    """The shortened schedules (``run --max-iters``) the jobs of a row trained with."""
-    return sorted({int(n) for n in jobs['shortened'] if n})
-
-
 def seed_eval_curve(prefix: str) -> pd.DataFrame:
     """The seed repository's published evaluation curve, mIoU in % (the CSV holds fractions)."""
     curve = pd.read_csv(SEED_LOGS / f'{prefix}_eval.csv').set_index('iter')
@@ -204,7 +199,9 @@ def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str
             rule = rule_name(ours, tolerance) if ours.n else EMPTY
         else:
             verdict, rule = judge(ours, goal.miou, tolerance, goal.name)
-        if shortened := _shortened(mine):  # a cheap trial says nothing about the paper's run
+        # a shortened schedule (`run --max-iters`) is a cheap trial, which says nothing of the
+        # paper's run
+        if shortened := sorted({int(n) for n in mine['shortened'] if n}):
             verdict, rule = f"shortened ({', '.join(map(str, shortened))} iterations)", EMPTY
         if disagreement:
             verdict, rule = 'seeds differ', EMPTY

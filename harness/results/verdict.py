@@ -1,16 +1,10 @@
 """The judgement of a row: the value it is measured against, its verdict, and, before a job
-ends, whether its curve is on track.
+ends, whether its curve is on track (the rules: docs/tracking-and-reports.md, "Verdicts").
 
-The value is the paper's, in the version chosen for the row. Where that is unknown, the authors'
-released model of the same setup states its single-scale mIoU (the spec's ``official_zoo``
-reference); where both are known they agree with the v3 table (47.1/47.10, 48.7/48.70,
-49.5/49.54), so the release is a published target all the same: the row is measured against it,
-labelled so. A row with neither gets no Δ and no verdict.
-
-Two rules decide a verdict. With one seed there is no spread to reason with, so the row is
-reproduced when |Δ| is within a tolerance. With n ≥ 2 seeds the mean carries a 95% Student t
-interval (t quantile of n - 1 degrees of freedom times the standard error), and the row is
-reproduced when the value it is measured against lies inside it.
+The value is the paper's, in the version chosen for the row; where that is unknown, the
+single-scale mIoU the authors state for their released model of the same setup. Where both are
+known they agree with the v3 table (47.1/47.10, 48.7/48.70, 49.5/49.54), so the release is a
+published target all the same.
 """
 from __future__ import annotations
 

@@ -1,12 +1,10 @@
-"""Mixed-precision training, an option that departs from the paper (which trained in fp32).
+"""Mixed-precision training, an option that departs from the paper (which trained in fp32):
+docs/design.md, "Reduced precision is an option, not the default".
 
 ``--amp bf16`` runs forward and loss under ``torch.autocast(bfloat16)`` on the model's device,
 CPU included (mmengine's ``AmpOptimWrapper`` refuses CPUs); bf16 keeps fp32's exponent range,
-so no loss scaling. ``--amp fp16`` is mmengine's ``AmpOptimWrapper`` with dynamic loss
-scaling, GPUs only. ``--amp tf32`` keeps fp32 tensors and lets NVIDIA tensor cores (Ampere and
-later) run the matmuls and convolutions of training in TF32 (10-bit mantissa). Validation and
-testing run at PyTorch's fp32 settings under every option, so a row's mIoU is measured the
-same way whatever it trained with. Reports name the rows that used any of them.
+so no loss scaling. ``--amp fp16`` is mmengine's ``AmpOptimWrapper``; ``--amp tf32`` keeps fp32
+tensors and lets tensor cores run the matmuls and convolutions of training in TF32.
 """
 from __future__ import annotations
 

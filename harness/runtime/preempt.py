@@ -1,15 +1,11 @@
-"""Preemption: a stop signal ends training with a checkpoint of the current iteration.
-
-SLURM (and ``kill``) send SIGTERM; submitit's timeout/preemption warning is SIGUSR2. While the
-training loop runs, the job's signal handler only sets a flag (``request_stop``);
-``PreemptionHook`` saves a checkpoint once the current iteration is done and raises ``Stopped``,
-which the job records as 'interrupted'. Outside the loop (startup, final evaluation) there is
-nothing to save and the handler stops the process at once.
+"""Preemption: a stop signal ends training with a checkpoint of the current iteration (docs/
+design.md, "Stopping is a checkpoint"). While the training loop runs, the job's signal handler
+only sets a flag (``request_stop``); ``PreemptionHook`` saves a checkpoint once the current
+iteration is done and raises ``Stopped``, which the job records as 'interrupted'.
 
 The hook also keeps the torch RNG state in every checkpoint: the data after a resume is that of
-an uninterrupted run (it depends on the seed and the sample's position only, ``sampling``), but
-mmengine leaves torch's RNG where model building left it, so dropout / drop-path masks after a
-resume would differ.
+an uninterrupted run (``sampling``), but mmengine leaves torch's RNG where model building left
+it, so dropout / drop-path masks after a resume would differ.
 """
 from __future__ import annotations
 
