@@ -32,20 +32,11 @@ ROW = 'seg-t-16'
 
 
 @pytest.fixture(scope='module')
-def finished(tmp_path_factory, synthetic_root):
+def finished(finished_job):
     """A finished smoke job of 20 iterations with a single-scale evaluation of its checkpoint
-    (never changed by a test: copy it first)."""
-    work = tmp_path_factory.mktemp('verify') / 'work'
-    jobs = ('--table', 'table3', '--rows', ROW, '--profile', 'smoke', '--work-root', work,
-            '--data-root', synthetic_root, '--no-report')
-    ran = harness_cli('run', *jobs, '--max-iters', 20)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    work_dir = job_dir(work, 'smoke', 'table3', ROW, 0)
-    assert (work_dir / RESULT_FILE).is_file() and (work_dir / 'iter_20.pth').is_file()
-    evaluated = harness_cli('evaluate', '--ours', *jobs)
-    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
-    assert len(ours_eval_dirs(work_dir, False)) == 1
-    return work_dir
+    (the session's, never changed by a test: copy it first)."""
+    assert finished_job.name == 'seed0' and finished_job.parent.name == ROW
+    return finished_job
 
 
 def _copy(finished, tmp_path):
