@@ -127,14 +127,24 @@ def recorded_contents(root: Path, names: list[str]) -> tuple[str | None, str]:
     return recorded['contents_sha256'], f"hashed by {recorded.get('written_by')}"
 
 
+def process_pool(workers: int):
+    """``workers`` processes for the file checks and hashes. Started by a fork server, not
+    forked from this process: a fork copies every lock that another thread holds at that
+    moment (rich's refresh thread, pytest-xdist's I/O thread, an import under way), and a
+    worker that then needs one waits for ever."""
+    import multiprocessing
+    context = multiprocessing.get_context('forkserver')
+    context.set_forkserver_preload(['harness.assets.data'])  # imported once, not per worker
+    return context.Pool(workers)
+
+
 def hash_all(root: Path, workers: int | None = None) -> dict[str, dict]:
     """Every file of the dataset hashed now (``verify --contents``), in ``workers`` processes."""
-    import multiprocessing
     root = Path(root)
     names = dataset_files(root)
     workers = max(1, workers or os.cpu_count() or 1)
     paths = [root / name for name in names]
-    with multiprocessing.get_context('fork').Pool(workers) as pool:
+    with process_pool(workers) as pool:
         entries = pool.map(_entry_only, paths, chunksize=64)
     return dict(zip(names, entries))
 

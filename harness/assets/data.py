@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import io
-import multiprocessing
 import os
 import shutil
 import zipfile
@@ -26,7 +25,7 @@ from ..core.atomic import atomic_path, move_into_place
 from ..core.errors import DataError
 from ..core.datasets import Dataset, dataset
 from ..core.layout import REPO_ROOT
-from .contents import dataset_files, hash_file
+from .contents import dataset_files, hash_file, process_pool
 
 MAX_LISTED = DataError.MAX_LISTED  # defects kept (and printed) per check; the rest counted
 
@@ -273,8 +272,7 @@ def check_and_hash(root: Path, counts: dict[str, int] | None = None,
     found, pairs = _layout(root, counts, defects, declared)
     workers = max(1, workers or os.cpu_count() or 1)
     hashed: dict[Path, dict] = {}
-    # fork: the workers need nothing but this module, and start in milliseconds
-    with _progress() as progress, multiprocessing.get_context('fork').Pool(workers) as pool:
+    with _progress() as progress, process_pool(workers) as pool:
         task = progress.add_task(f'decoding {2 * len(pairs)} files', total=len(pairs),
                                  defects=len(defects))
         check = functools.partial(_check_and_hash, declared=declared)
@@ -374,7 +372,7 @@ def make_train_ids(root: Path, declared: Dataset, workers: int | None = None) ->
                 todo.append((polygons, label))
     defects: list[str] = []
     workers = max(1, workers or os.cpu_count() or 1)
-    with _progress() as progress, multiprocessing.get_context('fork').Pool(workers) as pool:
+    with _progress() as progress, process_pool(workers) as pool:
         task = progress.add_task(f'converting {len(todo)} polygon files', total=len(todo),
                                  defects=0)
         for defect in pool.imap(_train_ids, todo, chunksize=8):
