@@ -20,7 +20,7 @@ PY ?= $(VENV_PY)
 # what an existing environment must hold (environment.yml installs all of them)
 RUN_MODULES := torch mmengine mmcv mmcv.ops mmseg wandb pandas matplotlib rich filelock yaml \
 	ftfy regex
-TEST_MODULES := pytest xdist selenium submitit
+TEST_MODULES := pytest xdist selenium submitit cityscapesscripts
 has_modules = $(PY) -c "import importlib.util as u, sys; m = [n for n in sys.argv[1:] \
 	if u.find_spec(n.split('.')[0]) is None or u.find_spec(n) is None]; m and sys.exit('error: ' + sys.executable + ' lacks ' + \
 	', '.join(m) + ' (environment.yml installs them; or leave PY unset to use .venv)')" $(1)
@@ -98,7 +98,7 @@ MMCV_CUDA_OPS ?=
 MMCV_BUILD = MMCV_WITH_OPS=1 \
 	$(if $(filter 1,$(MMCV_CUDA_OPS)),FORCE_CUDA=1,CUDA_VISIBLE_DEVICES= FORCE_CUDA=0)
 MMCV_PIP_ARGS = $(if $(filter 1,$(MMCV_CUDA_OPS)),--no-cache-dir,)
-$(STAMP): requirements.txt requirements-post.txt
+$(STAMP): requirements.txt requirements-post.txt requirements-no-deps.txt
 	@test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -r requirements.txt
@@ -107,6 +107,7 @@ $(STAMP): requirements.txt requirements-post.txt
 	$(MMCV_BUILD) MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation $(MMCV_PIP_ARGS) \
 		$(SETUPTOOLS) mmcv==2.1.0
 	$(PIP) install -r requirements-post.txt
+	$(PIP) install --no-deps -r requirements-no-deps.txt
 	$(VENV_PY) -c "import mmcv.ops, mmseg, wandb; print('mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
 	@touch $@
 

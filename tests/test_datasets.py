@@ -1,7 +1,8 @@
 """Pascal Context and Cityscapes as declared datasets: their synthetic copies are in the layout
 mmseg reads, check-data lists every defect of a copy (a missing, an extra, a stray file) in one
-line each, the Cityscapes conversion names what it lacks, and the tables load with their
+line each, the Cityscapes conversion draws polygons as train ids (and names what it lacks), and the tables load with their
 dataset. Real files, generated once per module (a few seconds)."""
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from harness.assets.data import check_files
 from harness.assets.synthetic import ensure_dataset
@@ -157,7 +158,7 @@ def test_cityscapes_conversion_without_cityscapesscripts_says_how_to_get_it(gene
                          text=True, timeout=300, env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
     assert out.returncode != 0 and out.stderr.count('\n') == 1, out.stderr
     assert out.stderr.startswith('error: cityscapesscripts is not installed: '
-                                 '`pip install cityscapesscripts`')
+                                 '`pip install --no-deps -r requirements-no-deps.txt`')
 
 
 def test_the_new_tables_name_their_dataset_and_an_unknown_one_is_refused(tmp_path):
@@ -174,3 +175,40 @@ def test_the_new_tables_name_their_dataset_and_an_unknown_one_is_refused(tmp_pat
         load_table(path)
     assert str(err.value) == (f"{path}: field 'dataset': expected one of "
                               f"{', '.join(datasets())}, got 'coco'")
+
+
+def test_cityscapes_conversion_draws_each_polygon_as_its_train_id(generated, tmp_path):
+    """A frame whose train-id map is missing and whose polygon file is there: ``check-data
+    --convert`` draws it with cityscapesscripts (later polygons over earlier ones, outside
+    every polygon the unlabeled train id), and the copy then passes the check. The expected map
+    is drawn here from the polygons the test writes."""
+    from cityscapesscripts.helpers.labels import name2label
+    root = _copy(generated, 'cityscapes', tmp_path)
+    label = (root / 'gtFine' / 'val' / 'frankfurt'
+             / 'frankfurt_000002_000019_gtFine_labelTrainIds.png')
+    width, height = Image.open(label).size
+    label.unlink()
+    road = [[0, height // 2], [width - 1, height // 2], [width - 1, height - 1], [0, height - 1]]
+    car = [[width // 4, height // 4], [width // 2, height // 4], [width // 2, 3 * height // 4],
+           [width // 4, 3 * height // 4]]
+    polygons = label.with_name(label.name.replace('_labelTrainIds.png', '_polygons.json'))
+    polygons.write_text(json.dumps({'imgHeight': height, 'imgWidth': width, 'objects': [
+        {'label': 'road', 'polygon': road}, {'label': 'car', 'polygon': car}]}))
+    program = ('import sys; from harness.core.datasets import datasets; '
+               'from tests.helpers import with_counts; d = datasets()["cityscapes"]; '
+               'datasets()["cityscapes"] = with_counts(d, d.synthetic.counts); '
+               'from harness.cli import main; '
+               "sys.exit(main(['check-data', '--dataset', 'cityscapes', '--convert', "
+               "'--data-root', sys.argv[1], '--workers', '2']))")
+    out = subprocess.run([sys.executable, '-c', program, str(root)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    drawn = np.array(Image.open(label))
+    expected = Image.new('L', (width, height), name2label['unlabeled'].trainId)
+    for name, polygon in (('road', road), ('car', car)):
+        ImageDraw.Draw(expected).polygon([tuple(p) for p in polygon],
+                                         fill=name2label[name].trainId)
+    assert drawn.shape == (height, width)
+    assert np.array_equal(drawn, np.array(expected))
+    assert {int(v) for v in np.unique(drawn)} == {name2label[n].trainId
+                                                  for n in ('unlabeled', 'road', 'car')}

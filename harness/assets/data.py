@@ -332,9 +332,9 @@ def unpack(zip_path: Path, data_dir: Path) -> Path:
 
 
 CITYSCAPES_POLYGONS = '_gtFine_polygons.json'
-CITYSCAPES_TOOL = ('cityscapesscripts is not installed: `pip install cityscapesscripts` (the '
-                   'Cityscapes team\'s package, on the package index) makes the '
-                   '*_gtFine_labelTrainIds.png files')
+CITYSCAPES_TOOL = ('cityscapesscripts is not installed: `pip install --no-deps -r '
+                   'requirements-no-deps.txt` (the Cityscapes team\'s package, on the package '
+                   'index; `make install` does it) makes the *_gtFine_labelTrainIds.png files')
 
 
 def _train_ids(paths: tuple[Path, Path]) -> str | None:
