@@ -24,14 +24,14 @@ def at_least(name: str, value, minimum, why: str = '') -> None:
         raise SpecError(f'{name} must be at least {minimum}, got {value}{why}')
 
 
-def divides_batch(name: str, processes: int, batch: int, plural: bool = False,
-                  whose: str = '') -> None:
+def divides_batch(name: str, processes: int, batch: int, whose: str,
+                  plural: bool = False) -> None:
     """A job's total batch (its dataset's, ``experiments/datasets.yaml``) is divided among its
     processes: refuse a count that does not divide it (``name`` says which count: a flag, or the
     request's; ``whose`` the dataset, for the line)."""
     if processes < 1 or batch % processes:
         raise SpecError(f"{name} {'do' if plural else 'does'} not divide the total batch "
-                        f"{batch}{f' ({whose})' if whose else ''}")
+                        f'{batch} ({whose})')
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
