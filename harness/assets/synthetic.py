@@ -23,21 +23,17 @@ from ..core.layout import REPO_ROOT
 from .contents import dataset_files, hash_file, write_contents
 
 ADE20K = dataset('ade20k')
-DEFAULT_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k' / 'ADEChallengeData2016'
 SCENE_CLASSES = ADE20K.synthetic.classes  # ADE20K label values (1-based)
 SPLITS = {'training': ('train', 40), 'validation': ('val', 16)}
 
 
 def default_root(declared: Dataset) -> Path:
     """Where the smoke copy of ``declared`` is generated on first use."""
-    if declared.name == ADE20K.name:
-        return DEFAULT_ROOT
     return REPO_ROOT / '.cache' / f'synthetic_{declared.name}' / declared.folder
 
 # ``real`` size: images as large as the dataset's own, for rehearsing the full profile's
 # pipeline, crops and sliding windows at their real cost. A few dozen images: the pipeline's cost
 # is per image, not per dataset (``ade20k`` is ADE20K's, by its older name).
-ADE20K_SIZED_ROOT = REPO_ROOT / '.cache' / 'synthetic_ade20k_sized' / 'ADEChallengeData2016'
 ADE20K_SHORT_SIDE = (480, 512)  # most ADE20K images: 512; some a little smaller
 ADE20K_ASPECTS = (4 / 3, 3 / 4, 1.0, 1.5, 16 / 9, 2 / 3)  # long/short of ADE20K's common shapes
 ADE20K_SIZED_SPLITS = {'training': ('train', 24), 'validation': ('val', 4)}
@@ -56,8 +52,6 @@ COMPLETE_MARK = '.complete'
 
 def sized_root(declared: Dataset) -> Path:
     """Where the real-size copy of ``declared`` is generated on first use."""
-    if declared.name == ADE20K.name:
-        return ADE20K_SIZED_ROOT
     return REPO_ROOT / '.cache' / f'synthetic_{declared.name}_sized' / declared.folder
 
 
