@@ -1,7 +1,7 @@
 """Pascal Context and Cityscapes as declared datasets: their synthetic copies are in the layout
 mmseg reads, check-data lists every defect of a copy (a missing, an extra, a stray file) in one
-line each, the Cityscapes conversion draws polygons as train ids (and names what it lacks), and the tables load with their
-dataset. Real files, generated once per module (a few seconds)."""
+line each, the Cityscapes conversion draws polygons as train ids (and names what it lacks),
+and the tables load with their dataset. Real files, generated once per module (a few seconds)."""
 import json
 import os
 import shutil

@@ -83,6 +83,6 @@ def check_data(options: CheckDataOptions) -> int:
 
 
 COMMAND = Command('check-data', 'verify a dataset folder (ADE20K: or unpack the official zip '
-                  "first): counts, pairs, split lists, stray files, readable files, labels; keeps every file's SHA-256 beside the "
-                  'data (what jobs record and `verify --contents` compares)', CheckDataOptions,
-                  check_data)
+                  'first): counts, pairs, split lists, stray files, readable files, labels; '
+                  "keeps every file's SHA-256 beside the data (what jobs record and `verify "
+                  "--contents` compares)", CheckDataOptions, check_data)

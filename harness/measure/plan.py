@@ -121,8 +121,8 @@ def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, 
     """GPU-hours and wall-clock of one job from a rehearsal of its row on ``device`` (a device
     kind; None: any GPU on record), in fp32 at the job's per-GPU batch: ``iters`` x seconds
     per iteration x GPUs, plus the evaluations (every ``val_interval`` iterations, the
-    validation images of the row's dataset at the rehearsal's single-scale seconds per image, split among
-    the GPUs). Returns (None, why) when no such rehearsal is on record."""
+    validation images of the row's dataset at the rehearsal's single-scale seconds per image,
+    split among the GPUs). Returns (None, why) when no such rehearsal is on record."""
     kinds = _kinds(results, device)
     if not kinds:
         return None, f"no rehearsal on {device or 'a GPU'} yet (make rehearse)"
