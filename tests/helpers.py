@@ -3,8 +3,7 @@ mounts (read-only and full file systems), the key layouts of the real releases w
 independent forward of the official model, and a real one-node SLURM cluster.
 
 Fixtures and pytest hooks stay in conftest.py; no test module imports another. torch and
-mmengine are imported inside the functions that need them, so a test that only runs the CLI
-does not pay for loading them.
+mmengine are imported inside the functions that need them, so importing this module is cheap.
 """
 from __future__ import annotations
 
@@ -39,11 +38,75 @@ def harness_popen(*args, **popen_kwargs):
                             **popen_kwargs)
 
 
-def harness_cli(*args, timeout=900, env=None):
-    """Run ``python -m harness`` as a user would; returns the CompletedProcess."""
-    env = {**(env or os.environ), 'PYTHONPATH': str(REPO_ROOT)}
-    return subprocess.run([sys.executable, '-m', 'harness', *map(str, args)], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+def harness_cli(*args, timeout=900, env=None, fresh=False):
+    """Run the command line ``python -m harness ARGS`` as a user would; returns the
+    CompletedProcess. The command runs in this process (its ``main``, as ``__main__`` calls
+    it), its output captured at the file descriptors, so that the processes it starts write
+    there too, and ``env`` (when given) its environment: the suite pays for importing torch
+    and mmseg once a worker, not once a command. ``fresh`` runs it in an interpreter of its
+    own instead, for what only a new process shows (its start-up warnings)."""
+    if fresh:
+        env = {**(env or os.environ), 'PYTHONPATH': str(REPO_ROOT)}
+        return subprocess.run([sys.executable, '-m', 'harness', *map(str, args)],
+                              cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    return _in_this_process([str(a) for a in args], env)
+
+
+def _in_this_process(argv: list[str], env: dict | None) -> subprocess.CompletedProcess:
+    """``main(argv)`` with what a process of its own would keep to itself put back after it:
+    the output streams (at fds 1 and 2), the working folder, the environment, the SIGTERM
+    handler and the warning filters."""
+    import traceback
+    import warnings
+
+    from harness.cli import main
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_term = signal.getsignal(signal.SIGTERM)
+    saved_streams = sys.stdout, sys.stderr
+    for stream in saved_streams:
+        stream.flush()
+    saved_fds = os.dup(1), os.dup(2)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        out = open(Path(tmp) / 'out', 'w+', buffering=1, errors='replace')
+        err = open(Path(tmp) / 'err', 'w+', buffering=1, errors='replace')
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout, sys.stderr = out, err
+        os.chdir(REPO_ROOT)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's refusals, the SIGTERM handler
+            code = exit_.code
+            if code is not None and not isinstance(code, int):
+                print(code, file=err)
+                code = 1
+        except Exception:  # noqa: BLE001 - as the interpreter would: a traceback, exit 1
+            traceback.print_exc(file=err)
+            code = 1
+        finally:
+            out.flush()
+            err.flush()
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
+            sys.stdout, sys.stderr = saved_streams
+            os.chdir(saved_cwd)
+            signal.signal(signal.SIGTERM, saved_term)
+            if dict(os.environ) != saved_env:
+                os.environ.clear()
+                os.environ.update(saved_env)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(['python', '-m', 'harness', *argv], code or 0,
+                                             out.read(), err.read())
+        out.close()
+        err.close()
+    return result
 
 
 def smoke_run_args(table, row, work, reports, data):
