@@ -106,6 +106,20 @@ def test_config_text_is_formatted_once_and_as_yapf_formats_it(tmp_path, monkeypa
     assert cfg.pretty_text == text
 
 
+def test_whether_mmseg_is_installed_is_asked_once_a_process(tmp_path):
+    """mmengine asks once per ``mmseg::`` base (reloading pkg_resources each time): the kept
+    answer is mmengine's own."""
+    from mmengine.config import config as config_module
+
+    asked = config_module.is_installed
+    _config(load_table('table3').row('seg-t-16'), 'full', tmp_path)
+    misses = asked.cache_info().misses
+    hits = asked.cache_info().hits
+    _config(load_table('table6').row('seg-b-mask-16'), 'full', tmp_path)
+    assert asked.cache_info().misses == misses and asked.cache_info().hits > hits
+    assert asked('mmseg') is asked.__wrapped__('mmseg') is True
+
+
 @pytest.mark.parametrize('profile', ['full', 'smoke'])
 def test_shortened_schedule_ends_everything_at_max_iters(profile, tmp_path):
     """``max_iters`` ends training, the poly decay and the checkpoints there and keeps the

@@ -1,11 +1,13 @@
 """Patches mmengine when imported: the one place the harness changes mmengine's own behaviour
-(docs/design.md, "The mmengine patch"). Both save time and change no result.
+(docs/design.md, "The mmengine patch"). All three save time and change no result.
 
 mmengine resolves each ``mmseg::`` base by first searching mmseg's model metafiles for a model
 config of that name; for ``_base_/`` files that search always fails, and mmengine then takes the
 file from the package's config folder: it is failed at once here. mmengine also formats a
 config's text with yapf each time it prints or dumps it, several times over the same text at a
-job's start: the formatted text is kept for the same input.
+job's start: the formatted text is kept for the same input. And it asks whether mmseg is
+installed once per ``mmseg::`` base, each time reloading ``pkg_resources`` (and printing its
+deprecation notice again): the answer is kept for the process.
 """
 from __future__ import annotations
 
@@ -52,5 +54,13 @@ def format_each_config_text_once() -> None:
     config_module.FormatCode = format_kept
 
 
+def ask_whether_installed_once() -> None:
+    """Keep mmengine's answer to "is this package installed" for the process (idempotent)."""
+    if hasattr(config_module.is_installed, 'cache_info'):
+        return
+    config_module.is_installed = functools.lru_cache(maxsize=None)(config_module.is_installed)
+
+
 find_base_configs_directly()
 format_each_config_text_once()
+ask_whether_installed_once()
