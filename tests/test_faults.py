@@ -17,18 +17,11 @@ import pytest
 from filelock import FileLock
 
 from harness.core.layout import job_dir
+from harness.core.profiles import SMOKE
 from harness.core.state import read_curves, read_state, write_state
-from tests.helpers import REPO_ROOT, harness_cli, smoke_run_args
+from tests.helpers import REPO_ROOT, harness_cli, in_namespace, smoke_run_args
 
 pytestmark = pytest.mark.e2e
-
-
-def _in_namespace(script, *args, timeout=900):
-    """Run a bash script as root of fresh user + mount namespaces (its mounts die with it)."""
-    return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'bash', '-c',
-                           script, 'ns', *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, check=False,
-                          env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
 
 
 # --- a full disk ----------------------------------------------------------------------------
@@ -50,10 +43,10 @@ def _full_disk(root, size, *args):
     disk, out = root / 'disk', root / 'out'
     disk.mkdir()
     out.mkdir()
-    done = _in_namespace(FULL_DISK, disk, size, out, sys.executable, '-m', 'harness', 'run',
-                         *args)
-    if done.returncode == 97:
-        pytest.skip(f'cannot mount a tmpfs here: {done.stderr.strip()}')
+    done = in_namespace(FULL_DISK, disk, size, out, sys.executable, '-m', 'harness', 'run',
+                        *args)
+    if done.returncode == 97:  # a check skipped is a defect (tests/helpers.in_namespace)
+        pytest.fail(f'cannot mount a tmpfs here: {done.stderr.strip()}', pytrace=False)
     assert done.returncode == 0, done.stderr
     return disk, {name: (out / f'run.{name}').read_text() for name in ('out', 'err', 'rc')}
 
@@ -163,16 +156,28 @@ def disturbed_job(tmp_path_factory, synthetic_root):
 
     first = _start(args, root / 'first')
     _wait_until(first, work_dir, 30, 'iter_20.pth')
-    os.killpg(first.pid, signal.SIGTERM)
-    assert first.wait(timeout=300) != 0
-    found['stopped_at'] = int(read_state(work_dir)['error'].split(' at iteration ')[1].split()[0])
+    os.killpg(first.pid, signal.SIGTERM)  # the launcher and the job, as SLURM signals a step
+    found['stopped_rc'] = first.wait(timeout=300)
+    found['stopped_state'] = state = read_state(work_dir)
+    found['stopped_at'] = stopped_at = int(state['error'].split(' at iteration ')[1].split()[0])
+    found['stopped_logged'] = int(read_curves(work_dir)[0].index.max())
+    found['stopped_pointer'] = (work_dir / 'last_checkpoint').read_text().strip()
+    found['stopped_log'] = (work_dir / 'job.log').read_text()
+    import torch
+
+    from harness.runtime.safe_resume import enable_safe_resume
+    enable_safe_resume()
+    found['stopped_checkpoint_iter'] = torch.load(
+        work_dir / f'iter_{stopped_at}.pth', weights_only=True)['meta']['iter']
 
     second = _start(args, root / 'second')
     _wait_until(second, work_dir, 50, 'iter_40.pth')
+    found['resumed_log'] = (work_dir / 'job.log').read_text()
     os.kill(read_state(work_dir)['pid'], signal.SIGKILL)  # the job process; its launcher lives
     found['killed_rc'] = second.wait(timeout=300)
     found['killed_state'] = read_state(work_dir)
     found['killed_err'] = (root / 'second.err').read_text()
+    found['resumed_out'] = (root / 'second.out').read_text()
     found['status'] = harness_cli('status', '--table', TABLE, '--profile', 'smoke',
                                   '--work-root', work)
 
@@ -184,6 +189,31 @@ def disturbed_job(tmp_path_factory, synthetic_root):
                                               'last_checkpoint')]
     found['last'] = harness_cli(*args)
     return found
+
+
+def test_sigterm_saves_the_current_iteration_and_the_restart_resumes_from_it(disturbed_job):
+    """SIGTERM (what SLURM sends): the job checkpoints the iteration it is at, records
+    'interrupted' and exits; the restart resumes from that checkpoint."""
+    state, stopped_at = disturbed_job['stopped_state'], disturbed_job['stopped_at']
+    assert disturbed_job['stopped_rc'] != 0 and state['status'] == 'interrupted'
+    assert state['error'] == (f'Stopped: stopped by SIGTERM at iteration {stopped_at} '
+                              f'(checkpoint iter_{stopped_at}.pth)')
+    assert 30 <= disturbed_job['stopped_logged'] <= stopped_at < ITERS
+    assert disturbed_job['stopped_pointer'] == f'iter_{stopped_at}.pth'
+    assert disturbed_job['stopped_checkpoint_iter'] == stopped_at
+    # the stopped launcher still logged what the job said while it stopped
+    assert f'Stop signal: saved iter_{stopped_at}.pth' in disturbed_job['stopped_log']
+    assert f'resuming from iter_{stopped_at}.pth' in disturbed_job['resumed_out']
+    work_dir = disturbed_job['work_dir']
+    assert f"Load checkpoint from {work_dir / f'iter_{stopped_at}.pth'}" in \
+        disturbed_job['resumed_log']
+
+
+def test_the_disturbed_job_ends_with_every_curve_point_once(disturbed_job):
+    """After a stop, a kill and two restarts the local curves reach the end, each point once."""
+    train, val = read_curves(disturbed_job['work_dir'])
+    assert list(val.index) == [SMOKE.first_val, ITERS]
+    assert train.index.max() == ITERS and train.index.is_unique
 
 
 def test_a_sigkilled_job_records_the_signal_and_where_it_resumes(disturbed_job):

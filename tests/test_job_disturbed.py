@@ -1,8 +1,7 @@
-"""A smoke job stopped or disturbed as it is on a cluster: SIGTERM (what SLURM sends) in the
-middle of training, a second launch of a job that is running, and a W&B server that does not
-answer. Each runs its own shortened smoke job through the CLI."""
+"""A smoke job disturbed as it is on a cluster: a second launch of a job that is running, and a
+W&B server that does not answer (SIGTERM in the middle of training: tests/test_faults.py). Each
+runs its own shortened smoke job through the CLI."""
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,54 +17,10 @@ from tests.helpers import (
     harness_cli,
     harness_popen,
     smoke_run_args,
-    start_and_wait,
     wandb_history,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def test_sigterm_saves_the_current_iteration_and_resumes_from_it(tmp_path, synthetic_root):
-    """SIGTERM (what SLURM sends): the job checkpoints the iteration it is at, records
-    'interrupted' and exits; the re-run resumes from that checkpoint and finishes."""
-    table, row = 'table3', 'seg-s-32'
-    work, reports = tmp_path / 'work', tmp_path / 'reports'
-    n = 3 * SMOKE.checkpoint_interval  # room to stop between two periodic checkpoints
-    args = (*smoke_run_args(table, row, work, reports, synthetic_root), '--max-iters', n,
-            '--no-report')
-    work_dir = job_dir(work, 'smoke', table, row, 0)
-    proc = start_and_wait(args, work_dir, SMOKE.checkpoint_interval + SMOKE.log_interval)
-    os.killpg(proc.pid, signal.SIGTERM)  # the launcher and the job, as SLURM signals a step
-    assert proc.wait(timeout=120) != 0
-    state = read_state(work_dir)
-    assert state['status'] == 'interrupted'
-    stopped_at = int(state['error'].split(' at iteration ')[1].split()[0])
-    assert state['error'] == (f'Stopped: stopped by SIGTERM at iteration {stopped_at} '
-                              f'(checkpoint iter_{stopped_at}.pth)')
-    logged = int(read_curves(work_dir)[0].index.max())
-    assert SMOKE.checkpoint_interval + SMOKE.log_interval <= logged <= stopped_at
-    assert stopped_at < n
-    checkpoint = work_dir / f'iter_{stopped_at}.pth'
-    assert (work_dir / 'last_checkpoint').read_text().strip() == checkpoint.name
-    # the stopped launcher still logged what the job said while it stopped
-    assert f'Stop signal: saved iter_{stopped_at}.pth' in (work_dir / 'job.log').read_text()
-    import torch
-
-    from harness.runtime.safe_resume import enable_safe_resume
-    enable_safe_resume()
-    assert torch.load(checkpoint, weights_only=True)['meta']['iter'] == stopped_at
-
-    result = harness_cli(*args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f'resuming from iter_{stopped_at}.pth' in result.stdout
-    assert read_state(work_dir)['status'] == 'finished'
-    assert f'Load checkpoint from {checkpoint}' in (work_dir / 'job.log').read_text()
-    train, val = read_curves(work_dir)
-    assert list(val.index) == [SMOKE.first_val, n]
-    assert train.index.max() == n
-    runs = sorted((work_dir / 'vis_data' / 'wandb').glob('offline-run-*'))
-    resumed = {h['iter'] for h in wandb_history(runs[-1]) if 'loss' in h}
-    assert min(resumed) > stopped_at
 
 
 def test_second_launch_of_a_running_job_is_refused(tmp_path, synthetic_root):

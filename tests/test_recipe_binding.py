@@ -54,19 +54,41 @@ def _stopped_at(work_dir) -> int:
     return max(int(p.stem[5:]) for p in work_dir.glob('iter_*.pth'))
 
 
-def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
-        tmp_path, synthetic_root):
-    config = tmp_path / 'seg-t-16.py'  # the row's config through a file the test may edit
+@pytest.fixture(scope='module')
+def stopped(tmp_path_factory, synthetic_root):
+    """A job of a spec given by path, its row's config through a file a test may edit (and
+    must put back), stopped by SIGTERM after its first checkpoint; and an untouched copy of
+    its work root for the tests that change the job."""
+    root = tmp_path_factory.mktemp('stopped')
+    config = root / 'seg-t-16.py'
     original = EXPERIMENTS / 'configs' / 'table3' / 'seg-t-16.py'
     config.write_text(f'_base_ = [{str(original)!r}]\n')
-    spec = _spec(tmp_path, config=str(config))
-    work = tmp_path / 'work'
-    work_dir = _stopped(spec, work, synthetic_root)
+    spec = _spec(root, config=str(config))
+    work = root / 'work'
+    _stopped(spec, work, synthetic_root)
+    shutil.copytree(work, root / 'pristine')
+    return spec, config, work, root / 'pristine'
+
+
+def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
+        stopped, tmp_path, synthetic_root):
+    spec, config, work, _ = stopped
+    work_dir = job_dir(work, 'smoke', load_table(spec).row(ROW).folder, ROW, 0)
     stopped_at = _stopped_at(work_dir)
     frozen = (work_dir / FROZEN_CONFIG).read_text()
     recipe = json.loads((work_dir / 'recipe.json').read_text())
 
-    config.write_text(config.read_text() + 'model = dict(backbone=dict(drop_path_rate=0.2))\n')
+    text = config.read_text()
+    config.write_text(text + 'model = dict(backbone=dict(drop_path_rate=0.2))\n')
+    try:
+        _refused_then_accepted(spec, work, work_dir, stopped_at, frozen, recipe, tmp_path,
+                               synthetic_root)
+    finally:
+        config.write_text(text)
+
+
+def _refused_then_accepted(spec, work, work_dir, stopped_at, frozen, recipe, tmp_path,
+                           synthetic_root):
     refused = _run(spec, work, synthetic_root, '--max-iters', 40)
     assert refused.returncode == 1
     lines = [line for line in refused.stderr.splitlines() if 'error:' in line]
@@ -136,18 +158,21 @@ def test_a_spec_by_path_gets_folders_of_its_own_and_verify_checks_them(
 
 
 def test_a_copied_work_root_resumes_past_a_checkpoint_damaged_in_place_never_refrozen(
-        tmp_path, synthetic_root):
+        stopped, tmp_path, synthetic_root):
+    spec, _, _, pristine = stopped
     work = tmp_path / 'work'
-    work_dir = _stopped('table3', work, synthetic_root)
+    shutil.copytree(pristine, work)
+    folder = load_table(spec).row(ROW).folder
+    work_dir = job_dir(work, 'smoke', folder, ROW, 0)
     newest = _stopped_at(work_dir)
     assert newest > 20 and (work_dir / 'iter_20.pth').is_file()
     copy = tmp_path / 'copy'
     shutil.copytree(work, copy)
     work.rename(tmp_path / 'moved-away')  # the original is gone from where the copy points
-    copied_dir = job_dir(copy, 'smoke', 'table3', ROW, 0)
+    copied_dir = job_dir(copy, 'smoke', folder, ROW, 0)
     # the frozen recipe gone beside checkpoints and history: refused, never frozen anew
     (copied_dir / 'recipe.json').rename(tmp_path / 'recipe.json')
-    refused = _run('table3', copy, synthetic_root, '--max-iters', 40)
+    refused = _run(spec, copy, synthetic_root, '--max-iters', 40)
     assert refused.returncode == 1
     lines = [line for line in refused.stderr.splitlines() if line.startswith('error:')]
     assert len(lines) == 1 and 'recipe.json is missing beside the job' in lines[0], lines
@@ -164,7 +189,7 @@ def test_a_copied_work_root_resumes_past_a_checkpoint_damaged_in_place_never_ref
     damaged.write_bytes(bytes(data))
     os.utime(damaged, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
-    resumed = _run('table3', copy, synthetic_root, '--max-iters', 40)
+    resumed = _run(spec, copy, synthetic_root, '--max-iters', 40)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     damaged = [line for line in resumed.stdout.splitlines() if 'is damaged' in line]
     assert len(damaged) == 1 and f'iter_{newest}.pth' in damaged[0]
