@@ -128,12 +128,15 @@ def test_the_job_process_refuses_an_unparsable_state_in_one_line(tmp_path, synth
 # --- a full disk ----------------------------------------------------------------------------
 
 # Two rows on a work root of `size`: the first fills it (its log, W&B run, checkpoint), the
-# second must still be launched. What is left is listed from inside the namespace.
+# second must still be launched. W&B is as talkative as a user has it (the tests' conftest
+# silences it): its last line must not pass for the job's error. What is left is listed from
+# inside the namespace.
 FULL_WORK_ROOT = r'''
 work=$1; size=$2; out=$3; py=$4; data=$5
 mount -t tmpfs -o size=$size tmpfs "$work" || exit 97
-"$py" -m harness run --table table3 --rows seg-t-16,seg-s-16 --profile smoke --work-root "$work" \
-    --data-root "$data" --max-iters 10 --no-report > "$out/run.out" 2> "$out/run.err"
+env -u WANDB_SILENT "$py" -m harness run --table table3 --rows seg-t-16,seg-s-16 --profile smoke \
+    --work-root "$work" --data-root "$data" --max-iters 10 --no-report > "$out/run.out" \
+    2> "$out/run.err"
 echo $? > "$out/run.rc"
 find "$work" -name '*.partial' > "$out/partial"
 for row in seg-t-16 seg-s-16; do
@@ -161,6 +164,13 @@ def test_full_work_root_one_line_each_and_the_next_row_launched(tmp_path, size,
         assert line.startswith('error: table3/seg-'), line
         assert str(work / 'smoke' / 'table3') in line, line
         assert 'no space left on device' in line.lower(), line
+    if size == '180k':  # the first job fails on its first files: what it said names both,
+        # before what the launcher adds (its state, its log)
+        first = next(line for line in lines if line.startswith('error: table3/seg-t-16 seed0 '))
+        cause = first.split(' -- log: ')[0].split(' (not recorded in its state')[0]
+        cause = cause.split(': ', 2)[-1]
+        assert 'No space left on device' in cause and str(work / 'smoke' / 'table3') in cause, \
+            first
     assert (out / 'partial').read_text() == ''  # no temporary file left
     for row in ('seg-t-16', 'seg-s-16'):
         if not (out / f'{row}.json').exists():  # the job could not write its first state

@@ -1,6 +1,7 @@
 """Faults that stop nothing else, leave nothing behind, and are named by their real cause: a
-full disk under two tables, a job killed by SIGKILL (and a save cut short by one), stops by
-SIGTERM under ``max_keep_ckpts``, a restart refused for drift and a job running elsewhere.
+full disk under two tables (a job's own full disk: tests/test_damaged_files.py), a job stopped
+by SIGTERM and killed by SIGKILL (and a save cut short by one), stops under
+``max_keep_ckpts``, a restart refused for drift and a job running elsewhere.
 
 The disks are real (a small tmpfs inside private user + mount namespaces, as in
 tests/test_damaged_files.py), the signals too; each module fixture runs its jobs once for the
@@ -27,9 +28,8 @@ pytestmark = pytest.mark.e2e
 # --- a full disk ----------------------------------------------------------------------------
 
 # A work root on tmpfs, its reports inside it (a work root other than the default keeps its
-# reports there): at 1.2 MB table3's jobs and report fill it before table6 starts; at 180 KB the
-# job fails on its first files, with W&B as talkative as a user has it (the tests' conftest
-# silences it).
+# reports there): at 1.2 MB table3's jobs and report fill it before table6 starts. W&B is as
+# talkative as a user has it (the tests' conftest silences it).
 FULL_DISK = r'''
 disk=$1; size=$2; out=$3; shift 3
 mount -t tmpfs -o size=$size tmpfs "$disk" || exit 97
@@ -75,21 +75,6 @@ def test_a_report_that_cannot_be_built_stops_no_later_table(full_disk_two_tables
     # the closing lines say what is missing, and no re-run of the same command as the cure
     assert 'report(s) of table3' in stdout and 'not built' in stdout, stdout
     assert 're-run the same command' not in stdout
-
-
-def test_a_job_on_a_full_disk_records_the_full_disk_and_its_path(tmp_path, synthetic_root):
-    small, run = _full_disk(tmp_path, '180k', '--table', 'table3', '--rows', 'seg-t-16',
-                            '--data-root', synthetic_root, '--no-report')
-    read = {f'small.{k}': v for k, v in run.items()}
-    assert int(read['small.rc']) != 0
-    lines = [line for line in read['small.err'].splitlines()
-             if line.startswith('error: table3/seg-t-16 seed0 ')]
-    assert len(lines) == 1, read['small.err']
-    # what the job said happened, before what the launcher adds (its state, its log)
-    cause = lines[0].split(' -- log: ')[0].split(' (not recorded in its state')[0]
-    cause = cause.split(': ', 2)[-1]
-    assert 'No space left on device' in cause and str(small / 'smoke' / 'table3') in cause, \
-        lines[0]
 
 
 # --- killed, stopped, refused, and running elsewhere ----------------------------------------
