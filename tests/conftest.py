@@ -15,11 +15,12 @@ if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1)) > 1:
 # session's shared jobs counted where they are first asked for): `make test` hands whole
 # modules to its workers in collection order, so these start first and the workers finish
 # together
-LONGEST_FIRST = ['test_smoke_e2e.py', 'test_rehearse.py', 'test_result_record.py',
-                 'test_faults.py', 'test_launchers.py', 'test_recipe_binding.py',
-                 'test_damaged_files.py', 'test_bench.py', 'test_evaluate.py',
+LONGEST_FIRST = ['test_smoke_e2e.py', 'test_result_record.py', 'test_rehearse.py',
+                 'test_faults.py', 'test_recipe_binding.py', 'test_launchers.py',
+                 'test_evaluate.py', 'test_bench.py', 'test_damaged_files.py',
                  'test_job_disturbed.py', 'test_mmseg_tools.py', 'test_bad_input.py',
-                 'test_resume_data.py', 'test_verify.py', 'test_eval_binding.py']
+                 'test_resume_data.py', 'test_fast_paths.py', 'test_new_tables.py',
+                 'test_eval_binding.py']
 
 
 def pytest_collection_modifyitems(items):
