@@ -130,8 +130,8 @@ slurm:
 		command -v munged >/dev/null || $(APT_SLURM) || ($(SUDO) apt-get update -q && $(APT_SLURM))
 
 # the suite runs in TEST_WORKERS processes, a test file each at a time (a file's tests share
-# their module's trained jobs; tests/conftest.py makes a few once for all), in the order tests/conftest.py gives (the longest first);
-# much of a test is process starts and waits, so 2 workers fill 2 cores
+# their module's trained jobs; tests/conftest.py makes a few once for all), in the order
+# tests/conftest.py gives (the longest first); 2 workers fill 2 cores
 TEST_WORKERS ?= 2
 test: install browser slurm
 	@$(call has_modules,$(TEST_MODULES))

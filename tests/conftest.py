@@ -62,7 +62,7 @@ def ade_sized_root(shared_root):
     """The synthetic dataset at ADE20K's image sizes (what rehearsals train on)."""
     from harness.assets.synthetic import ensure_dataset
     return made_once(shared_root, 'data-sized', lambda folder: ensure_dataset(
-        folder / 'ADEChallengeData2016', size='ade20k')) / 'ADEChallengeData2016'
+        folder / 'ADEChallengeData2016', size='real')) / 'ADEChallengeData2016'
 
 
 @pytest.fixture(scope='session')

@@ -44,7 +44,8 @@ def harness_cli(*args, timeout=900, env=None, fresh=False):
     it), its output captured at the file descriptors, so that the processes it starts write
     there too, and ``env`` (when given) its environment: the suite pays for importing torch
     and mmseg once a worker, not once a command. ``fresh`` runs it in an interpreter of its
-    own instead, for what only a new process shows (its start-up warnings)."""
+    own instead (stopped after ``timeout`` seconds), for what only a new process shows (its
+    start-up warnings) or keeps (W&B's settings)."""
     if fresh:
         env = {**(env or os.environ), 'PYTHONPATH': str(REPO_ROOT)}
         return subprocess.run([sys.executable, '-m', 'harness', *map(str, args)],
@@ -67,9 +68,9 @@ def _in_this_process(argv: list[str], env: dict | None) -> subprocess.CompletedP
     for stream in saved_streams:
         stream.flush()
     saved_fds = os.dup(1), os.dup(2)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        out = open(Path(tmp) / 'out', 'w+', buffering=1, errors='replace')
-        err = open(Path(tmp) / 'err', 'w+', buffering=1, errors='replace')
+    with tempfile.TemporaryFile('w+', buffering=1, errors='replace') as out, \
+            tempfile.TemporaryFile('w+', buffering=1, errors='replace') as err, \
+            warnings.catch_warnings():
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
         sys.stdout, sys.stderr = out, err
@@ -102,11 +103,8 @@ def _in_this_process(argv: list[str], env: dict | None) -> subprocess.CompletedP
                 os.environ.update(saved_env)
         out.seek(0)
         err.seek(0)
-        result = subprocess.CompletedProcess(['python', '-m', 'harness', *argv], code or 0,
-                                             out.read(), err.read())
-        out.close()
-        err.close()
-    return result
+        return subprocess.CompletedProcess(['python', '-m', 'harness', *argv], code or 0,
+                                           out.read(), err.read())
 
 
 def smoke_run_args(table, row, work, reports, data):

@@ -71,7 +71,7 @@ def stopped(tmp_path_factory, synthetic_root):
 
 
 def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
-        stopped, tmp_path, synthetic_root):
+        stopped, tmp_path, synthetic_root, request):
     spec, config, work, _ = stopped
     work_dir = job_dir(work, 'smoke', load_table(spec).row(ROW).folder, ROW, 0)
     stopped_at = _stopped_at(work_dir)
@@ -79,16 +79,8 @@ def test_a_restart_with_another_recipe_is_refused_unless_the_drift_is_accepted(
     recipe = json.loads((work_dir / 'recipe.json').read_text())
 
     text = config.read_text()
+    request.addfinalizer(lambda: config.write_text(text))  # the module's other tests read it
     config.write_text(text + 'model = dict(backbone=dict(drop_path_rate=0.2))\n')
-    try:
-        _refused_then_accepted(spec, work, work_dir, stopped_at, frozen, recipe, tmp_path,
-                               synthetic_root)
-    finally:
-        config.write_text(text)
-
-
-def _refused_then_accepted(spec, work, work_dir, stopped_at, frozen, recipe, tmp_path,
-                           synthetic_root):
     refused = _run(spec, work, synthetic_root, '--max-iters', 40)
     assert refused.returncode == 1
     lines = [line for line in refused.stderr.splitlines() if 'error:' in line]

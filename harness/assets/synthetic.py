@@ -33,7 +33,7 @@ def default_root(declared: Dataset) -> Path:
 
 # ``real`` size: images as large as the dataset's own, for rehearsing the full profile's
 # pipeline, crops and sliding windows at their real cost. A few dozen images: the pipeline's cost
-# is per image, not per dataset (``ade20k`` is ADE20K's, by its older name).
+# is per image, not per dataset.
 ADE20K_SHORT_SIDE = (480, 512)  # most ADE20K images: 512; some a little smaller
 ADE20K_ASPECTS = (4 / 3, 3 / 4, 1.0, 1.5, 16 / 9, 2 / 3)  # long/short of ADE20K's common shapes
 ADE20K_SIZED_SPLITS = {'training': ('train', 24), 'validation': ('val', 4)}
@@ -46,7 +46,7 @@ REAL_SHAPES = {'pascal_context': ((375, 500), (333, 500), (500, 375), (375, 500)
 REAL_COUNTS = {'ade20k': {split: count for split, (_, count) in ADE20K_SIZED_SPLITS.items()},
                'pascal_context': {'training': 24, 'validation': 4},
                'cityscapes': {'training': 8, 'validation': 2}}
-SIZES = ('smoke', 'real', 'ade20k')
+SIZES = ('smoke', 'real')
 COMPLETE_MARK = '.complete'
 
 
@@ -149,12 +149,9 @@ def ensure_dataset(root: Path | str | None = None, seed: int = 0, size: str = 's
                    declared: Dataset = ADE20K) -> Path:
     """Return ``root``, generating the dataset first if it is not complete there; ``size``:
     ``smoke`` (images of 96-160 pixels, the default root :func:`default_root`) or ``real``
-    (the dataset's own image sizes, :func:`sized_root`; ``ade20k`` is ADE20K's)."""
+    (the dataset's own image sizes, :func:`sized_root`)."""
     if size not in SIZES:
         raise ValueError(f"unknown synthetic size '{size}' (sizes: {', '.join(SIZES)})")
-    if size == 'ade20k' and declared.name != ADE20K.name:
-        raise ValueError(f'the ADE20K-sized synthetic data has ADE20K\'s layout, not '
-                         f'{declared.title}\'s (size real: its own sizes)')
     sized = size != 'smoke'
     root = Path(root or (sized_root(declared) if sized else default_root(declared)))
     if check_root(root):
