@@ -1,4 +1,6 @@
 """Every row of both tables builds, in both profiles, through mmseg's own registries."""
+import copy
+
 import pytest
 import torch
 from mmseg.registry import MODELS
@@ -89,21 +91,23 @@ def test_base_configs_resolve_as_mmengine_resolves_them(table, monkeypatch):
     assert fast['model']['decode_head']['num_classes'] == 150  # mmseg's ADE20K bases arrived
 
 
-def test_config_text_is_formatted_once_and_as_yapf_formats_it(tmp_path, monkeypatch):
-    """A job prints and dumps its config several times: the kept text is yapf's own."""
+def test_a_jobs_config_text_is_written_without_yapf_and_reads_back_the_same(tmp_path,
+                                                                          monkeypatch):
+    """A job prints and dumps its config, and puts it in every checkpoint: mmengine's own layout,
+    no yapf pass, and the text is the same config."""
+    from mmengine.config import Config
     from mmengine.config import config as config_module
 
     cfg = _config(load_table('table6').row('seg-b-mask-16'), 'full', tmp_path)
-    kept = config_module.FormatCode
-    assert kept.kept
-    text = cfg.pretty_text
-    hits = kept.cache_info().hits
-    assert cfg.pretty_text == text and kept.cache_info().hits == hits + 1
-    cfg.train_cfg.max_iters = 7  # another text: formatted anew
-    assert 'max_iters=7' in cfg.pretty_text and kept.cache_info().hits == hits + 1
-    monkeypatch.setattr(config_module, 'FormatCode', kept.__wrapped__)
-    cfg.train_cfg.max_iters = 160000
-    assert cfg.pretty_text == text
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('yapf formatted a job config')
+
+    monkeypatch.setattr(config_module, 'FormatCode', refuse)
+    cfg.dump(tmp_path / 'dumped.py')
+    assert (tmp_path / 'dumped.py').read_text() == cfg.pretty_text
+    assert Config.fromfile(tmp_path / 'dumped.py').to_dict() == cfg.to_dict()
+    assert copy.deepcopy(cfg).pretty_text == cfg.pretty_text  # the Runner's own copy
 
 
 def test_whether_mmseg_is_installed_is_asked_once_a_process(tmp_path):

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mmengine.config import Config
 
 from harness.core.layout import job_dir
 from harness.core.profiles import SMOKE, TOTAL_BATCH
@@ -39,10 +40,8 @@ def _assert_trained(work_dir, processes):
     assert len(runs) == state['starts'] and all(r.name.endswith(state['wandb_run_id'])
                                                 for r in runs)
     assert {h['iter'] for r in runs for h in wandb_history(r) if 'mIoU' in h} == set(val.index)
-    config = (work_dir / 'job_config.py').read_text()
-    per_process = TOTAL_BATCH // processes
-    train_loader = config[config.index('train_dataloader = dict('):]
-    assert re.search(r'^    batch_size=(\d+),', train_loader, re.M).group(1) == str(per_process)
+    config = Config.fromfile(work_dir / 'job_config.py')
+    assert config.train_dataloader.batch_size == TOTAL_BATCH // processes
     return state
 
 
@@ -54,8 +53,8 @@ def test_torchrun_two_processes_share_the_batch(tmp_path, synthetic_root):
     assert result.returncode == 0, result.stdout + result.stderr
     work_dir = job_dir(tmp_path / 'work', 'smoke', table, row, 0)
     _assert_trained(work_dir, processes=2)
-    config = (work_dir / 'job_config.py').read_text()
-    assert "launcher = 'pytorch'" in config and 'device_ids=None' in config
+    config = Config.fromfile(work_dir / 'job_config.py')
+    assert config.launcher == 'pytorch' and config.model_wrapper_cfg.device_ids is None
     log = (work_dir / 'job.log').read_text()
     assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
     assert 'GPU number: 2' in log  # mmengine's name for the world size

@@ -171,8 +171,7 @@ def _wandb_backend(job: JobRequest) -> dict:
         checkpoint_artifact=(checkpoint_artifact(job.profile, row.table, row.id, job.seed)
                              if job.kind == 'train' else None),
         # the run's provenance (git, versions, hardware, dataset) is read from the state when
-        # the run starts: kept out of the config, whose pretty-printing (yapf, in every
-        # checkpoint) it would slow down at every save
+        # the run starts: kept out of the config, whose text goes into every checkpoint
         meta_file=None if job.work_dir is None else str(Path(job.work_dir) / STATE_FILE))
 
 
@@ -186,7 +185,12 @@ def does_not_build(row, err: BaseException) -> SpecError:
 
 def build_config(job: JobRequest) -> Config:
     """The resolved mmengine config of ``job``, ready for ``Runner.from_cfg``."""
-    cfg = Config.fromfile(job.row.config_path)
+    read = Config.fromfile(job.row.config_path)
+    # written as mmengine lays it out, without yapf's pass over the text (about 3 s of CPU a
+    # job, at each dump, log and checkpoint of a new text); mmengine 0.10.7's fromfile drops
+    # its own format_python_code=False, so the config is made again with it
+    cfg = Config(read.to_dict(), cfg_text=read.text, filename=read.filename,
+                 env_variables=read.env_variables, format_python_code=False)
     # the recipe's total batch stays the same however many processes share it
     cfg.train_dataloader.batch_size = cfg.total_batch_size // job.gpus
     if job.profile == 'smoke':
