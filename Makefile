@@ -131,8 +131,11 @@ slurm:
 
 # the suite runs in TEST_WORKERS processes, a test file each at a time (a file's tests share
 # their module's trained jobs; tests/conftest.py makes a few once for all), in the order
-# tests/conftest.py gives (the longest first); 2 workers fill 2 cores
-TEST_WORKERS ?= 2
+# tests/conftest.py gives (the longest first); 3 workers on 2 cores: a worker waiting on a
+# job, a poll or the SLURM daemons leaves its core to the others
+TEST_WORKERS ?= 3
+# test-fast's short tests wait on nothing: a worker a core
+FAST_WORKERS ?= 2
 test: install browser slurm
 	@$(call has_modules,$(TEST_MODULES))
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
@@ -142,7 +145,7 @@ test: install browser slurm
 # to install; handed out test by test, as they are short and many
 test-fast: install
 	@$(call has_modules,$(TEST_MODULES))
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal \
+	$(PY) -m pytest -q -n $(FAST_WORKERS) --dist worksteal \
 		-m "not e2e and not slurm and not browser" --durations=10 tests
 
 # verify ADE20K at ADE20K_ROOT (ZIP=path/ADEChallengeData2016.zip unpacks it there first)
