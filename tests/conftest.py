@@ -16,11 +16,11 @@ if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1)) > 1:
 # modules to its workers in collection order, so these start first and the workers finish
 # together
 LONGEST_FIRST = ['test_smoke_e2e.py', 'test_result_record.py', 'test_rehearse.py',
-                 'test_faults.py', 'test_recipe_binding.py', 'test_launchers.py',
-                 'test_evaluate.py', 'test_bench.py', 'test_damaged_files.py',
-                 'test_job_disturbed.py', 'test_mmseg_tools.py', 'test_bad_input.py',
-                 'test_resume_data.py', 'test_fast_paths.py', 'test_new_tables.py',
-                 'test_eval_binding.py']
+                 'test_faults.py', 'test_bench.py', 'test_recipe_binding.py',
+                 'test_evaluate.py', 'test_launchers.py', 'test_damaged_files.py',
+                 'test_bad_input.py', 'test_mmseg_tools.py', 'test_job_disturbed.py',
+                 'test_fast_paths.py', 'test_convert.py', 'test_resume_data.py',
+                 'test_eval_binding.py', 'test_new_tables.py']
 
 
 def pytest_collection_modifyitems(items):

@@ -501,7 +501,7 @@ def other_python() -> tuple[str, str]:
 def build_report_env(folder: Path, python: str) -> Path:
     """A virtual environment in ``folder`` built by ``python`` with requirements-report.txt
     (pip's cache as usual); returns its interpreter. Not byte-compiled at install: compiling
-    every installed file was two thirds of the build; its interpreter compiles what it imports."""
+    every installed file was most of the build; its interpreter compiles what it imports."""
     steps = [[python, '-m', 'venv', str(folder)],
              [str(folder / 'bin' / 'python'), '-m', 'pip', 'install', '--quiet', '--no-compile',
               '--disable-pip-version-check', '-r', str(REPORT_REQUIREMENTS)]]

@@ -186,8 +186,8 @@ def does_not_build(row, err: BaseException) -> SpecError:
 def build_config(job: JobRequest) -> Config:
     """The resolved mmengine config of ``job``, ready for ``Runner.from_cfg``."""
     read = Config.fromfile(job.row.config_path)
-    # written as mmengine lays it out, without yapf's pass over the text (about 3 s of CPU a
-    # job, at each dump, log and checkpoint of a new text); mmengine 0.10.7's fromfile drops
+    # written as mmengine lays it out, without yapf's pass over the whole text at each dump,
+    # log and checkpoint (the slowest part of a job's start); mmengine 0.10.7's fromfile drops
     # its own format_python_code=False, so the config is made again with it
     cfg = Config(read.to_dict(), cfg_text=read.text, filename=read.filename,
                  env_variables=read.env_variables, format_python_code=False)
