@@ -80,10 +80,14 @@ def _start(args, out: Path):
 
 
 def _wait_until(proc, work_dir, iteration, checkpoint):
+    """Until ``iteration`` is in the curves and in the state's progress (written after them, by
+    a later hook of the same iteration) and ``checkpoint`` is on disk."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         train, _ = read_curves(work_dir)
-        if len(train) and train.index.max() >= iteration and (work_dir / checkpoint).is_file():
+        progress = read_state(work_dir).get('progress') or {}
+        if len(train) and train.index.max() >= iteration and \
+                progress.get('iter', 0) >= iteration and (work_dir / checkpoint).is_file():
             return
         time.sleep(0.1)
     pytest.fail(f'the job ended (exit {proc.poll()}) before iteration {iteration}')
