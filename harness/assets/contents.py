@@ -24,7 +24,6 @@ from ..core.datasets import layout_of
 from ..core.layout import DATA_CONTENTS_FILE
 
 VERSION = 1
-CHUNK = 1 << 20
 NOT_HASHED = 'not hashed: run check-data'
 
 
@@ -127,24 +126,40 @@ def recorded_contents(root: Path, names: list[str]) -> tuple[str | None, str]:
     return recorded['contents_sha256'], f"hashed by {recorded.get('written_by')}"
 
 
-def process_pool(workers: int):
-    """``workers`` processes for the file checks and hashes. Started by a fork server, not
-    forked from this process: a fork copies every lock that another thread holds at that
-    moment (rich's refresh thread, pytest-xdist's I/O thread, an import under way), and a
-    worker that then needs one waits for ever."""
+def process_pool(workers: int | None):
+    """``workers`` processes (None: one per core) for the file checks and hashes. Started by a
+    fork server, not forked from this process: a fork copies every lock that another thread
+    holds at that moment (rich's refresh thread, pytest-xdist's I/O thread, an import under
+    way), and a worker that then needs one waits for ever."""
     import multiprocessing
     context = multiprocessing.get_context('forkserver')
     context.set_forkserver_preload(['harness.assets.data'])  # imported once, not per worker
     return context.Pool(workers)
 
 
-def hash_all(root: Path, workers: int | None = None) -> dict[str, dict]:
-    """Every file of the dataset hashed now (``verify --contents``), in ``workers`` processes."""
+def progress_bar(unit: str):
+    """rich's progress bar on stdout (stderr carries the error lines alone), counting files
+    (done of all, defects, time taken) or ``'bytes'`` (size, speed); in a log, one final line
+    wide enough for every column."""
+    import sys
+
+    from rich import progress as rp
+    from rich.console import Console
+    counts = ((rp.DownloadColumn(), rp.TransferSpeedColumn()) if unit == 'bytes' else
+              (rp.MofNCompleteColumn(), rp.TextColumn('{task.fields[defects]} defects'),
+               rp.TimeElapsedColumn()))
+    return rp.Progress(rp.TextColumn('{task.description}'), rp.BarColumn(), *counts,
+                       rp.TextColumn('left'), rp.TimeRemainingColumn(),
+                       console=Console(file=sys.stdout,
+                                       width=None if sys.stdout.isatty() else 120))
+
+
+def hash_all(root: Path) -> dict[str, dict]:
+    """Every file of the dataset hashed now (``verify --contents``), one process per core."""
     root = Path(root)
     names = dataset_files(root)
-    workers = max(1, workers or os.cpu_count() or 1)
     paths = [root / name for name in names]
-    with process_pool(workers) as pool:
+    with process_pool(None) as pool:
         entries = pool.map(_entry_only, paths, chunksize=64)
     return dict(zip(names, entries))
 

@@ -2,7 +2,7 @@
 before it starts, against its declared layout (``experiments/datasets.yaml``).
 
 Every defect is one line naming the file; a check goes on past the first and lists them all
-(the first ``MAX_LISTED`` of them) in :class:`DataError`. Files are decoded in parallel, one
+(the first ``DataError.MAX_LISTED`` of them). Files are decoded in parallel, one
 process per core, behind a progress bar, and hashed from the same bytes (``check_and_hash``:
 what ``check-data`` keeps beside the data, :mod:`.contents`). A missing dataset is reported the
 same helpful way whichever check meets it first (``require_folders``). ``unpack`` extracts the
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -24,20 +23,10 @@ from PIL import Image, UnidentifiedImageError
 from ..core.atomic import atomic_path, move_into_place
 from ..core.errors import DataError
 from ..core.datasets import Dataset, dataset
-from ..core.layout import REPO_ROOT
-from .contents import dataset_files, hash_file, process_pool
-
-MAX_LISTED = DataError.MAX_LISTED  # defects kept (and printed) per check; the rest counted
+from .contents import dataset_files, hash_file, process_pool, progress_bar
 
 ADE20K = dataset('ade20k')
-DEFAULT_ADE20K_ROOT = REPO_ROOT / ADE20K.default_root
-ADE20K_COUNTS = ADE20K.counts
 DATASET_FOLDER = ADE20K.folder  # the official zip's folder, which `unpack` extracts
-
-
-def missing_dataset(folder: Path, declared: Dataset = ADE20K) -> str:
-    """The one line for a dataset that is not there: what it is and how to get it."""
-    return declared.missing(folder)
 
 
 def _splits(declared: Dataset, splits) -> tuple[str, ...]:
@@ -50,9 +39,9 @@ def require_folders(root: Path, splits=None, declared: Dataset = ADE20K) -> None
         layout = declared.splits[split]
         for folder in (layout.images, layout.labels):
             if not (Path(root) / folder).is_dir():
-                raise DataError([missing_dataset(Path(root) / folder, declared)])
+                raise DataError([declared.missing(Path(root) / folder)])
         if layout.list is not None and not (Path(root) / layout.list).is_file():
-            raise DataError([missing_dataset(Path(root) / layout.list, declared)])
+            raise DataError([declared.missing(Path(root) / layout.list)])
 
 
 def _has_file(folder: Path, suffix: str, nested: bool) -> bool:
@@ -188,14 +177,10 @@ def _decode(data: bytes, path: Path) -> Image.Image:
         return image
 
 
-def check_pair(pair: tuple[Path, Path], declared: Dataset = ADE20K) -> list[str]:
-    """The defects of one image and its annotation (both decoded, labels checked)."""
-    return _check_and_hash(pair, declared)[0]
-
-
 def _check_and_hash(pair: tuple[Path, Path],
                     declared: Dataset = ADE20K) -> tuple[list[str], dict[Path, dict]]:
-    """:func:`check_pair`, and each file's size, time and SHA-256 from the bytes decoded."""
+    """The defects of one image and its annotation (both decoded, labels checked), and each
+    file's size, time and SHA-256 from the bytes decoded."""
     image_path, label_path = pair
     defects, size, label, hashed = [], None, None, {}
     for path in pair:
@@ -234,26 +219,6 @@ def _hash_other(path: Path) -> tuple[list[str], dict[Path, dict]]:
         return [f'unreadable file: {path} ({err.strerror})'], {}
 
 
-def _progress():
-    """rich's progress bar on stdout (stderr carries the error line alone); in a log, one
-    final line wide enough for every column."""
-    import sys
-
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    return Progress(TextColumn('{task.description}'), BarColumn(), MofNCompleteColumn(),
-                    TextColumn('{task.fields[defects]} defects'), TimeElapsedColumn(),
-                    TextColumn('left'), TimeRemainingColumn(),
-                    console=Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120))
-
-
 def check_files(root: Path, counts: dict[str, int] | None = None,
                 workers: int | None = None, declared: Dataset = ADE20K) -> dict[str, int]:
     """``check_layout``, then every image and annotation decoded and every label checked, in
@@ -270,9 +235,8 @@ def check_and_hash(root: Path, counts: dict[str, int] | None = None,
     root, counts = Path(root), declared.counts if counts is None else counts
     defects: list[str] = []
     found, pairs = _layout(root, counts, defects, declared)
-    workers = max(1, workers or os.cpu_count() or 1)
     hashed: dict[Path, dict] = {}
-    with _progress() as progress, process_pool(workers) as pool:
+    with progress_bar('files') as progress, process_pool(workers) as pool:
         task = progress.add_task(f'decoding {2 * len(pairs)} files', total=len(pairs),
                                  defects=len(defects))
         check = functools.partial(_check_and_hash, declared=declared)
@@ -294,14 +258,9 @@ def check_and_hash(root: Path, counts: dict[str, int] | None = None,
 def _dataset_prefix(names: list[str]) -> str | None:
     """The archive path of the (shallowest) ``ADEChallengeData2016/`` folder, e.g.
     ``'ADEChallengeData2016/'`` or ``'release/ADEChallengeData2016/'``; None when absent."""
-    best = None
-    for name in names:
-        parts = PurePosixPath(name).parts
-        if DATASET_FOLDER in parts:
-            depth = parts.index(DATASET_FOLDER)
-            if best is None or depth < best[0]:
-                best = (depth, '/'.join(parts[:depth + 1]) + '/')
-    return None if best is None else best[1]
+    found = [parts[:parts.index(DATASET_FOLDER) + 1] for parts in
+             (PurePosixPath(name).parts for name in names) if DATASET_FOLDER in parts]
+    return '/'.join(min(found, key=len)) + '/' if found else None
 
 
 def unpack(zip_path: Path, data_dir: Path) -> Path:
@@ -371,8 +330,7 @@ def make_train_ids(root: Path, declared: Dataset, workers: int | None = None) ->
             if not label.is_file():
                 todo.append((polygons, label))
     defects: list[str] = []
-    workers = max(1, workers or os.cpu_count() or 1)
-    with _progress() as progress, process_pool(workers) as pool:
+    with progress_bar('files') as progress, process_pool(workers) as pool:
         task = progress.add_task(f'converting {len(todo)} polygon files', total=len(todo),
                                  defects=0)
         for defect in pool.imap(_train_ids, todo, chunksize=8):

@@ -20,6 +20,7 @@ from ..core.errors import WeightsError
 from ..core.hashing import sha256_file
 from ..core.layout import shown
 from ..core.spec import Row
+from .contents import progress_bar
 
 DEFAULT_ORIGINALS = Path('weights') / 'original'  # relative to the weights root
 CHUNK = 1 << 20
@@ -40,25 +41,6 @@ def release_url(row: Row, url_base: str | None) -> str | None:
     return url_base.rstrip('/') + path
 
 
-def _download_progress():
-    """rich's transfer display: bytes so far, total, speed and time left (on a terminal
-    its width; in a log, one final line wide enough for all of them)."""
-    import sys
-
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-    return Progress(TextColumn('{task.description}'), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TextColumn('left'), TimeRemainingColumn(),
-                    console=Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120))
-
-
 def download(url: str, dest: Path, timeout: float) -> str:
     """Download ``url`` to ``dest`` (through ``dest.partial``); return its SHA-256. Nothing is
     left at either path when it fails, whatever stops it."""
@@ -66,7 +48,7 @@ def download(url: str, dest: Path, timeout: float) -> str:
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={'User-Agent': 'segmenter-repro-harness'})
     with atomic_path(dest) as partial, urllib.request.urlopen(request, timeout=timeout) \
-            as response, open(partial, 'wb') as out, _download_progress() as progress:
+            as response, open(partial, 'wb') as out, progress_bar('bytes') as progress:
         size = response.headers.get('Content-Length')
         task = progress.add_task(dest.name, total=int(size) if size else None)
         for chunk in iter(lambda: response.read(CHUNK), b''):
