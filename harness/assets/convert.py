@@ -24,11 +24,12 @@ from ..core.errors import ConversionError, StateError, WeightsError
 from ..core.spec import Row
 
 # one transformer block: official Segmenter / timm name -> mmseg TransformerEncoderLayer name
+# up to the parameter's (nn.MultiheadAttention keeps in_proj_weight and in_proj_bias)
 _BLOCK = {
-    'norm1': 'ln1', 'norm2': 'ln2',
-    'attn.qkv': 'attn.attn.in_proj',  # same [q; k; v] row order, heads contiguous
-    'attn.proj': 'attn.attn.out_proj',
-    'mlp.fc1': 'ffn.layers.0.0', 'mlp.fc2': 'ffn.layers.1',
+    'norm1': 'ln1.', 'norm2': 'ln2.',
+    'attn.qkv': 'attn.attn.in_proj_',  # same [q; k; v] row order, heads contiguous
+    'attn.proj': 'attn.attn.out_proj.',
+    'mlp.fc1': 'ffn.layers.0.0.', 'mlp.fc2': 'ffn.layers.1.',
 }
 _CLASSIFIERS = ('head.', 'head_dist.', 'fc_norm.', 'pre_logits.')
 
@@ -37,9 +38,7 @@ def _block_key(index: str, rest: str) -> str:
     module, _, param = rest.rpartition('.')
     if module not in _BLOCK or param not in ('weight', 'bias'):
         raise ConversionError(f'unknown block parameter: {rest}')
-    if module == 'attn.qkv':  # nn.MultiheadAttention keeps in_proj_weight/in_proj_bias
-        return f'layers.{index}.attn.attn.in_proj_{param}'
-    return f'layers.{index}.{_BLOCK[module]}.{param}'
+    return f'layers.{index}.{_BLOCK[module]}{param}'
 
 
 def encoder_key(key: str) -> str | None:

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from ..core.atomic import atomic_path
-from ..core.errors import WeightsError
+from ..core.errors import ConversionError, WeightsError
 from ..core.hashing import sha256_file
 from ..core.layout import shown
 from ..core.spec import Row
@@ -68,7 +68,6 @@ def check_against_row(state: dict, row: Row, target: dict | None = None) -> None
     """Every key of the row's encoder present with its shape; the position embedding only
     needs the width (it is resized from the release's 384 grid when loaded). ``target``: the
     encoder's state dict when the caller has built the model already."""
-    from .convert import ConversionError
     if target is None:
         target = _row_backbone(row).state_dict()
     missing = [k for k in target if k not in state]
@@ -92,7 +91,7 @@ def convert_into(source: Path, row: Row, out: Path) -> int:
 
     import torch
 
-    from .convert import ConversionError, convert_pretrained_vit, save_new
+    from .convert import convert_pretrained_vit, save_new
     try:  # restricted unpickling: a downloaded file runs no code while loading
         checkpoint = torch.load(source, map_location='cpu', weights_only=True)
         state, _ = convert_pretrained_vit(checkpoint)
@@ -195,20 +194,16 @@ def release_shapes(row: Row) -> dict[str, tuple[int, ...]]:
     tokens = ['cls_token'] + (['dist_token'] if backbone.type == 'DistilledVisionTransformer'
                               else [])
     heads = ['head'] + (['head_dist'] if 'dist_token' in tokens else [])
-    shapes = {t: (1, 1, d) for t in tokens}
-    shapes.update({'pos_embed': (1, len(tokens) + RELEASE_GRID ** 2, d),
-                   'patch_embed.proj.weight': (d, 3, patch, patch), 'patch_embed.proj.bias': (d,),
-                   'norm.weight': (d,), 'norm.bias': (d,)})
-    for h in heads:
-        shapes.update({f'{h}.weight': (1000, d), f'{h}.bias': (1000,)})
+    weights = {'patch_embed.proj': (d, 3, patch, patch), 'norm': (d,),
+               **{h: (1000, d) for h in heads}}
     for i in range(backbone.num_layers):
-        p = f'blocks.{i}.'
-        shapes.update({p + 'norm1.weight': (d,), p + 'norm1.bias': (d,),
-                       p + 'attn.qkv.weight': (3 * d, d), p + 'attn.qkv.bias': (3 * d,),
-                       p + 'attn.proj.weight': (d, d), p + 'attn.proj.bias': (d,),
-                       p + 'norm2.weight': (d,), p + 'norm2.bias': (d,),
-                       p + 'mlp.fc1.weight': (hidden, d), p + 'mlp.fc1.bias': (hidden,),
-                       p + 'mlp.fc2.weight': (d, hidden), p + 'mlp.fc2.bias': (d,)})
+        weights.update({f'blocks.{i}.{name}': shape for name, shape in (
+            ('norm1', (d,)), ('attn.qkv', (3 * d, d)), ('attn.proj', (d, d)), ('norm2', (d,)),
+            ('mlp.fc1', (hidden, d)), ('mlp.fc2', (d, hidden)))})
+    shapes = {t: (1, 1, d) for t in tokens}
+    shapes['pos_embed'] = (1, len(tokens) + RELEASE_GRID ** 2, d)
+    for name, shape in weights.items():  # each bias has its weight's output size
+        shapes.update({f'{name}.weight': shape, f'{name}.bias': shape[:1]})
     return shapes
 
 
