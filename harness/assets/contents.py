@@ -1,16 +1,6 @@
 """A dataset's contents, hashed once and kept beside it: each file's size, modification time
 and SHA-256 in ``<data_root>/`` :data:`~harness.core.layout.DATA_CONTENTS_FILE`, with one
-digest of them all (the ``contents_sha256`` a job records).
-
-The files are those of the dataset identity: every entry of ``images/`` and ``annotations/``,
-``training/`` and ``validation/`` (:func:`dataset_files`). ``check-data`` hashes them while it
-decodes them (:func:`hash_file`, in its worker processes) and writes the file
-(:func:`write_contents`); a job reads the digest back (:func:`recorded_contents`) when the
-file list, sizes and times are still those hashed, and ``verify`` compares sizes and times
-(:func:`stat_differences`) or every byte again (:func:`hash_all`).
-
-The digest is the SHA-256 of the ``sha256sum``-style lines ``<sha256>  <relative path>\\n`` in
-the order of the relative paths: it depends on the names and bytes only, never on the times.
+digest of them all (the ``contents_sha256`` a job records; docs/reproduce.md, "1. ADE20K").
 """
 from __future__ import annotations
 

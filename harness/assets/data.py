@@ -1,13 +1,7 @@
 """Dataset checks (``make data``, ``check-data``): the folder a full run trains on, verified
-before it starts, against its declared layout (``experiments/datasets.yaml``).
-
-Every defect is one line naming the file; a check goes on past the first and lists them all
-(the first ``DataError.MAX_LISTED`` of them). Files are decoded in parallel, one
-process per core, behind a progress bar, and hashed from the same bytes (``check_and_hash``:
-what ``check-data`` keeps beside the data, :mod:`.contents`). A missing dataset is reported the
-same helpful way whichever check meets it first (``require_folders``). ``unpack`` extracts the
-official ``ADEChallengeData2016.zip`` (its ``ADEChallengeData2016/`` at the top or deeper) into a
-temporary folder renamed into place, so an interrupted unpack leaves nothing half-written.
+before it starts against its declared layout (``experiments/datasets.yaml``), every defect one
+line naming the file (docs/reproduce.md, "1. ADE20K"). ``unpack`` extracts into a temporary
+folder renamed into place, so an interrupted unpack leaves nothing half-written.
 """
 from __future__ import annotations
 
@@ -29,13 +23,9 @@ ADE20K = dataset('ade20k')
 DATASET_FOLDER = ADE20K.folder  # the official zip's folder, which `unpack` extracts
 
 
-def _splits(declared: Dataset, splits) -> tuple[str, ...]:
-    return tuple(declared.splits) if splits is None else tuple(splits)
-
-
 def require_folders(root: Path, splits=None, declared: Dataset = ADE20K) -> None:
     """The folders (and split lists) of the dataset's layout exist; else the helpful line."""
-    for split in _splits(declared, splits):
+    for split in declared.splits if splits is None else splits:
         layout = declared.splits[split]
         for folder in (layout.images, layout.labels):
             if not (Path(root) / folder).is_dir():
@@ -49,16 +39,14 @@ def _has_file(folder: Path, suffix: str, nested: bool) -> bool:
     return any(p.name.endswith(suffix) for p in entries)
 
 
-def require_files(root: Path, splits=None, declared: Dataset = ADE20K) -> None:
+def require_files(root: Path, splits: tuple[str, ...], declared: Dataset) -> None:
     """The folders of ``splits`` each hold a file of their kind (an image, an annotation): the
     folders there but empty would pass :func:`require_folders`, and the job would fail
     seconds after its start. Fast: each folder is read up to its first such file."""
-    empty = [folder for split in _splits(declared, splits)
-             for folder, suffix in ((Path(root) / declared.splits[split].images,
-                                     declared.image_suffix),
-                                    (Path(root) / declared.splits[split].labels,
-                                     declared.label_suffix))
-             if not _has_file(folder, suffix, declared.nested)]
+    empty = [Path(root) / folder for split in splits
+             for folder, suffix in ((declared.splits[split].images, declared.image_suffix),
+                                    (declared.splits[split].labels, declared.label_suffix))
+             if not _has_file(Path(root) / folder, suffix, declared.nested)]
     if empty:
         raise DataError([f"{declared.title} folder{'s' if len(empty) > 1 else ''} without any "
                          f"file: {', '.join(map(str, empty))} ({declared.get}; `check-data` "

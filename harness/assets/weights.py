@@ -1,11 +1,6 @@
-"""Pretrained weights: fetch the release each row starts from, verify it, convert it.
-
-For each selected row: the release (``pretrained.url`` of the spec, or a local copy) is
-downloaded into the originals folder (``weights/original/`` or ``$WEIGHTS_DIR``) through a
-``.partial`` file, its SHA-256 checked against ``pretrained.sha256`` when the spec records one,
-converted into the mmseg layout (:func:`harness.convert.convert_pretrained_vit`), checked
-against the row's backbone (every key, every shape) and written to ``pretrained.file`` by an
-atomic rename. A file already there is never replaced; a failure leaves nothing partial.
+"""Pretrained weights: fetch the release each row starts from, verify it, convert it
+(docs/reproduce.md, "2. Pretrained weights"). A file already there is never replaced; a failure
+leaves nothing partial.
 """
 from __future__ import annotations
 
