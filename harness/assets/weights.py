@@ -53,18 +53,13 @@ def download(url: str, dest: Path, timeout: float) -> str:
     return digest.hexdigest()
 
 
-def _row_backbone(row: Row):
-    """The row's encoder as the full profile builds it (random init): the target layout."""
-    from ..prepare.model import build_model
-    return build_model(row, 'full').backbone
-
-
 def check_against_row(state: dict, row: Row, target: dict | None = None) -> None:
     """Every key of the row's encoder present with its shape; the position embedding only
     needs the width (it is resized from the release's 384 grid when loaded). ``target``: the
     encoder's state dict when the caller has built the model already."""
-    if target is None:
-        target = _row_backbone(row).state_dict()
+    if target is None:  # the row's encoder as the full profile builds it (random init)
+        from ..prepare.model import build_model
+        target = build_model(row, 'full').backbone.state_dict()
     missing = [k for k in target if k not in state]
     extra = [k for k in state if k not in target]
     if missing or extra:
