@@ -34,15 +34,13 @@ from pathlib import Path
 from ..assets.weights import RELEASE_GRID
 from ..core.atomic import atomic_write
 from ..core.errors import HarnessError, LaunchError, StateError, WeightsError
-from ..core.layout import (POINTER, REHEARSAL_WORK_ROOT, checkpoint_name, job_dir, ours_eval_dir,
-                            shown)
+from ..core.layout import POINTER, checkpoint_name, job_dir, ours_eval_dir, shown
 from ..core.request import JobRequest
 from ..core.result import read_result
 from ..core.spec import Row
 from ..core.state import read_state
-from .rehearsal_result import (DEFAULT_ITERS, DEFAULT_OUT, PRECISION_NAMES, PeakMemory,
-                               RehearsalMachine, RehearsalRun, RowFailure, RowRehearsal,
-                               Substitutions, flags, write_rehearsal)
+from .rehearsal_result import (PeakMemory, RehearsalMachine, RehearsalRun, RowFailure,
+                               RowRehearsal, Substitutions, flags, write_rehearsal)
 
 PIPELINE_SAMPLES = 8  # training samples timed through the pipeline, after one warm-up
 
@@ -247,11 +245,9 @@ def _resume(request: JobRequest, checkpoint: Path, resume_dir: Path, tag: str) -
     return f'from {checkpoint.name} to iteration {iters + 1}'
 
 
-def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
-             iters: int = DEFAULT_ITERS, batch: int | None = None, multi_scale: bool = False,
-             work_root: Path = REHEARSAL_WORK_ROOT, out: Path = DEFAULT_OUT,
-             data_root: Path | None = None, keep_checkpoints: bool = False,
-             resume: bool = True) -> RehearsalRun:
+def rehearse(*, rows: list[Row], device: str, amp: str | None, iters: int, batch: int | None,
+             multi_scale: bool, out: Path, work_root: Path, data_root: Path | None,
+             keep_checkpoints: bool, resume: bool) -> RehearsalRun:
     """Rehearse ``rows`` on ``device`` (``cpu`` or ``cuda``) in ``amp`` (None: fp32), each row
     ``iters`` iterations at its real batch or at ``batch`` per GPU; a row that fails is one
     line on stderr and the others run. Returns this run's result, also merged into ``out``
@@ -270,7 +266,7 @@ def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
              for name, data in declared.items()}
     real = ', '.join(f'{data.title} {data.recipe.batch}' for data in declared.values())
     run = RehearsalRun(
-        device=kind, precision=PRECISION_NAMES[amp], machine=RehearsalMachine.of(device),
+        device=kind, precision=amp or 'fp32', machine=RehearsalMachine.of(device),
         date=time.strftime('%Y-%m-%d %H:%M'),
         command=' '.join(['python -m harness'] + sys.argv[1:]),
         substitutions=Substitutions(
@@ -304,5 +300,5 @@ def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
                   f'evaluation {entry.eval_s_per_image:.2f} s/image, '
                   f'peak {entry.peak_memory.bytes / 2 ** 30:.1f} GB'
                   + ''.join(f'; {f}' for f in entry.flags), flush=True)
-        write_rehearsal(run, Path(out))  # each row on disk as soon as it is done
+        write_rehearsal(run, out)  # each row on disk as soon as it is done
     return run
