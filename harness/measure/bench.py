@@ -88,9 +88,9 @@ def bench_case(case: Case, *, device: str, repeats: int, warmup: int, rounds: in
                                                       train['train_ours'].round_medians)],
         'eval': single.stock.seconds.median / single.ours.seconds.median,
         'eval_multi_scale': multi.stock.seconds.median / multi.ours.seconds.median}
-    for variant, key in ((amp, 'train_ours_amp'), ('tf32' if tf32 else None, 'train_ours_tf32')):
-        if variant:
-            ratios[f'train_step_{variant}'] = stock_s / train[key].seconds.median
+    for key, (_, precision) in variants.items():
+        if precision:  # the amp and tf32 variants of ours
+            ratios[f'train_step_{precision}'] = stock_s / train[key].seconds.median
     ratios['train_step_ceiling'] = stock_s / floor.floor_seconds
     return CaseResult(case=case, **train, eval=single, eval_ms=multi, floor=floor,
                       ratios=ratios,

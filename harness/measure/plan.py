@@ -49,8 +49,7 @@ class JobPlan:
 
 def _optimizer_buffers(optimizer: dict) -> int:
     """Tensors the optimiser keeps per parameter (saved with every checkpoint)."""
-    kind = optimizer.get('type', '')
-    if kind == 'SGD':
+    if optimizer.get('type') == 'SGD':
         return 1 if optimizer.get('momentum', 0) else 0
     return 2  # Adam-style optimisers: two moments
 

@@ -1,23 +1,14 @@
 """Rehearsal: each row's full-profile job at its real size, for a few iterations, measured.
 
-A rehearsal is the job ``run --profile full`` would launch (same JobRequest, same launcher, same
-job process, same config) with these substitutions, each recorded in the result:
-
-- data: the synthetic copy of the row's dataset at that dataset's image sizes
-  (``harness.assets.synthetic``, size ``real``: ADE20K's ~512x683, Pascal Context's ~500x375,
-  Cityscapes' 2048x1024): same folder layout, file types and label range;
-- pretrained weights: a file in the row's release layout (timm or DeiT names, the 384-pixel
-  position grid) holding random values, converted by the same ``weights`` code into the
-  rehearsal's own weights folder and loaded through the row's ``init_cfg``;
-- the schedule: ``max_iters`` N (the poly decay, the checkpoint and the evaluation at N);
-- only if asked: a smaller per-GPU batch (``JobRequest.batch``), for devices the real one (the
-  dataset's: ADE20K 8, Pascal Context 16, Cityscapes 8) does not fit.
-
-Per row: train N iterations (evaluated at N with the row's sliding window; the real-size
-checkpoint written), resume from that checkpoint for one more iteration in a second job folder,
-optionally evaluate it multi-scale + flip, and time the data pipeline alone in this process.
-The job processes measure themselves (``harness.launch.job.measured``). Results go to
-``<out>/rehearsal.json`` and ``rehearsal.md`` (:mod:`harness.measure.rehearsal_result`).
+A rehearsal is the job ``run --profile full`` would launch (same JobRequest, launcher, job
+process and config) with substitutions recorded in the result: the synthetic copy of the row's
+dataset at its image sizes (``harness.assets.synthetic``, size ``real``); random weights in the
+row's release layout (timm or DeiT names, the 384-pixel position grid), converted by the
+``weights`` code and loaded through the row's ``init_cfg``; ``max_iters`` N (the poly decay,
+the checkpoint and the evaluation at N); only if asked, a smaller per-GPU batch. The steps of
+a row and what is measured: docs/reproduce.md, "Rehearsal: every row at its real size". The job
+processes measure themselves (``harness.launch.job.measured``); results:
+:mod:`harness.measure.rehearsal_result`.
 """
 from __future__ import annotations
 
@@ -166,7 +157,7 @@ def _steady(measured: dict, key: str) -> float | None:
 def rehearse_row(row: Row, *, amp: str | None, iters: int, batch: int | None,
                  multi_scale: bool, work_root: Path, data_root: Path, releases: dict,
                  tag: str, keep_checkpoints: bool = False, resume: bool = True) -> RowRehearsal:
-    """Train, resume and time ``row``'s full-profile job (see the module's docstring); raises
+    """Train, resume and time ``row``'s full-profile job (docs/reproduce.md); raises
     on the first step that fails."""
     weights_root = work_root / 'weights'
     train_dir = job_dir(work_root, 'full', row.folder, row.id, 0)
@@ -278,8 +269,8 @@ def rehearse(*, rows: list[Row], device: str, amp: str | None, iters: int, batch
             iterations=iters, batch=batch or f'{real} (real)'))
     releases = {}
     for n, row in enumerate(rows, 1):
-        tag = f'[{n}/{len(rows)}] {row.table}/{row.id}'
         key = f'{row.table}/{row.id}'
+        tag = f'[{n}/{len(rows)}] {key}'
         try:
             entry = rehearse_row(row, amp=amp, iters=iters, batch=batch,
                                  multi_scale=multi_scale, work_root=work_root,
@@ -289,10 +280,10 @@ def rehearse(*, rows: list[Row], device: str, amp: str | None, iters: int, batch
             text = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
             message = text if isinstance(err, HarnessError) else f'{type(err).__name__}: {text}'
             print(f'error: rehearsal of {key} failed: {message}', file=sys.stderr, flush=True)
-            run.rows[key] = RowFailure(error=message, batch=batch or row.data.recipe.batch)
+            run.rows[key] = failure = RowFailure(error=message,
+                                                 batch=batch or row.data.recipe.batch)
             if 'out of memory' in message.lower():
-                run.rows[key].flags.append(f'does not fit: out of memory at batch '
-                                           f'{batch or row.data.recipe.batch}')
+                failure.flags.append(f'does not fit: out of memory at batch {failure.batch}')
         else:
             entry.flags = flags(entry, run.machine)
             run.rows[key] = entry
