@@ -1,10 +1,8 @@
 """Plan: what running a table would take, per row x seed, before anything is launched.
 
 Every number comes from the job's resolved config (the one ``run`` would train) or from a
-measurement on record: per-GPU batch and iterations from the config; GPU-hours and wall-clock
-from the spec's ``speed``, from the logged seconds per iteration of a job already on disk, or
-from a rehearsal of the row on the same device kind (:mod:`harness.measure.rehearse`: training
-plus the evaluations), "unknown" otherwise; disk from the model's parameter count, the
+measurement on record; where the time comes from, in order: docs/reproduce.md, "3. Plan" (a
+rehearsal: :mod:`harness.measure.rehearse`). Disk from the model's parameter count, the
 optimiser's state per parameter and the checkpoint hook's settings. Nothing is launched and
 nothing is written.
 """
