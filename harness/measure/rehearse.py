@@ -58,9 +58,8 @@ def _install_release(row: Row, weights_root: Path, done: dict) -> str:
     release = originals / original_name(row)
     if not release.is_file():
         write_random_release(row, release)
-    line = install_row(row, weights_root, originals, source=release)
-    done[row.pretrained_file] = line
-    return line
+    done[row.pretrained_file] = install_row(row, weights_root, originals, source=release)
+    return done[row.pretrained_file]
 
 
 def check_pretrained(request: JobRequest) -> str:
