@@ -1,9 +1,9 @@
 """The report's figures (matplotlib, Agg): the comparison of each row with the paper and the
-references, per-class IoU per row, and the curves. Each is a PNG written beside the Markdown."""
+references, per-class IoU per row, and the curves. Each is a PNG, returned as bytes."""
 from __future__ import annotations
 
+import io
 import math
-from pathlib import Path
 
 import matplotlib
 
@@ -30,20 +30,22 @@ def _known(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _save(fig, axes, path: Path, grid: str = 'both') -> None:
-    """Small titles, a light grid and a legend where there is one; the PNG at ``path``."""
+def _png(fig, axes, grid: str = 'both') -> bytes:
+    """Small titles, a light grid and a legend where there is one; the figure as PNG."""
     for ax in axes:
         ax.title.set_fontsize(9)
         ax.grid(axis=grid, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110)
     plt.close(fig)
+    return buffer.getvalue()
 
 
-def comparison_chart(table: Table, summary: pd.DataFrame, seeds: dict[str, list[float]],
-                     path: Path) -> None:
+def comparison_chart(table: Table, summary: pd.DataFrame,
+                     seeds: dict[str, list[float]]) -> bytes:
     """Per row: the paper value(s) (the one Δ is taken against filled, the other hollow), the
     reference reproductions, the released checkpoint's evaluation, our seeds as points and their
     mean with its 95% interval (n ≥ 2) as an error bar."""
@@ -83,11 +85,11 @@ def comparison_chart(table: Table, summary: pd.DataFrame, seeds: dict[str, list[
     ax.set(ylabel='single-scale mIoU (%)', xlim=(-0.7, len(summary) - 0.3),
            title=f'{table.title}\n(under each row: the paper version Δ is taken against, '
                  'its mark filled)')
-    _save(fig, [ax], path, grid='y')
+    return _png(fig, [ax], grid='y')
 
 
 def per_class_chart(model: str, ours: dict[str, float], released: dict[str, float],
-                    path: Path, seeds: int) -> None:
+                    seeds: int) -> bytes:
     """One row's per-class IoU of its last evaluation, classes sorted by ours (mean over
     ``seeds``), against the released checkpoint's where that was evaluated."""
     names = sorted(ours, key=lambda n: -ours[n]) + sorted(set(released) - set(ours))
@@ -102,7 +104,7 @@ def per_class_chart(model: str, ours: dict[str, float], released: dict[str, floa
     ax.set(xlim=(-0.8, len(names) - 0.2), ylim=(0, 100), ylabel='IoU (%)',
            title=f'{model}: per-class IoU of the last evaluation ({len(names)} classes seen, '
                  'sorted by ours)')
-    _save(fig, [ax], path, grid='y')
+    return _png(fig, [ax], grid='y')
 
 
 def _seed_band(ax, frames: list[pd.Series], x_scale: float, colour: str, label: str) -> None:
@@ -115,8 +117,7 @@ def _seed_band(ax, frames: list[pd.Series], x_scale: float, colour: str, label: 
         ax.fill_between(x, table.min(axis=1), table.max(axis=1), color=colour, alpha=0.2)
 
 
-def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict,
-                 path: Path) -> None:
+def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict) -> bytes:
     """mIoU against iteration and against the fraction of the schedule (with the seed
     repository's published curve where a row matches one), and the training loss with the
     evaluation iterations marked. ``schedules``: (row, seed) -> the job's schedule length."""
@@ -152,4 +153,4 @@ def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict,
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
             lambda v, _: f'{v / 1000:g}k' if v >= 10000 else f'{v:g}'))
     fig.suptitle(table.title, fontsize=10)
-    _save(fig, (ax_miou, ax_loss, ax_progress), path)
+    return _png(fig, (ax_miou, ax_loss, ax_progress))

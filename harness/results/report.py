@@ -10,7 +10,6 @@ are written, so an interrupted build leaves the previous report whole.
 """
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
@@ -244,9 +243,8 @@ def _per_class_charts(table: Table, jobs: pd.DataFrame, released: dict,
         record = released.get((row.id, False)) if profile == 'full' else None
         released_iou = ((record or {}).get('metrics') or {}).get('single_scale', {}) \
             .get('per_class_IoU') or {}
-        buffer = io.BytesIO()
-        figures.per_class_chart(row.model, ours, released_iou, buffer, len(per_seed))
-        charts[f'per-class-{row.id}.png'] = buffer.getvalue()
+        charts[f'per-class-{row.id}.png'] = figures.per_class_chart(row.model, ours, released_iou,
+                                                                    len(per_seed))
     return charts
 
 
@@ -279,20 +277,15 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path | N
     summary = summarise(table, jobs, profile, paper_version, tolerance, released, progress)
     out = report_dir(reports_root(work_root, out_root), profile, table)
 
-    images = {}
     finals = {row.id: [float(v) for v in jobs[(jobs['row'] == row.id)
                                                & (jobs['status'] == 'finished')]
                        ['mIoU_final'].dropna()] for row in table.rows}  # each seed's own dot
-    buffer = io.BytesIO()
-    figures.comparison_chart(table, summary, finals, buffer)
-    images['comparison.png'] = buffer.getvalue()
-    buffer = io.BytesIO()
     schedules = {(j.row, j.seed): j.schedule for j in jobs.itertuples()}
     seed_curves = {row.id: seed_eval_curve(row.seed_curves) for row in table.rows
                    if row.seed_curves}
-    figures.curves_chart(table, curves, schedules, seed_curves, buffer)
-    images['curves.png'] = buffer.getvalue()
-    images.update(_per_class_charts(table, jobs, records, profile))
+    images = {'comparison.png': figures.comparison_chart(table, summary, finals),
+              'curves.png': figures.curves_chart(table, curves, schedules, seed_curves),
+              **_per_class_charts(table, jobs, records, profile)}
 
     markdown = markdown_page(table, summary, jobs, profile, paper_version, tolerance, progress,
                          [name for name in images if name.startswith('per-class-')], out)
