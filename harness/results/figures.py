@@ -3,7 +3,6 @@ references, per-class IoU per row, and the curves. Each is a PNG, returned as by
 from __future__ import annotations
 
 import io
-import math
 
 import matplotlib
 
@@ -24,10 +23,6 @@ COMPARISON_MARKS = (
     ('mmseg_zoo', 'mmseg zoo', 'P', 'tab:olive', -0.15),
     ('released_ss', 'released checkpoint (evaluated here)', '*', 'tab:red', 0.0),
 )
-
-
-def _known(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _png(fig, axes, grid: str = 'both') -> bytes:
@@ -59,21 +54,19 @@ def comparison_chart(table: Table, summary: pd.DataFrame,
     for i, r in enumerate(summary.itertuples()):
         for column, label, marker, colour, dx in COMPARISON_MARKS:
             value = getattr(r, column)
-            if not _known(value):
+            if pd.isna(value):
                 continue
-            matched = column == f'paper_miou_{r.paper_version}'
-            hollow = column.startswith('paper_') and not matched
+            hollow = column.startswith('paper_') and column != f'paper_miou_{r.paper_version}'
             mark(i + dx, value, label, marker=marker, ms=9 if column.startswith('paper') else 7,
                  color=colour, markerfacecolor='white' if hollow else colour)
         points = seeds.get(r.row, [])
         if points:
             spread = np.linspace(-0.05, 0.05, len(points)) if len(points) > 1 else [0.0]
-            mark(i + 0.2 + spread[0], points[0], 'ours: one seed', marker='o', ms=4,
-                 color='tab:blue', alpha=0.6)
-            for dx, y in zip(spread[1:], points[1:]):
-                ax.plot([i + 0.2 + dx], [y], 'o', ms=4, color='tab:blue', alpha=0.6)
+            for dx, y in zip(spread, points):
+                mark(i + 0.2 + dx, y, 'ours: one seed', marker='o', ms=4, color='tab:blue',
+                     alpha=0.6)
             low, high = r.ci_low, r.ci_high
-            if _known(low):
+            if pd.notna(low):
                 ax.errorbar([i + 0.3], [r.miou_ss], yerr=[[r.miou_ss - low], [high - r.miou_ss]],
                             fmt='none', ecolor='tab:blue', capsize=4,
                             label=None if 'ci' in labelled else 'ours: 95% t interval')
@@ -107,16 +100,6 @@ def per_class_chart(model: str, ours: dict[str, float], released: dict[str, floa
     return _png(fig, [ax], grid='y')
 
 
-def _seed_band(ax, frames: list[pd.Series], x_scale: float, colour: str, label: str) -> None:
-    """Mean over seeds as a line with the evaluations marked, min..max over seeds as a band
-    (one seed: just the line)."""
-    table = pd.concat(frames, axis=1)
-    x = table.index / x_scale
-    ax.plot(x, table.mean(axis=1), 'o-', color=colour, label=label, ms=4)
-    if table.shape[1] > 1:
-        ax.fill_between(x, table.min(axis=1), table.max(axis=1), color=colour, alpha=0.2)
-
-
 def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict) -> bytes:
     """mIoU against iteration and against the fraction of the schedule (with the seed
     repository's published curve where a row matches one), and the training loss with the
@@ -127,8 +110,13 @@ def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict)
         runs = {k: v for k, v in curves.items() if k[0] == row.id}
         mious = [val['mIoU'] for _, val in runs.values() if len(val)]
         losses = [train['loss'] for train, _ in runs.values() if len(train) and 'loss' in train]
-        if mious:
-            _seed_band(ax_miou, mious, 1, colour, row.model)
+        if mious:  # the mean over seeds, and (two or more) their min..max as a band
+            seeds = pd.concat(mious, axis=1)
+            ax_miou.plot(seeds.index, seeds.mean(axis=1), 'o-', color=colour, label=row.model,
+                         ms=4)
+            if seeds.shape[1] > 1:
+                ax_miou.fill_between(seeds.index, seeds.min(axis=1), seeds.max(axis=1),
+                                     color=colour, alpha=0.2)
             for key, (_, val) in runs.items():
                 if len(val):  # each job against its own schedule (a shortened one ends at 1)
                     ax_progress.plot(val.index / schedules[key], val['mIoU'], 'o-', ms=4,
