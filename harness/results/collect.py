@@ -131,17 +131,26 @@ def record_marks(record: dict, code_now: dict | None) -> list[str]:
     return marks
 
 
-def _evaluated_miou(trained: Path, record: dict | None, multi_scale: bool) -> float | None:
-    """The mIoU of the evaluation of the job's recorded checkpoint, from its result record."""
-    sha = ((record or {}).get('checkpoint') or {}).get('sha256')
-    if not sha:
-        return None
+def scale_metrics(record: dict | None, multi_scale: bool = False) -> dict:
+    """A result record's metrics at one scale ({} where there are none)."""
+    return ((record or {}).get('metrics') or {}).get(
+        'multi_scale' if multi_scale else 'single_scale') or {}
+
+
+def readable_result(folder: Path) -> dict | None:
+    """An evaluation folder's result record; None when it has none or it cannot be read."""
     try:
-        evaluation = read_result(ours_eval_dir(trained, multi_scale, sha))
+        return read_result(folder)
     except StateError:
         return None
-    scale = 'multi_scale' if multi_scale else 'single_scale'
-    return ((evaluation or {}).get('metrics') or {}).get(scale, {}).get('mIoU')
+
+
+def _multi_scale_miou(trained: Path, record: dict | None) -> float | None:
+    """The mIoU of the multi-scale evaluation of the job's recorded checkpoint, from its
+    result record."""
+    sha = ((record or {}).get('checkpoint') or {}).get('sha256')
+    evaluation = readable_result(ours_eval_dir(trained, True, sha)) if sha else None
+    return scale_metrics(evaluation, True).get('mIoU')
 
 
 def _row_identity(row: Row) -> tuple[str | None, dict | None, str | None]:
@@ -193,8 +202,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 if problems:
                     status, error = CHECK_FAILED, '; '.join(problems)
                 marks = record_marks(result, code_now)
-                metrics = (result.get('metrics') or {}).get('single_scale') or {}
-                finals = {m: metrics.get(m) for m in VAL_METRICS}
+                finals = {m: scale_metrics(result).get(m) for m in VAL_METRICS}
             if status not in (UNREADABLE, CONFIG_ERROR) and ran is not None and sources \
                     and ran != sources:  # never attributed to the row as it is now
                 status = OTHER_RECIPE
@@ -212,7 +220,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 'iters': int(train.index.max()) if len(train) else 0,
                 **{f'{m}_final': finals[m] for m in VAL_METRICS},
                 'miou_first': float(val['mIoU'].iloc[0]) if len(val) else None,
-                'miou_ms': _evaluated_miou(work_dir, result, multi_scale=True),
+                'miou_ms': _multi_scale_miou(work_dir, result),
                 'wandb_run_id': state.get('wandb_run_id'),
                 'wandb_run': state.get('wandb_run'),
                 'device_hours': train_hours(train) * state.get('gpus', 1),
@@ -222,8 +230,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 'seed_free': recipe.get('seed_free'),
                 'code': (result or {}).get('code'),
                 'view': frozen.get('view'),
-                'per_class': (((result or {}).get('metrics') or {}).get('single_scale')
-                              or {}).get('per_class_IoU'),
+                'per_class': scale_metrics(result).get('per_class_IoU'),
                 'meta': meta,
                 'work_dir': str(work_dir),
             })

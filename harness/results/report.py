@@ -17,13 +17,12 @@ import pandas as pd
 
 from ..core import atomic
 from ..core.atomic import remove_stale
-from ..core.errors import StateError
 from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, released_dirs
-from ..core.result import differences, read_result, seed_free
+from ..core.result import differences, seed_free
 from ..core.sources import code_differences
 from ..core.spec import SEED_LOGS, Table
 from . import figures
-from .collect import PROBLEMS, collect_jobs
+from .collect import PROBLEMS, collect_jobs, readable_result, scale_metrics
 from .render import (
     EMPTY,
     NUMERIC,
@@ -115,14 +114,8 @@ def released_records(table: Table, work_root: Path) -> dict[tuple[str, bool], di
     found = {}
     for row in table.rows:
         for multi_scale in (False, True):
-            records = []
-            for folder in released_dirs(work_root, row.folder, row.id, multi_scale):
-                try:
-                    record = read_result(folder)
-                except StateError:
-                    continue
-                if record is not None:
-                    records.append(record)
+            folders = released_dirs(work_root, row.folder, row.id, multi_scale)
+            records = [r for r in map(readable_result, folders) if r is not None]
             if records:
                 found[(row.id, multi_scale)] = max(records, key=lambda r: r.get('written', 0))
     return found
@@ -241,8 +234,7 @@ def _per_class_charts(table: Table, jobs: pd.DataFrame, released: dict,
             continue
         ours = pd.DataFrame(per_seed).mean().dropna().to_dict()
         record = released.get((row.id, False)) if profile == 'full' else None
-        released_iou = ((record or {}).get('metrics') or {}).get('single_scale', {}) \
-            .get('per_class_IoU') or {}
+        released_iou = scale_metrics(record).get('per_class_IoU') or {}
         charts[f'per-class-{row.id}.png'] = figures.per_class_chart(row.model, ours, released_iou,
                                                                     len(per_seed))
     return charts
@@ -270,9 +262,7 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path | N
     every byte of every file a counted seed's record names is hashed again."""
     jobs, curves = collect_jobs(list(table.rows), profile, work_root, verify=verify)
     records = released_records(table, work_root) if profile == 'full' else {}
-    released = {key: ((record.get('metrics') or {}).get('multi_scale' if key[1] else
-                                                       'single_scale') or {}).get('mIoU')
-                for key, record in records.items()}
+    released = {key: scale_metrics(record, key[1]).get('mIoU') for key, record in records.items()}
     progress = job_progress(table, jobs, curves, profile, tolerance)
     summary = summarise(table, jobs, profile, paper_version, tolerance, released, progress)
     out = report_dir(reports_root(work_root, out_root), profile, table)
