@@ -52,6 +52,13 @@ def _text(value) -> str:
     return EMPTY if _empty(value) else str(value)
 
 
+def named_problem(status: str, error: str | None, form: str = ': {}') -> str:
+    """A problem and its reason, the status said once (an error may start with it:
+    'unreadable state (...)')."""
+    return error if error and error.startswith(status) else \
+        status + (form.format(error) if error else '')
+
+
 def _interval(r) -> str:
     return EMPTY if math.isnan(r.ci_low) else f'[{r.ci_low:.2f}, {r.ci_high:.2f}]'
 
@@ -181,9 +188,7 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
               '| row | seed | status | last iteration | mIoU | progress | W&B run | record |',
               '|---|---|---|---|---|---|---|---|']
     for j in jobs.itertuples():
-        # an error that starts with the status says it already ('unreadable state (...)')
-        status = (j.error if j.error and j.error.startswith(j.status) else
-                  j.status + (f' ({j.error})' if j.error else ''))
+        status = named_problem(j.status, j.error, ' ({})')
         if j.marks:
             status += ' · ' + '; '.join(j.marks)
         lines.append(f'| {j.row} | {j.seed} | {status} | {j.iters} | {_fmt(j.mIoU_final)} | '

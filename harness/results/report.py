@@ -31,6 +31,7 @@ from .render import (
     UNFINISHED,
     html_page,
     markdown_page,
+    named_problem,
 )
 from .verdict import judge, on_track, rule_name, spread, target
 
@@ -60,12 +61,6 @@ def report_dir(out_root: Path, profile: str, table: Table | str) -> Path:
     return Path(out_root) / name if profile == 'full' else Path(out_root) / profile / name
 
 
-def _named(status: str, error: str | None) -> str:
-    """A problem and its reason, the status said once (an error may start with it)."""
-    return error if error and error.startswith(status) else \
-        status + (f': {error}' if error else '')
-
-
 def seeds_differ(done: pd.DataFrame) -> str | None:
     """Which finished seeds of a row were trained by another recipe (the seed aside) or other
     code than its lowest seed, and in what; None when they all agree."""
@@ -93,7 +88,7 @@ def _row_status(jobs: pd.DataFrame, disagreement: str | None = None) -> str:
     statuses = list(jobs['status'])
     if not statuses or all(s == 'not run' for s in statuses):
         return 'not run'
-    parts = [f'seed{j.seed} {_named(j.status, j.error)}' for j in jobs.itertuples()
+    parts = [f'seed{j.seed} {named_problem(j.status, j.error)}' for j in jobs.itertuples()
              if j.status in PROBLEMS]
     if disagreement:
         parts.append(disagreement)
@@ -103,7 +98,7 @@ def _row_status(jobs: pd.DataFrame, disagreement: str | None = None) -> str:
     marks = [f'seed{j.seed}: ' + '; '.join(j.marks) for j in jobs.itertuples()
              if j.status == 'finished' and j.marks]
     if len(jobs) == 1 and parts and not marks:  # one job: its problem is the row's status
-        return _named(jobs['status'].iloc[0], jobs['error'].iloc[0])
+        return named_problem(jobs['status'].iloc[0], jobs['error'].iloc[0])
     return ' · '.join([where, *parts, *marks])
 
 
