@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from ..core.profiles import SMOKE
-from ..core.layout import REPO_ROOT
+from ..core.layout import REPO_ROOT, STATE_FILE
 from ..core.spec import Table
 from .verdict import CONFIDENCE, RELEASE, target
 
@@ -41,10 +42,8 @@ def _empty(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ''
 
 
-def _fmt(value, digits=2, signed=False) -> str:
-    if _empty(value):
-        return EMPTY
-    return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
+def _fmt(value, signed=False) -> str:
+    return EMPTY if _empty(value) else f'{value:{"+" if signed else ""}.2f}'
 
 
 def _text(value) -> str:
@@ -65,7 +64,7 @@ def _interval(r) -> str:
 
 def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: str,
               paper_version: str | None, tolerance: float, progress: dict,
-              per_class: list[str], out: Path | None = None) -> str:
+              per_class: list[str], out: Path) -> str:
     lines = []
     if profile == 'smoke':
         lines += [f'> **Smoke run on synthetic data** (each row at 1/{SMOKE.width_divisor} width '
@@ -215,25 +214,19 @@ def _binding(meta: dict) -> str:
     return ''.join(f'; {p}' for p in parts)
 
 
-def _record_link(work_dir: str, out: Path | None) -> str:
-    """The job folder, linked to its state file from where the report lies."""
-    import os
-
-    from ..core.layout import STATE_FILE
-    shown = _relative(work_dir)
-    if out is None:
-        return shown
-    return f'[{shown}]({os.path.relpath(Path(work_dir) / STATE_FILE, Path(out))})'
+def _record_link(work_dir: str, out: Path) -> str:
+    """The job folder (relative to the checkout when inside it), linked to its state file from
+    where the report lies."""
+    resolved = Path(work_dir).resolve()
+    shown = str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) \
+        else work_dir
+    return f'[{shown}]({os.path.relpath(Path(work_dir) / STATE_FILE, out)})'
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
     """Cells as the reader sees them: numbers with two decimals, counts as integers, every
     empty cell (None, NaN) as —."""
-    shown = frame.astype(object)
-    for column in shown.columns:
-        shown[column] = [f'{v:.2f}' if isinstance(v, float) and not _empty(v) else _text(v)
-                         for v in frame[column]]
-    return shown
+    return frame.map(lambda v: _fmt(v) if isinstance(v, float) else _text(v))
 
 
 def html_page(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, images: dict[str, bytes],
@@ -279,10 +272,3 @@ def html_page(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, images: 
             f'<h2>Curves</h2>{figure("curves.png", "mIoU and loss against iteration")}'
             f'<h2>Per-class IoU of the last evaluation</h2>{per_class}'
             f'{"".join(n for n in notes if "banner" not in n)}{jobs_html}</body></html>\n')
-
-
-def _relative(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return path
