@@ -78,8 +78,7 @@ def _weights_path(work_dir: Path, entry: dict) -> Path | None:
     return None
 
 
-def check_record(work_dir: Path, record: dict, verify: bool = False,
-                 hashes: bool = True) -> list[str]:
+def check_record(work_dir: Path, record: dict, verify: bool, hashes: bool) -> list[str]:
     """What differs between a job folder and its result record: the checkpoint (present, its
     size, and with ``hashes`` its SHA-256), the pretrained file where this machine has it, and
     with ``verify`` the metric files the record summarises."""

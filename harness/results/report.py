@@ -56,9 +56,8 @@ def report_run_globs(out_root: Path) -> list[str]:
             str(root / '*' / '*' / 'wandb' / 'offline-run-*')]
 
 
-def report_dir(out_root: Path, profile: str, table: Table | str) -> Path:
-    name = table if isinstance(table, str) else table.folder
-    return Path(out_root) / name if profile == 'full' else Path(out_root) / profile / name
+def report_dir(out_root: Path, profile: str, table: Table) -> Path:
+    return (out_root if profile == 'full' else out_root / profile) / table.folder
 
 
 def seeds_differ(done: pd.DataFrame) -> str | None:
@@ -133,7 +132,7 @@ def reference_curve(row, jobs: pd.DataFrame, curves: dict, profile: str):
     done = jobs[(jobs['row'] == row.id) & (jobs['status'] == 'finished')]
     own = []
     for j in done.itertuples():
-        val = curves.get((j.row, j.seed), (None, pd.DataFrame()))[1]
+        val = curves[(j.row, j.seed)][1]
         if len(val) and not j.shortened:
             own.append(val['mIoU'].set_axis(val.index / j.schedule))
     if not own:
@@ -150,7 +149,7 @@ def job_progress(table: Table, jobs: pd.DataFrame, curves: dict, profile: str,
     for j in jobs.itertuples():
         if j.status not in UNFINISHED and not j.shortened:
             continue
-        val = curves.get((j.row, j.seed), (None, pd.DataFrame()))[1]
+        val = curves[(j.row, j.seed)][1]
         if not len(val):
             notes[(j.row, j.seed)] = 'no evaluation yet'
             continue
