@@ -9,6 +9,7 @@ packages.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ from ..core.errors import SpecError, StateError
 from ..core.hashing import CACHE, sha256_file
 from ..core.layout import REPO_ROOT, REQUEST_FILE, job_dir, ours_eval_dir, seed_dirs
 from ..core.result import read_result
-from ..core.sources import SOURCES_FORMAT, code_files, off_pins, recipe_sources
+from ..core.sources import SOURCES_FORMAT, code_differences, code_files, off_pins, recipe_sources
 from ..core.spec import Row
 from ..core.state import UNREADABLE, job_status, read_curves, read_recipe, read_state
 
@@ -68,14 +69,11 @@ def _weights_path(work_dir: Path, entry: dict) -> Path | None:
     """Where this machine keeps the job's pretrained file, if it does."""
     roots = [REPO_ROOT]
     try:
-        import json
         roots.insert(0, Path(json.loads((work_dir / REQUEST_FILE).read_text())['weights_root']))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    for root in roots:
-        if (root / entry['file']).is_file():
-            return root / entry['file']
-    return None
+    return next((root / entry['file'] for root in roots if (root / entry['file']).is_file()),
+                None)
 
 
 def check_record(work_dir: Path, record: dict, verify: bool, hashes: bool) -> list[str]:
@@ -120,9 +118,8 @@ def record_marks(record: dict, code_now: dict | None) -> list[str]:
         if off := off_pins(code.get('packages')):
             marks.append('packages off the pins: ' + ', '.join(off))
         if code_now is not None:
-            changed = [name for name in sorted(set(code.get('files') or {}) | set(code_now))
-                       if (code.get('files') or {}).get(name) != code_now.get(name)]
-            if changed:
+            # the files alone: the packages are the pins' matter, above
+            if changed := code_differences({'files': code.get('files')}, {'files': code_now}):
                 marks.append('code changed since: ' + ', '.join(changed[:3])
                              + (f' and {len(changed) - 3} more' if len(changed) > 3 else ''))
     if record.get('made_by', 'job') != 'job':
