@@ -1,12 +1,7 @@
 """Report: reproduced single-scale mIoU against the paper, row by row, built only from disk.
 
-Each table's report folder holds ``report.md``, ``report.html`` (self-contained: the figures are
-embedded), ``results.csv`` and the figures (``comparison.png``, ``curves.png``,
-``per-class-<row>.png``). Where it goes (:func:`reports_root`, :func:`report_dir`): the default
-work root and the specs of ``experiments/`` report into ``reports/<table>/`` (smoke runs:
-``reports/smoke/<table>/``); another work root into ``<work root>/reports/``; a spec given by
-path into a folder of its own. Every file is written under a temporary name and renamed once all
-are written, so an interrupted build leaves the previous report whole.
+Its files, and where they go (:func:`reports_root`, :func:`report_dir`):
+docs/tracking-and-reports.md, "Reports".
 """
 from __future__ import annotations
 
@@ -163,11 +158,9 @@ def job_progress(table: Table, jobs: pd.DataFrame, curves: dict, profile: str,
 def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str | None = None,
               tolerance: float = DEFAULT_TOLERANCE, released: dict | None = None,
               progress: dict | None = None) -> pd.DataFrame:
-    """One line per table row: paper values, ours (mean, std and 95% t interval over finished
-    seeds), Δ and verdict against the paper version matching the row's setup (or
-    ``paper_version`` for every row; where that value is unknown, the authors' release: see
-    :func:`~harness.results.verdict.target`), the rule the verdict used, the progress of
-    unfinished jobs, and the released checkpoints' mIoU where they were evaluated."""
+    """One line per table row (:data:`RESULT_COLUMNS`), Δ and verdict against the paper version
+    matching the row's setup, or ``paper_version`` for every row (where that value is unknown,
+    the authors' release: :func:`~harness.results.verdict.target`)."""
     released, progress = released or {}, progress or {}
     lines = []
     for row in table.rows:
