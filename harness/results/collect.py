@@ -166,16 +166,14 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
     records, curves = [], {}
     for row in rows:
         sources, code_now, row_error = _row_identity(row)
-        found = seed_dirs(work_root, profile, row.folder, row.id)
-        for seed in (range(seeds) if seeds else found):
+        for seed in range(seeds) if seeds else seed_dirs(work_root, profile, row.folder, row.id):
             work_dir = job_dir(work_root, profile, row.folder, row.id, seed)
             state = read_state(work_dir)
             train, val = read_curves(work_dir)
             curves[(row.id, seed)] = (train, val)
-            last_val = val.iloc[-1] if len(val) else None
+            last_val = val.iloc[-1] if len(val) else {}
             status, error, marks = job_status(state), state.get('error'), []
-            finals = {m: (float(last_val[m]) if last_val is not None and m in last_val else None)
-                      for m in VAL_METRICS}
+            finals = {m: float(last_val[m]) if m in last_val else None for m in VAL_METRICS}
             result, meta, frozen = None, state.get('meta'), {}
             try:
                 frozen = read_recipe(work_dir) or {}
@@ -209,7 +207,6 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
             full = row.data.recipe.iterations
             schedule = trained.get('max_iters') or profiles.schedule_length(
                 profile, ((meta or {}).get('request') or {}).get('max_iters'), full)
-            recipe = (result or {}).get('recipe') or {}
             records.append({
                 'row': row.id, 'seed': seed, 'status': status,
                 'error': error if status in PROBLEMS else None, 'marks': marks,
@@ -223,7 +220,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 'schedule': schedule,
                 'shortened': schedule if schedule != profiles.schedule_length(profile, None, full)
                 else None,
-                'seed_free': recipe.get('seed_free'),
+                'seed_free': ((result or {}).get('recipe') or {}).get('seed_free'),
                 'code': (result or {}).get('code'),
                 'view': frozen.get('view'),
                 'per_class': scale_metrics(result).get('per_class_IoU'),
