@@ -103,13 +103,11 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
     released_col = '| released checkpoint (ss / ms) ' if released else ''
     progress_col = summary['progress'].notna().any()
     refs = ' | '.join(REFERENCE_COLUMNS.values())
-    lines += [f'| row | model | paper v1 | paper v3 | Δ against | {refs} {released_col}'
+    header = (f'| row | model | paper v1 | paper v3 | Δ against | {refs} {released_col}'
               f'{first_col}| ours (single-scale) | n | {CONFIDENCE:.0%} interval '
               '| ours (multi-scale) | Δ | status | verdict | rule '
-              + ('| progress ' if progress_col else '') + '|',
-              '|---' * (5 + len(REFERENCE_COLUMNS)) + '|' + ('---|' if first_col else '')
-              + ('---|' if released else '') + '---|---|---|---|---|---|---|---|'
-              + ('---|' if progress_col else '')]
+              + ('| progress ' if progress_col else '') + '|')
+    lines += [header, '|' + '---|' * (header.count('|') - 1)]
     for r in summary.itertuples():
         ours = _fmt(r.miou_ss)
         if not math.isnan(r.miou_ss_std):

@@ -254,9 +254,8 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path | N
     summary = summarise(table, jobs, profile, paper_version, tolerance, released, progress)
     out = report_dir(reports_root(work_root, out_root), profile, table)
 
-    finals = {row.id: [float(v) for v in jobs[(jobs['row'] == row.id)
-                                               & (jobs['status'] == 'finished')]
-                       ['mIoU_final'].dropna()] for row in table.rows}  # each seed's own dot
+    done = jobs[jobs['status'] == 'finished']  # each seed's own dot in the comparison
+    finals = {row: list(miou.dropna()) for row, miou in done.groupby('row')['mIoU_final']}
     schedules = {(j.row, j.seed): j.schedule for j in jobs.itertuples()}
     seed_curves = {row.id: seed_eval_curve(row.seed_curves) for row in table.rows
                    if row.seed_curves}
