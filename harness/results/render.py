@@ -2,7 +2,9 @@
 summary that :mod:`harness.results.report` computes."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import html
 import math
 import os
 from pathlib import Path
@@ -230,11 +232,7 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
 def html_page(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, images: dict[str, bytes],
           title: str, progress: dict) -> str:
     """A self-contained page: the report's table and notes, the figures embedded as data."""
-    import base64
-    import html
-
-    shown = summary.dropna(axis=1, how='all')
-    shown.columns = [HEADERS.get(c, c) for c in shown.columns]
+    shown = summary.dropna(axis=1, how='all').rename(columns=HEADERS)
     table_html = _display(shown).to_html(index=False, classes='results', border=0)
     notes = []
     for line in markdown.splitlines():

@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 
 from ..core import atomic
-from ..core.atomic import remove_stale
 from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, released_dirs
 from ..core.result import differences, seed_free
 from ..core.sources import code_differences
@@ -67,9 +66,7 @@ def seeds_differ(done: pd.DataFrame) -> str | None:
             keys = (differences(seed_free(base['view']), seed_free(j.view))
                     if base['view'] and j.view else [])
             what.append(', '.join(keys[:3]) if keys else f'recipe {j.seed_free}')
-        same_code = (base['code'] or {}).get('sha256') == (j.code or {}).get('sha256') \
-            and base['code'] is not None
-        if not same_code:
+        if base['code'] is None or base['code'].get('sha256') != (j.code or {}).get('sha256'):
             what += [f'code {c}' for c in code_differences(base['code'], j.code)[:3]]
         if what:
             parts.append(f'seed{j.seed} ({"; ".join(what)})')
@@ -232,7 +229,7 @@ def publish(out: Path, files: dict[str, bytes]) -> None:
     previous files whole; temporary files of earlier builds whose process is gone are removed."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        remove_stale(out)
+        atomic.remove_stale(out)
         atomic.publish({out / name: data for name, data in files.items()})
     except OSError as err:  # a full disk: say which file, and that nothing was replaced
         if not err.strerror:
