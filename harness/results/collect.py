@@ -105,10 +105,8 @@ def record_marks(record: dict, code_now: dict | None) -> list[str]:
     """What a reader must know of a counted job, from its record: accepted drift, code or
     packages that changed between its starts, packages off the pins, code changed since, a
     record made after the job."""
-    marks = []
-    for entry in record.get('drift') or []:
-        marks.append(f"drift accepted at start {entry['start']} "
-                     f"({', '.join(entry['drift'][:3])})")
+    marks = [f"drift accepted at start {entry['start']} ({', '.join(entry['drift'][:3])})"
+             for entry in record.get('drift') or []]
     if record.get('changes'):
         marks.append('changed during the job: ' + '; '.join(record['changes']))
     code = record.get('code')
