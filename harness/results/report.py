@@ -122,11 +122,8 @@ def reference_curve(row, jobs: pd.DataFrame, curves: dict, profile: str):
         seed = seed_eval_curve(row.seed_curves)['mIoU']
         return seed.set_axis(seed.index / seed.index.max()), "the seed repository's curve"
     done = jobs[(jobs['row'] == row.id) & (jobs['status'] == 'finished')]
-    own = []
-    for j in done.itertuples():
-        val = curves[(j.row, j.seed)][1]
-        if len(val) and not j.shortened:
-            own.append(val['mIoU'].set_axis(val.index / j.schedule))
+    own = [val['mIoU'].set_axis(val.index / j.schedule) for j in done.itertuples()
+           if len(val := curves[(j.row, j.seed)][1]) and not j.shortened]
     if not own:
         return None, None
     return (pd.concat(own, axis=1).mean(axis=1).sort_index(),
