@@ -59,8 +59,7 @@ def comparison_chart(table: Table, summary: pd.DataFrame,
             hollow = column.startswith('paper_') and column != f'paper_miou_{r.paper_version}'
             mark(i + dx, value, label, marker=marker, ms=9 if column.startswith('paper') else 7,
                  color=colour, markerfacecolor='white' if hollow else colour)
-        points = seeds.get(r.row, [])
-        if points:
+        if points := seeds.get(r.row, []):
             spread = np.linspace(-0.05, 0.05, len(points)) if len(points) > 1 else [0.0]
             for dx, y in zip(spread, points):
                 mark(i + 0.2 + dx, y, 'ours: one seed', marker='o', ms=4, color='tab:blue',
