@@ -232,7 +232,8 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
 def html_page(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, images: dict[str, bytes],
           title: str, progress: dict) -> str:
     """A self-contained page: the report's table and notes, the figures embedded as data."""
-    shown = summary.dropna(axis=1, how='all').rename(columns=HEADERS)
+    shown = summary.dropna(axis=1, how='all')
+    shown.columns = [HEADERS.get(c, c) for c in shown.columns]
     table_html = _display(shown).to_html(index=False, classes='results', border=0)
     notes = []
     for line in markdown.splitlines():
