@@ -25,8 +25,8 @@ from ..core.profiles import FULL_MAX_ITERS
 from .bench_cases import (compute_floor, in_child, measure_eval, measure_train, profile_train,
                           select_cases)
 from .bench_overhead import harness_overhead
-from .bench_result import (DEFAULT_OUT, BenchMachine, BenchRun, Case, CaseResult, FullJob,
-                           Spread, Training, write_bench)
+from .bench_result import (BenchMachine, BenchRun, Case, CaseResult, FullJob, Spread, Training,
+                           write_bench)
 
 
 def train_rounds(case: Case, device: str, variants: dict, rounds: int, per_round: int,
@@ -88,9 +88,9 @@ def bench_case(case: Case, *, device: str, repeats: int, warmup: int, rounds: in
                                                       train['train_ours'].round_medians)],
         'eval': single.stock.seconds.median / single.ours.seconds.median,
         'eval_multi_scale': multi.stock.seconds.median / multi.ours.seconds.median}
-    for variant, key in ((amp, 'train_ours_amp'), ('tf32' if tf32 else None, 'train_ours_tf32')):
-        if variant:
-            ratios[f'train_step_{variant}'] = stock_s / train[key].seconds.median
+    for key, (_, precision) in variants.items():
+        if precision:  # the amp and tf32 variants of ours
+            ratios[f'train_step_{precision}'] = stock_s / train[key].seconds.median
     ratios['train_step_ceiling'] = stock_s / floor.floor_seconds
     return CaseResult(case=case, **train, eval=single, eval_ms=multi, floor=floor,
                       ratios=ratios,
@@ -101,7 +101,7 @@ def run_bench(*, device: str = 'cpu', rows: list[str] | None = None,
               cases: tuple[Case, ...] = (), repeats: int = 5, warmup: int = 2, rounds: int = 3,
               amp: str | None = None, tf32: bool = False, compile_model: bool = False,
               slide_batch: int = 8, overhead: bool = True, profile: bool = False,
-              out: Path = DEFAULT_OUT) -> BenchRun:
+              out: Path) -> BenchRun:
     """Bench ``cases`` (default: the device's, or those of ``rows``) on ``device``; the run is
     filed in ``out`` after each case. ``amp``: also time ours in bf16/fp16 autocast; ``tf32``:
     and in fp32 with TF32 matmuls; ``overhead``: and the harness's cost on a smoke job."""

@@ -110,8 +110,7 @@ def select_cases(device: str, rows: list[str] | None) -> tuple[Case, ...]:
     default = GPU_CASES if device.startswith('cuda') else CPU_CASES
     if not rows:
         return default
-    by_row = {c.row: c for c in TINY_CASES + CPU_CASES + GPU_CASES if c not in default}
-    by_row.update({c.row: c for c in default})
+    by_row = {c.row: c for c in TINY_CASES + CPU_CASES + GPU_CASES + default}
     unknown = sorted(set(rows) - set(by_row))
     if unknown:
         raise SpecError(f"no bench case for {', '.join(unknown)} (cases: "

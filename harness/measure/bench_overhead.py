@@ -4,15 +4,14 @@ alternating), and a stopwatch on every hook and W&B call inside the training loo
 """
 from __future__ import annotations
 
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..core.layout import CONFIG_FILE, CURVES_FILE, REPO_ROOT, job_dir
+from ..core.layout import CONFIG_FILE, REPO_ROOT, job_dir
+from ..core.state import read_curves
 from .bench_cases import in_child
 from .bench_result import HookTimes, Overhead, Spread
 
@@ -120,37 +119,31 @@ def harness_overhead(repeats: int, work: Path) -> Overhead:
                        capture_output=True)
         times['bare'].append(time.perf_counter() - start)
         for name, folder in (('harness', job), ('bare', work / f'bare{rep}')):
-            iter_s[name] += _iteration_seconds(folder / CURVES_FILE)
-    from mmengine.config import Config
-    iterations = Config.fromfile(str(job / CONFIG_FILE)).train_cfg.max_iters
+            # mmengine's logged training-iteration times (averaged per log interval)
+            iter_s[name] += read_curves(folder)[0]['time'].dropna().tolist()
     hooks = {name: in_child(hook_seconds, job / CONFIG_FILE, work / f'hooks-{name}',
                             name == 'bare') for name in ('harness', 'bare')}
-    whole = {k: statistics.median(v) for k, v in times.items()}
-    per_iter = {k: statistics.median(v) for k, v in iter_s.items()}
+    iterations = hooks['harness'].iterations  # the job config's max_iters
+    whole = {k: Spread.of(v) for k, v in times.items()}
+    per_iter = {k: Spread.of(v) for k, v in iter_s.items()}
     loop = hooks['bare'].train_seconds
     return Overhead(
-        harness=Spread.of(times['harness']), bare=Spread.of(times['bare']),
-        ratio=whole['harness'] / whole['bare'],
-        iteration_seconds={k: Spread.of(v) for k, v in iter_s.items()},
-        iteration_ratio=per_iter['harness'] / per_iter['bare'],
-        iteration_ratio_min=min(iter_s['harness']) / min(iter_s['bare']),
+        harness=whole['harness'], bare=whole['bare'],
+        ratio=whole['harness'].median / whole['bare'].median,
+        iteration_seconds=per_iter,
+        iteration_ratio=per_iter['harness'].median / per_iter['bare'].median,
+        iteration_ratio_min=per_iter['harness'].min / per_iter['bare'].min,
         iterations=iterations, hook_seconds=hooks,
         # the harness's own work in the loop, measured: hook + W&B time beyond the bare run's
         hooks_share=(sum(hooks['harness'].hooks.values())
                      - sum(hooks['bare'].hooks.values())) / loop,
         hooks_share_without_checkpoints=(_loop_seconds(hooks['harness'])
                                          - _loop_seconds(hooks['bare'])) / loop,
-        fixed_seconds=(whole['harness'] - whole['bare']
-                       - iterations * (per_iter['harness'] - per_iter['bare'])))
+        fixed_seconds=(whole['harness'].median - whole['bare'].median
+                       - iterations * (per_iter['harness'].median - per_iter['bare'].median)))
 
 
 def _loop_seconds(timed: HookTimes) -> float:
     """Hook and W&B seconds of a ``hook_seconds`` run, checkpoint saving left out."""
     return sum(sec for name, sec in timed.hooks.items() if 'CheckpointHook' not in name)
-
-
-def _iteration_seconds(scalars: Path) -> list[float]:
-    """mmengine's logged training-iteration times (``time``, averaged per log interval)."""
-    rows = [json.loads(line) for line in scalars.read_text().splitlines() if line.strip()]
-    return [row['time'] for row in rows if 'time' in row and 'loss' in row]
 

@@ -12,13 +12,11 @@ import statistics
 from pathlib import Path
 from typing import Literal
 
-from ..core.layout import BENCH
 from ..core.profiles import TOTAL_BATCH
 from .measurement_files import Record, load, save
 
 FORMAT = 1
 NAME = 'bench'
-DEFAULT_OUT = BENCH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,12 +171,12 @@ class BenchRun(Record):
         return 'gpu' if self.device.startswith('cuda') else 'cpu'
 
 
-def load_bench(out: Path = DEFAULT_OUT) -> dict[str, BenchRun]:
+def load_bench(out: Path) -> dict[str, BenchRun]:
     """{device kind: run} of ``<out>/bench.json`` in the current format."""
-    return load(Path(out) / f'{NAME}.json', BenchRun, depth=0, command='bench')
+    return load(out / f'{NAME}.json', BenchRun, depth=0, command='bench')
 
 
-def write_bench(run: BenchRun, out: Path = DEFAULT_OUT) -> None:
+def write_bench(run: BenchRun, out: Path) -> None:
     """File ``run`` under its device kind (replacing that kind's run) and render the report."""
     runs = load_bench(out)
     runs[run.kind] = run

@@ -34,7 +34,6 @@ def load(path: Path, run_type: type[Record], depth: int, command: str) -> dict:
     ``run_type``, strictly, as JSON (a number is no string, a bool no number); the others
     dropped, each with a note that ``make <command>`` measures it again. Nothing on record:
     ``{}``."""
-    path = Path(path)
     if not path.is_file():
         return {}
     try:
@@ -62,11 +61,7 @@ def load(path: Path, run_type: type[Record], depth: int, command: str) -> dict:
 def save(folder: Path, name: str, runs: dict, markdown: str) -> None:
     """``<name>.json`` (``runs``) and ``<name>.md`` (``markdown``) into ``folder``: neither
     takes its name before both are written, so the two always agree."""
-    def plain(level):
-        return level.model_dump() if isinstance(level, BaseModel) else {
-            k: plain(v) for k, v in level.items()}
-
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    publish({folder / f'{name}.json': json.dumps(plain(runs), indent=1).encode(),
+    publish({folder / f'{name}.json': json.dumps(runs, indent=1,
+                                                 default=Record.model_dump).encode(),
              folder / f'{name}.md': markdown.encode()})

@@ -1,10 +1,8 @@
 """Plan: what running a table would take, per row x seed, before anything is launched.
 
 Every number comes from the job's resolved config (the one ``run`` would train) or from a
-measurement on record: per-GPU batch and iterations from the config; GPU-hours and wall-clock
-from the spec's ``speed``, from the logged seconds per iteration of a job already on disk, or
-from a rehearsal of the row on the same device kind (:mod:`harness.measure.rehearse`: training
-plus the evaluations), "unknown" otherwise; disk from the model's parameter count, the
+measurement on record; where the time comes from, in order: docs/reproduce.md, "3. Plan" (a
+rehearsal: :mod:`harness.measure.rehearse`). Disk from the model's parameter count, the
 optimiser's state per parameter and the checkpoint hook's settings. Nothing is launched and
 nothing is written.
 """
@@ -14,15 +12,14 @@ import dataclasses
 import warnings
 from pathlib import Path
 
-from ..core.datasets import Dataset, dataset
+from ..core.datasets import Dataset
 from ..core.errors import DataError
 from ..core.layout import job_dir
 from ..core.request import JobRequest
 from ..core.spec import Row
 from ..core.state import read_curves, read_state
 from ..prepare.job_config import build_config, does_not_build
-from .rehearsal_result import DEFAULT_OUT as DEFAULT_REHEARSALS
-from .rehearsal_result import Rehearsals, RowFailure, load_rehearsals, loader_rates
+from .rehearsal_result import Rehearsals, RowFailure, gb, load_rehearsals, loader_rates
 
 BYTES_PER_VALUE = 4  # fp32 weights and optimiser buffers
 # text logs, curves, per-class IoU and the offline W&B run of a 160k-iteration job: a generous
@@ -33,9 +30,6 @@ LOG_ALLOWANCE = 100 * 2 ** 20
 @dataclasses.dataclass
 class JobPlan:
     row: Row
-    seed: int
-    config: str
-    gpus: int
     batch_per_gpu: int
     iters: int
     params: int
@@ -48,13 +42,12 @@ class JobPlan:
     speed_source: str
     weights: str
     state: str
-    loader: str = ''
+    loader: str
 
 
 def _optimizer_buffers(optimizer: dict) -> int:
     """Tensors the optimiser keeps per parameter (saved with every checkpoint)."""
-    kind = optimizer.get('type', '')
-    if kind == 'SGD':
+    if optimizer.get('type') == 'SGD':
         return 1 if optimizer.get('momentum', 0) else 0
     return 2  # Adam-style optimisers: two moments
 
@@ -117,15 +110,16 @@ def _rehearsals(row: Row, results: Rehearsals, device: str | None):
 
 
 def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, gpus: int,
-                   results: Rehearsals, device: str | None) -> tuple[dict | None, str]:
+                   results: Rehearsals, device: str | None) -> tuple:
     """GPU-hours and wall-clock of one job from a rehearsal of its row on ``device`` (a device
     kind; None: any GPU on record), in fp32 at the job's per-GPU batch: ``iters`` x seconds
     per iteration x GPUs, plus the evaluations (every ``val_interval`` iterations, the
     validation images of the row's dataset at the rehearsal's single-scale seconds per image,
-    split among the GPUs). Returns (None, why) when no such rehearsal is on record."""
+    split among the GPUs): (GPU-hours, wall-clock hours, where from); (None, None, why) when
+    no such rehearsal is on record."""
     kinds = _kinds(results, device)
     if not kinds:
-        return None, f"no rehearsal on {device or 'a GPU'} yet (make rehearse)"
+        return None, None, f"no rehearsal on {device or 'a GPU'} yet (make rehearse)"
     why = f"no fp32 rehearsal of {row.table}/{row.id} on {' / '.join(kinds)}"
     for kind, run, entry in _rehearsals(row, results, device):
         if entry.batch != batch_per_gpu:
@@ -139,12 +133,11 @@ def rehearsed_time(row: Row, iters: int, val_interval: int, batch_per_gpu: int, 
         evaluations = -(-iters // val_interval)
         eval_s = evaluations * row.data.counts['validation'] * entry.eval_s_per_image
         train_s = iters * entry.train_s_per_iter
-        return ({'gpu_hours': (train_s * gpus + eval_s) / 3600,
-                 'wall_hours': (train_s + eval_s / gpus) / 3600},
+        return ((train_s * gpus + eval_s) / 3600, (train_s + eval_s / gpus) / 3600,
                 f'rehearsal on {kind}, {run.date}: {entry.train_s_per_iter:.3f} '
                 f's/iteration, {entry.eval_s_per_image:.3f} s per evaluated image '
                 f'x {evaluations} evaluations')
-    return None, why
+    return None, None, why
 
 
 def loader_feed(row: Row, workers: int, processes: int, results: Rehearsals,
@@ -168,7 +161,7 @@ def loader_feed(row: Row, workers: int, processes: int, results: Rehearsals,
 
 def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
              data_root: Path, weights_root: Path, seeds: int, cache: dict,
-             rehearsals: Rehearsals | None = None, device: str | None = None) -> JobPlan:
+             rehearsals: Rehearsals, device: str | None) -> JobPlan:
     work_dir = job_dir(work_root, profile, row.folder, row.id, seed)
     key = (row.folder, row.id)  # row ids repeat across tables (Seg-L-Mask/16)
     if key not in cache:  # the seed changes nothing but the random state
@@ -196,26 +189,21 @@ def plan_job(row: Row, seed: int, *, profile: str, gpus: int, work_root: Path,
         hours, source = logged[0] * iters / 3600, logged[1]
         wall = hours / gpus
     elif profile == 'full':
-        found, why = rehearsed_time(row, iters, cfg.train_cfg.val_interval,
-                              cfg.train_dataloader.batch_size, gpus, rehearsals or {}, device)
-        if found is not None:
-            hours, wall = found['gpu_hours'], found['wall_hours']
-        source = f'{source}; {why}' if found is None else why
+        hours, wall, why = rehearsed_time(row, iters, cfg.train_cfg.val_interval,
+                                          cfg.train_dataloader.batch_size, gpus, rehearsals,
+                                          device)
+        source = f'{source}; {why}' if hours is None else why
     state = 'job ' + read_state(work_dir).get('status', 'not run yet')
-    return JobPlan(row=row, seed=seed, config=row.config, gpus=gpus,
-                   batch_per_gpu=cfg.train_dataloader.batch_size, iters=iters, params=params,
-                   buffers=buffers,
-                   checkpoint_bytes=ckpt, kept_checkpoints=kept,
+    return JobPlan(row=row, batch_per_gpu=cfg.train_dataloader.batch_size, iters=iters,
+                   params=params, buffers=buffers, checkpoint_bytes=ckpt, kept_checkpoints=kept,
                    disk_bytes=ckpt * kept + LOG_ALLOWANCE, gpu_hours=hours,
                    wall_hours=wall, speed_source=source,
-                   weights=_weights(row, profile, weights_root),
-                   state=state,
+                   weights=_weights(row, profile, weights_root), state=state,
                    loader=loader_feed(row, cfg.train_dataloader.num_workers, gpus,
-                                      rehearsals or {}, device))
+                                      rehearsals, device))
 
 
-def data_status(profile: str, data_root: Path, declared: Dataset | None = None) -> str:
-    declared = declared or dataset()
+def data_status(profile: str, data_root: Path, declared: Dataset) -> str:
     if profile == 'smoke':
         return f'synthetic {declared.title}, generated on first use at {data_root}'
     from ..assets.data import check_layout
@@ -225,10 +213,6 @@ def data_status(profile: str, data_root: Path, declared: Dataset | None = None) 
         return f'MISSING: {err}'
     return (f'{declared.title} present at {data_root} ({found["training"]} training, '
             f'{found["validation"]} validation images; layout checked)')
-
-
-def _gb(n: int) -> str:
-    return f'{n / 2 ** 30:.2f} GB'
 
 
 def _launch(launcher: str, gpus: int) -> str:
@@ -241,17 +225,17 @@ def _hours(value: float | None) -> str:
     return 'unknown' if value is None else f'{value:.1f}'
 
 
-def _total(plans: list[JobPlan], field: str) -> str:
+def _total(plans: list[JobPlan], field: str, unit: str = '', none: str = 'unknown') -> str:
     known = [getattr(p, field) for p in plans if getattr(p, field) is not None]
     if not known:
-        return 'unknown'
+        return none
     unknown = len(plans) - len(known)
-    return f'{sum(known):.1f}' + (f' + unknown for {unknown} job(s)' if unknown else '')
+    return f'{sum(known):.1f}{unit}' + (f' + unknown for {unknown} job(s)' if unknown else '')
 
 
 def print_plan(*, tables_rows, profile: str, gpus: int, seeds: int, launcher: str,
                work_root: Path, data_roots: dict[str, Path], weights_root: Path,
-               rehearsals: Path = DEFAULT_REHEARSALS, device: str | None = None) -> None:
+               rehearsals: Path, device: str | None) -> None:
     """Print the plan of ``tables_rows`` ([(table, rows)]). ``rehearsals``: the folder
     ``rehearse`` wrote its results to; ``device``: the device kind whose rehearsals estimate
     the time (None: any GPU on record)."""
@@ -270,13 +254,13 @@ def print_plan(*, tables_rows, profile: str, gpus: int, seeds: int, launcher: st
                              data_root=data_root, weights_root=weights_root, seeds=seeds,
                              cache=cache, rehearsals=rehearsals, device=device)
                 in_table.append(p)
-                print(f'  {row.id} seed{seed}: {p.config} ({p.state})\n'
-                      f'      launcher {_launch(launcher, gpus)}, GPUs {p.gpus}, batch/GPU '
+                print(f'  {row.id} seed{seed}: {row.config} ({p.state})\n'
+                      f'      launcher {_launch(launcher, gpus)}, GPUs {gpus}, batch/GPU '
                       f'{p.batch_per_gpu}, iterations {p.iters}\n'
                       f'      GPU-hours {_hours(p.gpu_hours)}, wall-clock hours '
                       f'{_hours(p.wall_hours)} ({p.speed_source})\n'
-                      f'      disk {_gb(p.disk_bytes)}: {p.kept_checkpoints} checkpoints x '
-                      f'{_gb(p.checkpoint_bytes)} ({p.params} params x {BYTES_PER_VALUE} B x '
+                      f'      disk {gb(p.disk_bytes)}: {p.kept_checkpoints} checkpoints x '
+                      f'{gb(p.checkpoint_bytes)} ({p.params} params x {BYTES_PER_VALUE} B x '
                       f'(weights + {p.buffers} optimiser buffer(s))) + '
                       f'{LOG_ALLOWANCE // 2 ** 20} MB logs\n'
                       f'      weights {p.weights}\n'
@@ -284,11 +268,8 @@ def print_plan(*, tables_rows, profile: str, gpus: int, seeds: int, launcher: st
         print(f'  {table.name} total: GPU-hours {_total(in_table, "gpu_hours")}, wall-clock '
               f'hours {_total(in_table, "wall_hours")} (jobs one after another)')
         plans += in_table
-    known = [p.gpu_hours for p in plans if p.gpu_hours is not None]
-    unknown = len(plans) - len(known)
-    hours = ('GPU-hours unknown for all (no speed measured yet)' if not known else
-             f'{sum(known):.1f} GPU-hours' + (f' + unknown for {unknown} job(s)' if unknown
-                                               else ''))
+    hours = _total(plans, 'gpu_hours', ' GPU-hours',
+                   'GPU-hours unknown for all (no speed measured yet)')
     missing = sorted({p.row.pretrained_file for p in plans if p.weights.startswith('MISSING')})
-    print(f'total: {len(plans)} job(s), {hours}, disk {_gb(sum(p.disk_bytes for p in plans))}'
+    print(f'total: {len(plans)} job(s), {hours}, disk {gb(sum(p.disk_bytes for p in plans))}'
           f', weights missing: {", ".join(missing) or "none"}')

@@ -7,14 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from ..core.layout import REHEARSALS
 from .measurement_files import Record, load, save
 
 FORMAT = 1
 NAME = 'rehearsal'
-DEFAULT_OUT = REHEARSALS
 DEFAULT_ITERS = 4  # the first iteration warms up; the others are the steady state
-PRECISION_NAMES = {None: 'fp32', 'bf16': 'bf16', 'fp16': 'fp16', 'tf32': 'tf32'}
 
 
 class PeakMemory(Record):
@@ -138,12 +135,12 @@ def flags(entry: RowRehearsal, machine: RehearsalMachine) -> list[str]:
     return found
 
 
-def load_rehearsals(folder: Path = DEFAULT_OUT) -> Rehearsals:
+def load_rehearsals(folder: Path) -> Rehearsals:
     """The rehearsals on record in ``folder`` in the current format ({} when none)."""
-    return load(Path(folder) / f'{NAME}.json', RehearsalRun, depth=1, command='rehearse')
+    return load(folder / f'{NAME}.json', RehearsalRun, depth=1, command='rehearse')
 
 
-def write_rehearsal(run: RehearsalRun, folder: Path = DEFAULT_OUT) -> None:
+def write_rehearsal(run: RehearsalRun, folder: Path) -> None:
     """Merge ``run`` into the record (its rows replace those of an earlier run of the same
     device kind and precision) and render the report from everything on record."""
     results = load_rehearsals(folder)
@@ -153,7 +150,7 @@ def write_rehearsal(run: RehearsalRun, folder: Path = DEFAULT_OUT) -> None:
     save(folder, NAME, results, markdown(results))
 
 
-def _gb(n: float | None) -> str:
+def gb(n: float | None) -> str:
     return '—' if n is None else f'{n / 2 ** 30:.2f} GB'
 
 
@@ -175,8 +172,8 @@ def markdown(results: Rehearsals) -> str:
             m, subs = run.machine, run.substitutions
             lines += [f'### {precision} ({run.date})', '',
                       f'- machine: {m.gpu or m.cpu}'
-                      + (f' ({_gb(m.gpu_memory)}, CUDA {m.cuda})' if m.gpu
-                         else f' ({m.cpu_count} cores, {_gb(m.memory)})')
+                      + (f' ({gb(m.gpu_memory)}, CUDA {m.cuda})' if m.gpu
+                         else f' ({m.cpu_count} cores, {gb(m.memory)})')
                       + ', ' + ', '.join(f'{k} {v}' for k, v in m.versions.items()),
                       f'- substitutions: data {subs.data}; weights {subs.weights}; '
                       f'{subs.iterations} iterations; per-GPU batch {subs.batch}',
@@ -200,7 +197,7 @@ def _row_line(key: str, e: RowRehearsal | RowFailure) -> str:
             f"{_num(e.train_first_iter_s)} | {_num(e.train_data_s_per_iter, '.3f')} "
             f"| {_num(e.images_per_s_per_worker, '.1f')} x {e.workers} | "
             f"{_num(e.eval_s_per_image)} | {_num(windows, '.1f')} | "
-            f'{_num(e.eval_ms_s_per_image)} | {_gb(e.peak_memory.bytes)} '
-            f'({e.peak_memory.kind}) | {_gb(e.checkpoint_bytes)} | '
+            f'{_num(e.eval_ms_s_per_image)} | {gb(e.peak_memory.bytes)} '
+            f'({e.peak_memory.kind}) | {gb(e.checkpoint_bytes)} | '
             f"{_num(e.checkpoint_save_s)} | {_num(e.wall_s, '.0f')} | "
             f"{'; '.join(e.flags) or 'none'} |")

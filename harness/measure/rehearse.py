@@ -1,23 +1,14 @@
 """Rehearsal: each row's full-profile job at its real size, for a few iterations, measured.
 
-A rehearsal is the job ``run --profile full`` would launch (same JobRequest, same launcher, same
-job process, same config) with these substitutions, each recorded in the result:
-
-- data: the synthetic copy of the row's dataset at that dataset's image sizes
-  (``harness.assets.synthetic``, size ``real``: ADE20K's ~512x683, Pascal Context's ~500x375,
-  Cityscapes' 2048x1024): same folder layout, file types and label range;
-- pretrained weights: a file in the row's release layout (timm or DeiT names, the 384-pixel
-  position grid) holding random values, converted by the same ``weights`` code into the
-  rehearsal's own weights folder and loaded through the row's ``init_cfg``;
-- the schedule: ``max_iters`` N (the poly decay, the checkpoint and the evaluation at N);
-- only if asked: a smaller per-GPU batch (``JobRequest.batch``), for devices the real one (the
-  dataset's: ADE20K 8, Pascal Context 16, Cityscapes 8) does not fit.
-
-Per row: train N iterations (evaluated at N with the row's sliding window; the real-size
-checkpoint written), resume from that checkpoint for one more iteration in a second job folder,
-optionally evaluate it multi-scale + flip, and time the data pipeline alone in this process.
-The job processes measure themselves (``harness.launch.job.measured``). Results go to
-``<out>/rehearsal.json`` and ``rehearsal.md`` (:mod:`harness.measure.rehearsal_result`).
+A rehearsal is the job ``run --profile full`` would launch (same JobRequest, launcher, job
+process and config) with substitutions recorded in the result: the synthetic copy of the row's
+dataset at its image sizes (``harness.assets.synthetic``, size ``real``); random weights in the
+row's release layout (timm or DeiT names, the 384-pixel position grid), converted by the
+``weights`` code and loaded through the row's ``init_cfg``; ``max_iters`` N (the poly decay,
+the checkpoint and the evaluation at N); only if asked, a smaller per-GPU batch. The steps of
+a row and what is measured: docs/reproduce.md, "Rehearsal: every row at its real size". The job
+processes measure themselves (``harness.launch.job.measured``); results:
+:mod:`harness.measure.rehearsal_result`.
 """
 from __future__ import annotations
 
@@ -34,15 +25,13 @@ from pathlib import Path
 from ..assets.weights import RELEASE_GRID
 from ..core.atomic import atomic_write
 from ..core.errors import HarnessError, LaunchError, StateError, WeightsError
-from ..core.layout import (POINTER, REHEARSAL_WORK_ROOT, checkpoint_name, job_dir, ours_eval_dir,
-                            shown)
+from ..core.layout import POINTER, checkpoint_name, job_dir, ours_eval_dir, shown
 from ..core.request import JobRequest
 from ..core.result import read_result
 from ..core.spec import Row
 from ..core.state import read_state
-from .rehearsal_result import (DEFAULT_ITERS, DEFAULT_OUT, PRECISION_NAMES, PeakMemory,
-                               RehearsalMachine, RehearsalRun, RowFailure, RowRehearsal,
-                               Substitutions, flags, write_rehearsal)
+from .rehearsal_result import (PeakMemory, RehearsalMachine, RehearsalRun, RowFailure,
+                               RowRehearsal, Substitutions, flags, write_rehearsal)
 
 PIPELINE_SAMPLES = 8  # training samples timed through the pipeline, after one warm-up
 
@@ -69,9 +58,8 @@ def _install_release(row: Row, weights_root: Path, done: dict) -> str:
     release = originals / original_name(row)
     if not release.is_file():
         write_random_release(row, release)
-    line = install_row(row, weights_root, originals, source=release)
-    done[row.pretrained_file] = line
-    return line
+    done[row.pretrained_file] = install_row(row, weights_root, originals, source=release)
+    return done[row.pretrained_file]
 
 
 def check_pretrained(request: JobRequest) -> str:
@@ -168,7 +156,7 @@ def _steady(measured: dict, key: str) -> float | None:
 def rehearse_row(row: Row, *, amp: str | None, iters: int, batch: int | None,
                  multi_scale: bool, work_root: Path, data_root: Path, releases: dict,
                  tag: str, keep_checkpoints: bool = False, resume: bool = True) -> RowRehearsal:
-    """Train, resume and time ``row``'s full-profile job (see the module's docstring); raises
+    """Train, resume and time ``row``'s full-profile job (docs/reproduce.md); raises
     on the first step that fails."""
     weights_root = work_root / 'weights'
     train_dir = job_dir(work_root, 'full', row.folder, row.id, 0)
@@ -247,11 +235,9 @@ def _resume(request: JobRequest, checkpoint: Path, resume_dir: Path, tag: str) -
     return f'from {checkpoint.name} to iteration {iters + 1}'
 
 
-def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
-             iters: int = DEFAULT_ITERS, batch: int | None = None, multi_scale: bool = False,
-             work_root: Path = REHEARSAL_WORK_ROOT, out: Path = DEFAULT_OUT,
-             data_root: Path | None = None, keep_checkpoints: bool = False,
-             resume: bool = True) -> RehearsalRun:
+def rehearse(*, rows: list[Row], device: str, amp: str | None, iters: int, batch: int | None,
+             multi_scale: bool, out: Path, work_root: Path, data_root: Path | None,
+             keep_checkpoints: bool, resume: bool) -> RehearsalRun:
     """Rehearse ``rows`` on ``device`` (``cpu`` or ``cuda``) in ``amp`` (None: fp32), each row
     ``iters`` iterations at its real batch or at ``batch`` per GPU; a row that fails is one
     line on stderr and the others run. Returns this run's result, also merged into ``out``
@@ -270,7 +256,7 @@ def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
              for name, data in declared.items()}
     real = ', '.join(f'{data.title} {data.recipe.batch}' for data in declared.values())
     run = RehearsalRun(
-        device=kind, precision=PRECISION_NAMES[amp], machine=RehearsalMachine.of(device),
+        device=kind, precision=amp or 'fp32', machine=RehearsalMachine.of(device),
         date=time.strftime('%Y-%m-%d %H:%M'),
         command=' '.join(['python -m harness'] + sys.argv[1:]),
         substitutions=Substitutions(
@@ -282,8 +268,8 @@ def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
             iterations=iters, batch=batch or f'{real} (real)'))
     releases = {}
     for n, row in enumerate(rows, 1):
-        tag = f'[{n}/{len(rows)}] {row.table}/{row.id}'
         key = f'{row.table}/{row.id}'
+        tag = f'[{n}/{len(rows)}] {key}'
         try:
             entry = rehearse_row(row, amp=amp, iters=iters, batch=batch,
                                  multi_scale=multi_scale, work_root=work_root,
@@ -293,10 +279,10 @@ def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
             text = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
             message = text if isinstance(err, HarnessError) else f'{type(err).__name__}: {text}'
             print(f'error: rehearsal of {key} failed: {message}', file=sys.stderr, flush=True)
-            run.rows[key] = RowFailure(error=message, batch=batch or row.data.recipe.batch)
+            run.rows[key] = failure = RowFailure(error=message,
+                                                 batch=batch or row.data.recipe.batch)
             if 'out of memory' in message.lower():
-                run.rows[key].flags.append(f'does not fit: out of memory at batch '
-                                           f'{batch or row.data.recipe.batch}')
+                failure.flags.append(f'does not fit: out of memory at batch {failure.batch}')
         else:
             entry.flags = flags(entry, run.machine)
             run.rows[key] = entry
@@ -304,5 +290,5 @@ def rehearse(*, rows: list[Row], device: str = 'cpu', amp: str | None = None,
                   f'evaluation {entry.eval_s_per_image:.2f} s/image, '
                   f'peak {entry.peak_memory.bytes / 2 ** 30:.1f} GB'
                   + ''.join(f'; {f}' for f in entry.flags), flush=True)
-        write_rehearsal(run, Path(out))  # each row on disk as soon as it is done
+        write_rehearsal(run, out)  # each row on disk as soon as it is done
     return run

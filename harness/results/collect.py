@@ -9,6 +9,7 @@ packages.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ from ..core.errors import SpecError, StateError
 from ..core.hashing import CACHE, sha256_file
 from ..core.layout import REPO_ROOT, REQUEST_FILE, job_dir, ours_eval_dir, seed_dirs
 from ..core.result import read_result
-from ..core.sources import SOURCES_FORMAT, code_files, off_pins, recipe_sources
+from ..core.sources import SOURCES_FORMAT, code_differences, code_files, off_pins, recipe_sources
 from ..core.spec import Row
 from ..core.state import UNREADABLE, job_status, read_curves, read_recipe, read_state
 
@@ -68,18 +69,14 @@ def _weights_path(work_dir: Path, entry: dict) -> Path | None:
     """Where this machine keeps the job's pretrained file, if it does."""
     roots = [REPO_ROOT]
     try:
-        import json
         roots.insert(0, Path(json.loads((work_dir / REQUEST_FILE).read_text())['weights_root']))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    for root in roots:
-        if (root / entry['file']).is_file():
-            return root / entry['file']
-    return None
+    return next((root / entry['file'] for root in roots if (root / entry['file']).is_file()),
+                None)
 
 
-def check_record(work_dir: Path, record: dict, verify: bool = False,
-                 hashes: bool = True) -> list[str]:
+def check_record(work_dir: Path, record: dict, verify: bool, hashes: bool) -> list[str]:
     """What differs between a job folder and its result record: the checkpoint (present, its
     size, and with ``hashes`` its SHA-256), the pretrained file where this machine has it, and
     with ``verify`` the metric files the record summarises."""
@@ -108,10 +105,8 @@ def record_marks(record: dict, code_now: dict | None) -> list[str]:
     """What a reader must know of a counted job, from its record: accepted drift, code or
     packages that changed between its starts, packages off the pins, code changed since, a
     record made after the job."""
-    marks = []
-    for entry in record.get('drift') or []:
-        marks.append(f"drift accepted at start {entry['start']} "
-                     f"({', '.join(entry['drift'][:3])})")
+    marks = [f"drift accepted at start {entry['start']} ({', '.join(entry['drift'][:3])})"
+             for entry in record.get('drift') or []]
     if record.get('changes'):
         marks.append('changed during the job: ' + '; '.join(record['changes']))
     code = record.get('code')
@@ -121,9 +116,8 @@ def record_marks(record: dict, code_now: dict | None) -> list[str]:
         if off := off_pins(code.get('packages')):
             marks.append('packages off the pins: ' + ', '.join(off))
         if code_now is not None:
-            changed = [name for name in sorted(set(code.get('files') or {}) | set(code_now))
-                       if (code.get('files') or {}).get(name) != code_now.get(name)]
-            if changed:
+            # the files alone: the packages are the pins' matter, above
+            if changed := code_differences({'files': code.get('files')}, {'files': code_now}):
                 marks.append('code changed since: ' + ', '.join(changed[:3])
                              + (f' and {len(changed) - 3} more' if len(changed) > 3 else ''))
     if record.get('made_by', 'job') != 'job':
@@ -131,17 +125,26 @@ def record_marks(record: dict, code_now: dict | None) -> list[str]:
     return marks
 
 
-def _evaluated_miou(trained: Path, record: dict | None, multi_scale: bool) -> float | None:
-    """The mIoU of the evaluation of the job's recorded checkpoint, from its result record."""
-    sha = ((record or {}).get('checkpoint') or {}).get('sha256')
-    if not sha:
-        return None
+def scale_metrics(record: dict | None, multi_scale: bool = False) -> dict:
+    """A result record's metrics at one scale ({} where there are none)."""
+    return ((record or {}).get('metrics') or {}).get(
+        'multi_scale' if multi_scale else 'single_scale') or {}
+
+
+def readable_result(folder: Path) -> dict | None:
+    """An evaluation folder's result record; None when it has none or it cannot be read."""
     try:
-        evaluation = read_result(ours_eval_dir(trained, multi_scale, sha))
+        return read_result(folder)
     except StateError:
         return None
-    scale = 'multi_scale' if multi_scale else 'single_scale'
-    return ((evaluation or {}).get('metrics') or {}).get(scale, {}).get('mIoU')
+
+
+def _multi_scale_miou(trained: Path, record: dict | None) -> float | None:
+    """The mIoU of the multi-scale evaluation of the job's recorded checkpoint, from its
+    result record."""
+    sha = ((record or {}).get('checkpoint') or {}).get('sha256')
+    evaluation = readable_result(ours_eval_dir(trained, True, sha)) if sha else None
+    return scale_metrics(evaluation, True).get('mIoU')
 
 
 def _row_identity(row: Row) -> tuple[str | None, dict | None, str | None]:
@@ -161,16 +164,14 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
     records, curves = [], {}
     for row in rows:
         sources, code_now, row_error = _row_identity(row)
-        found = seed_dirs(work_root, profile, row.folder, row.id)
-        for seed in (range(seeds) if seeds else found):
+        for seed in range(seeds) if seeds else seed_dirs(work_root, profile, row.folder, row.id):
             work_dir = job_dir(work_root, profile, row.folder, row.id, seed)
             state = read_state(work_dir)
             train, val = read_curves(work_dir)
             curves[(row.id, seed)] = (train, val)
-            last_val = val.iloc[-1] if len(val) else None
+            last_val = val.iloc[-1] if len(val) else {}
             status, error, marks = job_status(state), state.get('error'), []
-            finals = {m: (float(last_val[m]) if last_val is not None and m in last_val else None)
-                      for m in VAL_METRICS}
+            finals = {m: float(last_val[m]) if m in last_val else None for m in VAL_METRICS}
             result, meta, frozen = None, state.get('meta'), {}
             try:
                 frozen = read_recipe(work_dir) or {}
@@ -193,8 +194,7 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
                 if problems:
                     status, error = CHECK_FAILED, '; '.join(problems)
                 marks = record_marks(result, code_now)
-                metrics = (result.get('metrics') or {}).get('single_scale') or {}
-                finals = {m: metrics.get(m) for m in VAL_METRICS}
+                finals = {m: scale_metrics(result).get(m) for m in VAL_METRICS}
             if status not in (UNREADABLE, CONFIG_ERROR) and ran is not None and sources \
                     and ran != sources:  # never attributed to the row as it is now
                 status = OTHER_RECIPE
@@ -205,25 +205,23 @@ def collect_jobs(rows: list[Row], profile: str, work_root: Path, seeds: int | No
             full = row.data.recipe.iterations
             schedule = trained.get('max_iters') or profiles.schedule_length(
                 profile, ((meta or {}).get('request') or {}).get('max_iters'), full)
-            recipe = (result or {}).get('recipe') or {}
             records.append({
                 'row': row.id, 'seed': seed, 'status': status,
                 'error': error if status in PROBLEMS else None, 'marks': marks,
                 'iters': int(train.index.max()) if len(train) else 0,
                 **{f'{m}_final': finals[m] for m in VAL_METRICS},
                 'miou_first': float(val['mIoU'].iloc[0]) if len(val) else None,
-                'miou_ms': _evaluated_miou(work_dir, result, multi_scale=True),
+                'miou_ms': _multi_scale_miou(work_dir, result),
                 'wandb_run_id': state.get('wandb_run_id'),
                 'wandb_run': state.get('wandb_run'),
                 'device_hours': train_hours(train) * state.get('gpus', 1),
                 'schedule': schedule,
                 'shortened': schedule if schedule != profiles.schedule_length(profile, None, full)
                 else None,
-                'seed_free': recipe.get('seed_free'),
+                'seed_free': ((result or {}).get('recipe') or {}).get('seed_free'),
                 'code': (result or {}).get('code'),
                 'view': frozen.get('view'),
-                'per_class': (((result or {}).get('metrics') or {}).get('single_scale')
-                              or {}).get('per_class_IoU'),
+                'per_class': scale_metrics(result).get('per_class_IoU'),
                 'meta': meta,
                 'work_dir': str(work_dir),
             })

@@ -1,9 +1,8 @@
 """The report's figures (matplotlib, Agg): the comparison of each row with the paper and the
-references, per-class IoU per row, and the curves. Each is a PNG written beside the Markdown."""
+references, per-class IoU per row, and the curves. Each is a PNG, returned as bytes."""
 from __future__ import annotations
 
-import math
-from pathlib import Path
+import io
 
 import matplotlib
 
@@ -26,24 +25,22 @@ COMPARISON_MARKS = (
 )
 
 
-def _known(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _save(fig, axes, path: Path, grid: str = 'both') -> None:
-    """Small titles, a light grid and a legend where there is one; the PNG at ``path``."""
+def _png(fig, axes, grid: str = 'both') -> bytes:
+    """Small titles, a light grid and a legend where there is one; the figure as PNG."""
     for ax in axes:
         ax.title.set_fontsize(9)
         ax.grid(axis=grid, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110)
     plt.close(fig)
+    return buffer.getvalue()
 
 
-def comparison_chart(table: Table, summary: pd.DataFrame, seeds: dict[str, list[float]],
-                     path: Path) -> None:
+def comparison_chart(table: Table, summary: pd.DataFrame,
+                     seeds: dict[str, list[float]]) -> bytes:
     """Per row: the paper value(s) (the one Δ is taken against filled, the other hollow), the
     reference reproductions, the released checkpoint's evaluation, our seeds as points and their
     mean with its 95% interval (n ≥ 2) as an error bar."""
@@ -57,21 +54,18 @@ def comparison_chart(table: Table, summary: pd.DataFrame, seeds: dict[str, list[
     for i, r in enumerate(summary.itertuples()):
         for column, label, marker, colour, dx in COMPARISON_MARKS:
             value = getattr(r, column)
-            if not _known(value):
+            if pd.isna(value):
                 continue
-            matched = column == f'paper_miou_{r.paper_version}'
-            hollow = column.startswith('paper_') and not matched
+            hollow = column.startswith('paper_') and column != f'paper_miou_{r.paper_version}'
             mark(i + dx, value, label, marker=marker, ms=9 if column.startswith('paper') else 7,
                  color=colour, markerfacecolor='white' if hollow else colour)
-        points = seeds.get(r.row, [])
-        if points:
+        if points := seeds.get(r.row, []):
             spread = np.linspace(-0.05, 0.05, len(points)) if len(points) > 1 else [0.0]
-            mark(i + 0.2 + spread[0], points[0], 'ours: one seed', marker='o', ms=4,
-                 color='tab:blue', alpha=0.6)
-            for dx, y in zip(spread[1:], points[1:]):
-                ax.plot([i + 0.2 + dx], [y], 'o', ms=4, color='tab:blue', alpha=0.6)
+            for dx, y in zip(spread, points):
+                mark(i + 0.2 + dx, y, 'ours: one seed', marker='o', ms=4, color='tab:blue',
+                     alpha=0.6)
             low, high = r.ci_low, r.ci_high
-            if _known(low):
+            if pd.notna(low):
                 ax.errorbar([i + 0.3], [r.miou_ss], yerr=[[r.miou_ss - low], [high - r.miou_ss]],
                             fmt='none', ecolor='tab:blue', capsize=4,
                             label=None if 'ci' in labelled else 'ours: 95% t interval')
@@ -83,11 +77,11 @@ def comparison_chart(table: Table, summary: pd.DataFrame, seeds: dict[str, list[
     ax.set(ylabel='single-scale mIoU (%)', xlim=(-0.7, len(summary) - 0.3),
            title=f'{table.title}\n(under each row: the paper version Δ is taken against, '
                  'its mark filled)')
-    _save(fig, [ax], path, grid='y')
+    return _png(fig, [ax], grid='y')
 
 
 def per_class_chart(model: str, ours: dict[str, float], released: dict[str, float],
-                    path: Path, seeds: int) -> None:
+                    seeds: int) -> bytes:
     """One row's per-class IoU of its last evaluation, classes sorted by ours (mean over
     ``seeds``), against the released checkpoint's where that was evaluated."""
     names = sorted(ours, key=lambda n: -ours[n]) + sorted(set(released) - set(ours))
@@ -102,21 +96,10 @@ def per_class_chart(model: str, ours: dict[str, float], released: dict[str, floa
     ax.set(xlim=(-0.8, len(names) - 0.2), ylim=(0, 100), ylabel='IoU (%)',
            title=f'{model}: per-class IoU of the last evaluation ({len(names)} classes seen, '
                  'sorted by ours)')
-    _save(fig, [ax], path, grid='y')
+    return _png(fig, [ax], grid='y')
 
 
-def _seed_band(ax, frames: list[pd.Series], x_scale: float, colour: str, label: str) -> None:
-    """Mean over seeds as a line with the evaluations marked, min..max over seeds as a band
-    (one seed: just the line)."""
-    table = pd.concat(frames, axis=1)
-    x = table.index / x_scale
-    ax.plot(x, table.mean(axis=1), 'o-', color=colour, label=label, ms=4)
-    if table.shape[1] > 1:
-        ax.fill_between(x, table.min(axis=1), table.max(axis=1), color=colour, alpha=0.2)
-
-
-def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict,
-                 path: Path) -> None:
+def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict) -> bytes:
     """mIoU against iteration and against the fraction of the schedule (with the seed
     repository's published curve where a row matches one), and the training loss with the
     evaluation iterations marked. ``schedules``: (row, seed) -> the job's schedule length."""
@@ -126,8 +109,13 @@ def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict,
         runs = {k: v for k, v in curves.items() if k[0] == row.id}
         mious = [val['mIoU'] for _, val in runs.values() if len(val)]
         losses = [train['loss'] for train, _ in runs.values() if len(train) and 'loss' in train]
-        if mious:
-            _seed_band(ax_miou, mious, 1, colour, row.model)
+        if mious:  # the mean over seeds, and (two or more) their min..max as a band
+            seeds = pd.concat(mious, axis=1)
+            ax_miou.plot(seeds.index, seeds.mean(axis=1), 'o-', color=colour, label=row.model,
+                         ms=4)
+            if seeds.shape[1] > 1:
+                ax_miou.fill_between(seeds.index, seeds.min(axis=1), seeds.max(axis=1),
+                                     color=colour, alpha=0.2)
             for key, (_, val) in runs.items():
                 if len(val):  # each job against its own schedule (a shortened one ends at 1)
                     ax_progress.plot(val.index / schedules[key], val['mIoU'], 'o-', ms=4,
@@ -152,4 +140,4 @@ def curves_chart(table: Table, curves: dict, schedules: dict, seed_curves: dict,
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
             lambda v, _: f'{v / 1000:g}k' if v >= 10000 else f'{v:g}'))
     fig.suptitle(table.title, fontsize=10)
-    _save(fig, (ax_miou, ax_loss, ax_progress), path)
+    return _png(fig, (ax_miou, ax_loss, ax_progress))

@@ -2,14 +2,17 @@
 summary that :mod:`harness.results.report` computes."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import html
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from ..core.profiles import SMOKE
-from ..core.layout import REPO_ROOT
+from ..core.layout import REPO_ROOT, STATE_FILE
 from ..core.spec import Table
 from .verdict import CONFIDENCE, RELEASE, target
 
@@ -41,15 +44,20 @@ def _empty(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ''
 
 
-def _fmt(value, digits=2, signed=False) -> str:
-    if _empty(value):
-        return EMPTY
-    return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
+def _fmt(value, signed=False) -> str:
+    return EMPTY if _empty(value) else f'{value:{"+" if signed else ""}.2f}'
 
 
 def _text(value) -> str:
     """A cell of text: empty (None, NaN, '') as —."""
     return EMPTY if _empty(value) else str(value)
+
+
+def named_problem(status: str, error: str | None, form: str = ': {}') -> str:
+    """A problem and its reason, the status said once (an error may start with it:
+    'unreadable state (...)')."""
+    return error if error and error.startswith(status) else \
+        status + (form.format(error) if error else '')
 
 
 def _interval(r) -> str:
@@ -58,7 +66,7 @@ def _interval(r) -> str:
 
 def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profile: str,
               paper_version: str | None, tolerance: float, progress: dict,
-              per_class: list[str], out: Path | None = None) -> str:
+              per_class: list[str], out: Path) -> str:
     lines = []
     if profile == 'smoke':
         lines += [f'> **Smoke run on synthetic data** (each row at 1/{SMOKE.width_divisor} width '
@@ -97,13 +105,11 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
     released_col = '| released checkpoint (ss / ms) ' if released else ''
     progress_col = summary['progress'].notna().any()
     refs = ' | '.join(REFERENCE_COLUMNS.values())
-    lines += [f'| row | model | paper v1 | paper v3 | Δ against | {refs} {released_col}'
+    header = (f'| row | model | paper v1 | paper v3 | Δ against | {refs} {released_col}'
               f'{first_col}| ours (single-scale) | n | {CONFIDENCE:.0%} interval '
               '| ours (multi-scale) | Δ | status | verdict | rule '
-              + ('| progress ' if progress_col else '') + '|',
-              '|---' * (5 + len(REFERENCE_COLUMNS)) + '|' + ('---|' if first_col else '')
-              + ('---|' if released else '') + '---|---|---|---|---|---|---|---|'
-              + ('---|' if progress_col else '')]
+              + ('| progress ' if progress_col else '') + '|')
+    lines += [header, '|' + '---|' * (header.count('|') - 1)]
     for r in summary.itertuples():
         ours = _fmt(r.miou_ss)
         if not math.isnan(r.miou_ss_std):
@@ -181,9 +187,7 @@ def markdown_page(table: Table, summary: pd.DataFrame, jobs: pd.DataFrame, profi
               '| row | seed | status | last iteration | mIoU | progress | W&B run | record |',
               '|---|---|---|---|---|---|---|---|']
     for j in jobs.itertuples():
-        # an error that starts with the status says it already ('unreadable state (...)')
-        status = (j.error if j.error and j.error.startswith(j.status) else
-                  j.status + (f' ({j.error})' if j.error else ''))
+        status = named_problem(j.status, j.error, ' ({})')
         if j.marks:
             status += ' · ' + '; '.join(j.marks)
         lines.append(f'| {j.row} | {j.seed} | {status} | {j.iters} | {_fmt(j.mIoU_final)} | '
@@ -210,33 +214,24 @@ def _binding(meta: dict) -> str:
     return ''.join(f'; {p}' for p in parts)
 
 
-def _record_link(work_dir: str, out: Path | None) -> str:
-    """The job folder, linked to its state file from where the report lies."""
-    import os
-
-    from ..core.layout import STATE_FILE
-    shown = _relative(work_dir)
-    if out is None:
-        return shown
-    return f'[{shown}]({os.path.relpath(Path(work_dir) / STATE_FILE, Path(out))})'
+def _record_link(work_dir: str, out: Path) -> str:
+    """The job folder (relative to the checkout when inside it), linked to its state file from
+    where the report lies."""
+    resolved = Path(work_dir).resolve()
+    shown = str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) \
+        else work_dir
+    return f'[{shown}]({os.path.relpath(Path(work_dir) / STATE_FILE, out)})'
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
     """Cells as the reader sees them: numbers with two decimals, counts as integers, every
     empty cell (None, NaN) as —."""
-    shown = frame.astype(object)
-    for column in shown.columns:
-        shown[column] = [f'{v:.2f}' if isinstance(v, float) and not _empty(v) else _text(v)
-                         for v in frame[column]]
-    return shown
+    return frame.map(lambda v: _fmt(v) if isinstance(v, float) else _text(v))
 
 
 def html_page(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, images: dict[str, bytes],
           title: str, progress: dict) -> str:
     """A self-contained page: the report's table and notes, the figures embedded as data."""
-    import base64
-    import html
-
     shown = summary.dropna(axis=1, how='all')
     shown.columns = [HEADERS.get(c, c) for c in shown.columns]
     table_html = _display(shown).to_html(index=False, classes='results', border=0)
@@ -274,10 +269,3 @@ def html_page(markdown: str, summary: pd.DataFrame, jobs: pd.DataFrame, images: 
             f'<h2>Curves</h2>{figure("curves.png", "mIoU and loss against iteration")}'
             f'<h2>Per-class IoU of the last evaluation</h2>{per_class}'
             f'{"".join(n for n in notes if "banner" not in n)}{jobs_html}</body></html>\n')
-
-
-def _relative(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return path

@@ -1,30 +1,22 @@
 """Report: reproduced single-scale mIoU against the paper, row by row, built only from disk.
 
-Each table's report folder holds ``report.md``, ``report.html`` (self-contained: the figures are
-embedded), ``results.csv`` and the figures (``comparison.png``, ``curves.png``,
-``per-class-<row>.png``). Where it goes (:func:`reports_root`, :func:`report_dir`): the default
-work root and the specs of ``experiments/`` report into ``reports/<table>/`` (smoke runs:
-``reports/smoke/<table>/``); another work root into ``<work root>/reports/``; a spec given by
-path into a folder of its own. Every file is written under a temporary name and renamed once all
-are written, so an interrupted build leaves the previous report whole.
+Its files, and where they go (:func:`reports_root`, :func:`report_dir`):
+docs/tracking-and-reports.md, "Reports".
 """
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ..core import atomic
-from ..core.atomic import remove_stale
-from ..core.errors import StateError
 from ..core.layout import DEFAULT_REPORTS, DEFAULT_WORK_ROOT, released_dirs
-from ..core.result import differences, read_result, seed_free
+from ..core.result import differences, seed_free
 from ..core.sources import code_differences
 from ..core.spec import SEED_LOGS, Table
 from . import figures
-from .collect import PROBLEMS, collect_jobs
+from .collect import PROBLEMS, collect_jobs, readable_result, scale_metrics
 from .render import (
     EMPTY,
     NUMERIC,
@@ -33,6 +25,7 @@ from .render import (
     UNFINISHED,
     html_page,
     markdown_page,
+    named_problem,
 )
 from .verdict import judge, on_track, rule_name, spread, target
 
@@ -57,15 +50,8 @@ def report_run_globs(out_root: Path) -> list[str]:
             str(root / '*' / '*' / 'wandb' / 'offline-run-*')]
 
 
-def report_dir(out_root: Path, profile: str, table: Table | str) -> Path:
-    name = table if isinstance(table, str) else table.folder
-    return Path(out_root) / name if profile == 'full' else Path(out_root) / profile / name
-
-
-def _named(status: str, error: str | None) -> str:
-    """A problem and its reason, the status said once (an error may start with it)."""
-    return error if error and error.startswith(status) else \
-        status + (f': {error}' if error else '')
+def report_dir(out_root: Path, profile: str, table: Table) -> Path:
+    return (out_root if profile == 'full' else out_root / profile) / table.folder
 
 
 def seeds_differ(done: pd.DataFrame) -> str | None:
@@ -80,9 +66,7 @@ def seeds_differ(done: pd.DataFrame) -> str | None:
             keys = (differences(seed_free(base['view']), seed_free(j.view))
                     if base['view'] and j.view else [])
             what.append(', '.join(keys[:3]) if keys else f'recipe {j.seed_free}')
-        same_code = (base['code'] or {}).get('sha256') == (j.code or {}).get('sha256') \
-            and base['code'] is not None
-        if not same_code:
+        if base['code'] is None or base['code'].get('sha256') != (j.code or {}).get('sha256'):
             what += [f'code {c}' for c in code_differences(base['code'], j.code)[:3]]
         if what:
             parts.append(f'seed{j.seed} ({"; ".join(what)})')
@@ -95,7 +79,7 @@ def _row_status(jobs: pd.DataFrame, disagreement: str | None = None) -> str:
     statuses = list(jobs['status'])
     if not statuses or all(s == 'not run' for s in statuses):
         return 'not run'
-    parts = [f'seed{j.seed} {_named(j.status, j.error)}' for j in jobs.itertuples()
+    parts = [f'seed{j.seed} {named_problem(j.status, j.error)}' for j in jobs.itertuples()
              if j.status in PROBLEMS]
     if disagreement:
         parts.append(disagreement)
@@ -105,7 +89,7 @@ def _row_status(jobs: pd.DataFrame, disagreement: str | None = None) -> str:
     marks = [f'seed{j.seed}: ' + '; '.join(j.marks) for j in jobs.itertuples()
              if j.status == 'finished' and j.marks]
     if len(jobs) == 1 and parts and not marks:  # one job: its problem is the row's status
-        return _named(jobs['status'].iloc[0], jobs['error'].iloc[0])
+        return named_problem(jobs['status'].iloc[0], jobs['error'].iloc[0])
     return ' · '.join([where, *parts, *marks])
 
 
@@ -116,14 +100,8 @@ def released_records(table: Table, work_root: Path) -> dict[tuple[str, bool], di
     found = {}
     for row in table.rows:
         for multi_scale in (False, True):
-            records = []
-            for folder in released_dirs(work_root, row.folder, row.id, multi_scale):
-                try:
-                    record = read_result(folder)
-                except StateError:
-                    continue
-                if record is not None:
-                    records.append(record)
+            folders = released_dirs(work_root, row.folder, row.id, multi_scale)
+            records = [r for r in map(readable_result, folders) if r is not None]
             if records:
                 found[(row.id, multi_scale)] = max(records, key=lambda r: r.get('written', 0))
     return found
@@ -144,11 +122,8 @@ def reference_curve(row, jobs: pd.DataFrame, curves: dict, profile: str):
         seed = seed_eval_curve(row.seed_curves)['mIoU']
         return seed.set_axis(seed.index / seed.index.max()), "the seed repository's curve"
     done = jobs[(jobs['row'] == row.id) & (jobs['status'] == 'finished')]
-    own = []
-    for j in done.itertuples():
-        val = curves.get((j.row, j.seed), (None, pd.DataFrame()))[1]
-        if len(val) and not j.shortened:
-            own.append(val['mIoU'].set_axis(val.index / j.schedule))
+    own = [val['mIoU'].set_axis(val.index / j.schedule) for j in done.itertuples()
+           if len(val := curves[(j.row, j.seed)][1]) and not j.shortened]
     if not own:
         return None, None
     return (pd.concat(own, axis=1).mean(axis=1).sort_index(),
@@ -163,7 +138,7 @@ def job_progress(table: Table, jobs: pd.DataFrame, curves: dict, profile: str,
     for j in jobs.itertuples():
         if j.status not in UNFINISHED and not j.shortened:
             continue
-        val = curves.get((j.row, j.seed), (None, pd.DataFrame()))[1]
+        val = curves[(j.row, j.seed)][1]
         if not len(val):
             notes[(j.row, j.seed)] = 'no evaluation yet'
             continue
@@ -177,11 +152,9 @@ def job_progress(table: Table, jobs: pd.DataFrame, curves: dict, profile: str,
 def summarise(table: Table, jobs: pd.DataFrame, profile: str, paper_version: str | None = None,
               tolerance: float = DEFAULT_TOLERANCE, released: dict | None = None,
               progress: dict | None = None) -> pd.DataFrame:
-    """One line per table row: paper values, ours (mean, std and 95% t interval over finished
-    seeds), Δ and verdict against the paper version matching the row's setup (or
-    ``paper_version`` for every row; where that value is unknown, the authors' release: see
-    :func:`~harness.results.verdict.target`), the rule the verdict used, the progress of
-    unfinished jobs, and the released checkpoints' mIoU where they were evaluated."""
+    """One line per table row (:data:`RESULT_COLUMNS`), Δ and verdict against the paper version
+    matching the row's setup, or ``paper_version`` for every row (where that value is unknown,
+    the authors' release: :func:`~harness.results.verdict.target`)."""
     released, progress = released or {}, progress or {}
     lines = []
     for row in table.rows:
@@ -242,11 +215,9 @@ def _per_class_charts(table: Table, jobs: pd.DataFrame, released: dict,
             continue
         ours = pd.DataFrame(per_seed).mean().dropna().to_dict()
         record = released.get((row.id, False)) if profile == 'full' else None
-        released_iou = ((record or {}).get('metrics') or {}).get('single_scale', {}) \
-            .get('per_class_IoU') or {}
-        buffer = io.BytesIO()
-        figures.per_class_chart(row.model, ours, released_iou, buffer, len(per_seed))
-        charts[f'per-class-{row.id}.png'] = buffer.getvalue()
+        released_iou = scale_metrics(record).get('per_class_IoU') or {}
+        charts[f'per-class-{row.id}.png'] = figures.per_class_chart(row.model, ours, released_iou,
+                                                                    len(per_seed))
     return charts
 
 
@@ -255,7 +226,7 @@ def publish(out: Path, files: dict[str, bytes]) -> None:
     previous files whole; temporary files of earlier builds whose process is gone are removed."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        remove_stale(out)
+        atomic.remove_stale(out)
         atomic.publish({out / name: data for name, data in files.items()})
     except OSError as err:  # a full disk: say which file, and that nothing was replaced
         if not err.strerror:
@@ -272,27 +243,19 @@ def build_report(table: Table, profile: str, work_root: Path, out_root: Path | N
     every byte of every file a counted seed's record names is hashed again."""
     jobs, curves = collect_jobs(list(table.rows), profile, work_root, verify=verify)
     records = released_records(table, work_root) if profile == 'full' else {}
-    released = {key: ((record.get('metrics') or {}).get('multi_scale' if key[1] else
-                                                       'single_scale') or {}).get('mIoU')
-                for key, record in records.items()}
+    released = {key: scale_metrics(record, key[1]).get('mIoU') for key, record in records.items()}
     progress = job_progress(table, jobs, curves, profile, tolerance)
     summary = summarise(table, jobs, profile, paper_version, tolerance, released, progress)
     out = report_dir(reports_root(work_root, out_root), profile, table)
 
-    images = {}
-    finals = {row.id: [float(v) for v in jobs[(jobs['row'] == row.id)
-                                               & (jobs['status'] == 'finished')]
-                       ['mIoU_final'].dropna()] for row in table.rows}  # each seed's own dot
-    buffer = io.BytesIO()
-    figures.comparison_chart(table, summary, finals, buffer)
-    images['comparison.png'] = buffer.getvalue()
-    buffer = io.BytesIO()
+    done = jobs[jobs['status'] == 'finished']  # each seed's own dot in the comparison
+    finals = {row: list(miou.dropna()) for row, miou in done.groupby('row')['mIoU_final']}
     schedules = {(j.row, j.seed): j.schedule for j in jobs.itertuples()}
     seed_curves = {row.id: seed_eval_curve(row.seed_curves) for row in table.rows
                    if row.seed_curves}
-    figures.curves_chart(table, curves, schedules, seed_curves, buffer)
-    images['curves.png'] = buffer.getvalue()
-    images.update(_per_class_charts(table, jobs, records, profile))
+    images = {'comparison.png': figures.comparison_chart(table, summary, finals),
+              'curves.png': figures.curves_chart(table, curves, schedules, seed_curves),
+              **_per_class_charts(table, jobs, records, profile)}
 
     markdown = markdown_page(table, summary, jobs, profile, paper_version, tolerance, progress,
                          [name for name in images if name.startswith('per-class-')], out)

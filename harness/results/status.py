@@ -26,8 +26,7 @@ def status_lines(rows: list[Row], profile: str, work_root: Path,
         if j.marks:
             extra += ' -- ' + '; '.join(j.marks)
         status = j.status
-        slurm_id = state.get('slurm_job_id')
-        if slurm_id and status in ('queued', 'running'):
+        if (slurm_id := state.get('slurm_job_id')) and status in ('queued', 'running'):
             status = f'{status} (slurm job {slurm_id})'
         lines.append(f'  {j.row:<16} seed{j.seed}  {status:<12} {extra}')
     return lines

@@ -91,8 +91,7 @@ def target(row: Row, version: str) -> Target:
     return Target(NO_TARGET, None, None)
 
 
-def judge(ours: Spread, paper: float | None, tolerance: float,
-          name: str = 'paper value') -> tuple[str, str]:
+def judge(ours: Spread, paper: float | None, tolerance: float, name: str) -> tuple[str, str]:
     """(verdict, rule) of a finished row against ``paper`` (a value the rule calls ``name``)."""
     if paper is None:
         return NO_TARGET, '—'

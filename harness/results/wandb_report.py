@@ -39,8 +39,7 @@ def _init(wandb, **kwargs):
 
 def log_report_run(table: Table, profile: str, work_root: Path, out: Path,
                    summary: pd.DataFrame, jobs: pd.DataFrame, images: dict[str, bytes],
-                   paper_version: str | None) -> str:
-    """Log one report run for ``table``; returns its id."""
+                   paper_version: str | None) -> None:
     import wandb
     runs = summarised_runs(table, jobs, work_root)
     project = runs[0].split('/')[0] if runs else os.environ.get('WANDB_PROJECT',
@@ -63,4 +62,3 @@ def log_report_run(table: Table, profile: str, work_root: Path, out: Path,
             'reproduced': int((summary['verdict'] == 'reproduced').sum())})
     finally:
         run.finish()
-    return run.id
