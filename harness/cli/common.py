@@ -22,12 +22,12 @@ from .options import Options, OptionError, option, redefault
 
 
 def parse_rows(value: str) -> list[str]:
-    """``--rows a,b``: each row once, in the order given."""
+    """``--rows a,b``: the ids, in the order given."""
     rows = [v for v in value.split(',') if v]
     if not rows:
         raise OptionError(f"--rows '{value}' names no row (give row ids, comma-separated; "
                           'leave --rows out for every row)')
-    return list(dict.fromkeys(rows))
+    return rows
 
 
 def cuda_available() -> bool:

@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs['action'] = 'store_false' if default else 'store_true'
         else:
             kwargs['type'] = meta['parse'] or _parser_of(field, default)
-            if meta['repeat']:
-                kwargs['action'] = _Gather
+            if meta['repeat']:  # each use adds its value(s); from_namespace keeps each once
+                kwargs['action'] = 'extend' if meta['parse'] else 'append'
         if meta['positional']:
             kwargs.pop('dest')
             parser.add_argument(field.name, **kwargs)
@@ -59,19 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs['default'] = default
         names = [flag_of(field)] + ([meta['short']] if meta['short'] else [])
         parser.add_argument(*names, **kwargs)
-
-
-class _Gather(argparse.Action):
-    """A repeatable flag: each use adds its value (a list its parser returned: every item),
-    each once, in the order given; ``--rows a --rows b`` is ``a,b``, never ``b`` alone."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        current = getattr(namespace, self.dest, None)
-        gathered = [] if current is None or current is self.default else list(current)
-        for value in values if isinstance(values, list) else [values]:
-            if value not in gathered:
-                gathered.append(value)
-        setattr(namespace, self.dest, gathered)
 
 
 def _help(meta, default) -> str:
@@ -132,8 +119,12 @@ class Options:
 
     @classmethod
     def from_namespace(cls, namespace: argparse.Namespace):
-        return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)
-                      if hasattr(namespace, f.name)})
+        """The options argparse parsed; a repeated flag's values each once, in the order given
+        (``--rows a --rows b,a`` is ``a,b``)."""
+        values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)
+                  if hasattr(namespace, f.name)}
+        return cls(**{name: list(dict.fromkeys(v)) if isinstance(v, list) else v
+                      for name, v in values.items()})
 
 
 @dataclasses.dataclass(frozen=True)
