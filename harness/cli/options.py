@@ -16,6 +16,8 @@ from typing import Any
 from ..core.checks import at_least, one_of, option as option  # declared where launch/ can
 from ..core.errors import HarnessError, SpecError
 
+_TYPES = {'Path': Path, 'int': int, 'float': float}  # by the annotation's first type; else str
+
 
 class OptionError(HarnessError):
     """A flag's value that no command can use; the message names the flag."""
@@ -46,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if isinstance(default, bool):
             kwargs['action'] = 'store_false' if default else 'store_true'
         else:
-            kwargs['type'] = meta['parse'] or _parser_of(field, default)
+            kwargs['type'] = meta['parse'] or _TYPES.get(str(field.type).split(' |')[0], str)
             if meta['repeat']:  # each use adds its value(s); from_namespace keeps each once
                 kwargs['action'] = 'extend' if meta['parse'] else 'append'
         if meta['positional']:
@@ -70,17 +72,6 @@ def _help(meta, default) -> str:
     if isinstance(default, Path) and default.is_relative_to(REPO_ROOT):
         default = default.relative_to(REPO_ROOT)
     return f"{meta['help']} (default: {default})"
-
-
-def _parser_of(field: dataclasses.Field, default) -> Callable[[str], Any]:
-    kind = str(field.type)
-    if 'Path' in kind:
-        return Path
-    if kind.startswith('int') or isinstance(default, int):
-        return int
-    if kind.startswith('float') or isinstance(default, float):
-        return float
-    return str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
