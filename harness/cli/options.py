@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             continue
         default = (field.default_factory() if field.default_factory is not dataclasses.MISSING
                    else field.default)  # MISSING: a required flag
-        kwargs = dict(dest=field.name, help=_help(meta, default))
+        kwargs = dict(help=_help(meta, default))
         if meta['metavar']:
             kwargs['metavar'] = meta['metavar']
         elif meta['choices']:
@@ -52,15 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             if meta['repeat']:  # each use adds its value(s); from_namespace keeps each once
                 kwargs['action'] = 'extend' if meta['parse'] else 'append'
         if meta['positional']:
-            kwargs.pop('dest')
             parser.add_argument(field.name, **kwargs)
-            continue
-        if default is dataclasses.MISSING:
-            kwargs['required'] = True
         else:
-            kwargs['default'] = default
-        names = [flag_of(field)] + ([meta['short']] if meta['short'] else [])
-        parser.add_argument(*names, **kwargs)
+            names = [flag_of(field)] + ([meta['short']] if meta['short'] else [])
+            required = default is dataclasses.MISSING  # no default: 'append' starts from None
+            parser.add_argument(*names, dest=field.name, required=required,
+                                default=None if required else default, **kwargs)
 
 
 def _help(meta, default) -> str:
