@@ -82,25 +82,20 @@ class Options:
                 continue
             flag = flag_of(field) if not meta['positional'] else field.name
             for item in (value if isinstance(value, list) and meta['repeat'] else [value]):
-                self._check_value(flag, item, meta)
+                try:
+                    if meta['choices'] is not None:
+                        one_of(flag, item, meta['choices'])
+                    if meta['minimum'] is not None:
+                        at_least(flag, item, meta['minimum'], meta['why'])
+                    if meta['check'] is not None:
+                        meta['check'](item)
+                except SpecError as err:  # a ValueError too: caught first
+                    raise OptionError(str(err)) from None
+                except ValueError as err:  # the reason, or a whole message naming {flag}
+                    reason = str(err)
+                    raise OptionError(reason.format(flag=flag, value=item) if '{flag}' in reason
+                                      else f"{flag} '{item}' {reason}") from None
         self.check()
-
-    @staticmethod
-    def _check_value(flag: str, value, meta) -> None:
-        try:
-            if meta['choices'] is not None:
-                one_of(flag, value, meta['choices'])
-            if meta['minimum'] is not None:
-                at_least(flag, value, meta['minimum'], meta['why'])
-        except SpecError as err:
-            raise OptionError(str(err)) from None
-        if meta['check'] is not None:
-            try:
-                meta['check'](value)
-            except ValueError as err:  # the reason, or a whole message naming {flag}
-                reason = str(err)
-                raise OptionError(reason.format(flag=flag, value=value) if '{flag}' in reason
-                                  else f"{flag} '{value}' {reason}") from None
 
     def check(self) -> None:
         """Checks across fields; the mixins chain through ``super().check()``."""
