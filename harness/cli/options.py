@@ -1,10 +1,6 @@
-"""Options dataclasses: a command's flags declared once, as fields that carry their help, their
-choices and bounds, and check themselves when the options are built.
-
-A field is declared with :func:`option`; :func:`add_arguments` turns a dataclass into argparse
-arguments, :meth:`Options.from_namespace` builds it back from what argparse parsed, and the
-dataclass's ``__post_init__`` checks every field (then :meth:`Options.check` the combinations).
-"""
+"""Options dataclasses: a command's flags declared once, as fields (:func:`option`) that carry
+their help, their choices and bounds, and check themselves when the options are built
+(docs/design.md, "The command line")."""
 from __future__ import annotations
 
 import argparse
