@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from ..core.checks import divides_batch
-from ..core.datasets import Dataset, dataset
 from ..core.errors import SpecError
 from ..core.layout import DEFAULT_WORK_ROOT, REPO_ROOT
 from ..core.profiles import (
@@ -98,30 +97,25 @@ class Seeds(Options):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DataRoot(Options):
+class DataRoot(Jobs):
     data_root: Path | None = option(
         None, metavar='DIR', help="the dataset folder of the tables' dataset (smoke: its "
         'synthetic copy; full: $ADE20K_ROOT or data/ade/ADEChallengeData2016 for ADE20K, '
         '$PASCAL_CONTEXT_ROOT or data/VOCdevkit/VOC2010, $CITYSCAPES_ROOT or data/cityscapes)')
 
-    def data_for(self, profile: str, declared: Dataset | None = None) -> Path:
-        """The data root of ``declared`` (ADE20K by default) under ``profile``."""
-        if self.data_root is not None:
-            return self.data_root
-        declared = declared or dataset()
-        if profile == 'smoke':
-            from ..assets.synthetic import default_root
-            return default_root(declared)
-        return declared.root()
-
-    def data_roots(self, profile: str, tables: list[Table]) -> dict[str, Path]:
-        """The data root of each table's dataset, by table name; one --data-root serves
-        tables of one dataset only."""
+    def data_roots(self, tables: list[Table]) -> dict[str, Path]:
+        """The data root of each table's dataset under the profile, by table name; one
+        --data-root serves tables of one dataset only."""
         names = {table.dataset for table in tables}
         if self.data_root is not None and len(names) > 1:
             raise OptionError(f"--data-root names one folder, and the tables train on "
                               f"{', '.join(sorted(names))}: run them one dataset at a time")
-        return {table.name: self.data_for(profile, table.data) for table in tables}
+        if self.data_root is not None:
+            return {table.name: self.data_root for table in tables}
+        if self.profile == 'smoke':
+            from ..assets.synthetic import default_root
+            return {table.name: default_root(table.data) for table in tables}
+        return {table.name: table.data.root() for table in tables}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -132,26 +126,28 @@ class WeightsRoot(Options):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Gpus(Options):
+class Gpus(Jobs):
     gpus: int = option(1, minimum=1, metavar='N',
                        help="processes (GPUs) per job, per node with slurm; the total batch of "
                             "the table's dataset (ADE20K 8, Pascal Context 16, Cityscapes 8) "
                             'is divided among all of them')
     nodes: int = 1
 
+    @property
+    def processes(self) -> int:
+        """The processes that share each job's batch."""
+        return self.gpus * self.nodes
+
     def check(self):
         super().check()
         # where --nodes is an option, the count is gpus x nodes; plan has --gpus alone
         per_node = 'help' not in type(self).__dataclass_fields__['nodes'].metadata
         name = (f'--gpus {self.gpus}' if per_node else
-                f'{self.gpus * self.nodes} processes (--gpus x --nodes)')
+                f'{self.processes} processes (--gpus x --nodes)')
         # each named table's dataset has its own batch (experiments/datasets.yaml)
-        names = getattr(self, 'table', None) or []
-        declared = {t.data.name: t.data for t in (load_table(n) for n in names)} or \
-            {dataset().name: dataset()}
-        for data in declared.values():
+        for data in {t.data.name: t.data for t in map(load_table, self.table)}.values():
             try:
-                divides_batch(name, self.gpus * self.nodes, data.recipe.batch,
+                divides_batch(name, self.processes, data.recipe.batch,
                               plural=not per_node, whose=data.title)
             except SpecError as err:
                 raise OptionError(str(err)) from None

@@ -28,7 +28,7 @@ def evaluate(options: EvaluateOptions) -> int:
     from ..launch.preflight import preflight_full
     launcher = options.build_launcher()
     selected = options.tables()
-    data_roots = options.data_roots(options.profile, [table for table, _ in selected])
+    data_roots = options.data_roots([table for table, _ in selected])
     if options.profile == 'full':  # the data only: the checkpoints replace the pretrained weights
         for table, _ in selected:
             preflight_full([], data_roots[table.name], splits=('validation',),

@@ -35,11 +35,6 @@ class LaunchOptions(SlurmRequest, Tracking, Reports, DataRoot, Gpus, Launcher, J
         if self.launcher != 'slurm' and self.nodes > 1:
             raise OptionError('--nodes needs --launcher slurm')
 
-    @property
-    def processes(self) -> int:
-        """The processes that share each job's batch."""
-        return self.gpus * self.nodes
-
     def jobs_have_gpus(self) -> bool:
         """Smoke jobs run on CPUs; SLURM jobs on the cluster's GPUs, not this machine's."""
         from .common import cuda_available

@@ -25,8 +25,7 @@ def plan(options: PlanOptions) -> int:
     from ..measure.plan import print_plan
     print_plan(tables_rows=options.tables(), profile=options.profile, gpus=options.gpus,
                seeds=options.seeds, launcher=options.launcher, work_root=options.work_root,
-               data_roots=options.data_roots(options.profile,
-                                             [table for table, _ in options.tables()]),
+               data_roots=options.data_roots([table for table, _ in options.tables()]),
                weights_root=options.weights_root,
                rehearsals=options.rehearsals, device=options.device)
     return 0

@@ -25,7 +25,7 @@ def run(options: RunOptions) -> int:
     from ..launch.preflight import check_configs, check_writable, preflight_full
     launcher = options.build_launcher()
     selected = options.tables()
-    data_roots = options.data_roots(options.profile, [table for table, _ in selected])
+    data_roots = options.data_roots([table for table, _ in selected])
     all_rows = [r for _, rows in selected for r in rows]
     # every check first, the cheap ones first; nothing is written before all have passed
     for table, rows in selected:
