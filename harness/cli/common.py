@@ -91,7 +91,7 @@ class JobFolders(Jobs):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Seeds(Options):
+class Seeds(Jobs):
     seeds: int = option(1, minimum=1, metavar='N',
                         help='number of seeds per row (seeds 0..N-1)')
 

@@ -2,18 +2,11 @@
 wrote one), written only once the folder passes verify's checks."""
 from __future__ import annotations
 
-import dataclasses
-
 from .common import JobFolders
 from .options import Command
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RecordOptions(JobFolders):
-    pass
-
-
-def record(options: RecordOptions) -> int:
+def record(options: JobFolders) -> int:
     from ..launch.verify import record_missing
     folders = options.folders()
     counts = record_missing(folders)
@@ -26,4 +19,4 @@ def record(options: RecordOptions) -> int:
 COMMAND = Command('record', 'write the result record of each finished job that has none (it '
                   'finished before jobs wrote one), after checking the folder as verify does; '
                   'a folder that differs gets none, and no existing record is rewritten',
-                  RecordOptions, record)
+                  JobFolders, record)

@@ -1,18 +1,11 @@
 """``status``: the state of every row x seed of a table."""
 from __future__ import annotations
 
-import dataclasses
-
-from .common import Jobs, Seeds
+from .common import Seeds
 from .options import Command
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class StatusOptions(Seeds, Jobs):
-    pass
-
-
-def status(options: StatusOptions) -> int:
+def status(options: Seeds) -> int:
     from ..results.status import status_lines
     for table, rows in options.tables():
         print(f'{table.name} ({options.profile}):')
@@ -21,4 +14,4 @@ def status(options: StatusOptions) -> int:
     return 0
 
 
-COMMAND = Command('status', 'state of every row x seed of a table', StatusOptions, status)
+COMMAND = Command('status', 'state of every row x seed of a table', Seeds, status)
