@@ -35,11 +35,6 @@ class LaunchOptions(SlurmRequest, Tracking, Reports, DataRoot, Gpus, Launcher, J
         if self.launcher != 'slurm' and self.nodes > 1:
             raise OptionError('--nodes needs --launcher slurm')
 
-    def jobs_have_gpus(self) -> bool:
-        """Smoke jobs run on CPUs; SLURM jobs on the cluster's GPUs, not this machine's."""
-        from .common import cuda_available
-        return self.profile != 'smoke' and (self.launcher == 'slurm' or cuda_available())
-
     def build_launcher(self):
         from ..launch.launchers import LocalLauncher, SlurmLauncher
         if self.launcher != 'slurm':

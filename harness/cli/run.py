@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .common import Precision, Seeds, WeightsRoot
+from .common import Precision, Seeds, WeightsRoot, cuda_available
 from .launch_options import LaunchOptions
 from .options import Command, option
 
@@ -17,7 +17,9 @@ class RunOptions(Precision, WeightsRoot, Seeds, LaunchOptions):
 
     def check(self):
         super().check()
-        self.check_device(self.jobs_have_gpus())
+        # smoke jobs run on CPUs; SLURM jobs on the cluster's GPUs, not this machine's
+        gpu = self.profile != 'smoke' and (self.launcher == 'slurm' or cuda_available())
+        self.check_device(gpu)
 
 
 def run(options: RunOptions) -> int:
