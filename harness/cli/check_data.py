@@ -30,18 +30,6 @@ class CheckDataOptions(Options):
                                  help='processes decoding files (default: one per core)')
 
 
-def _keep_contents(root: Path, files: dict[str, dict]) -> str:
-    """Write the hashes beside the data; a dataset root that takes no file is said in the
-    returned phrase, never an error (the check itself passed)."""
-    from ..assets.contents import contents_digest, write_contents
-    try:
-        path = write_contents(root, files)
-    except OSError as err:
-        return (f'contents {contents_digest(files)[:16]} of {len(files)} files not kept: '
-                f'{root} takes no file ({err.strerror}), so jobs record no contents digest')
-    return f'contents {contents_digest(files)[:16]} of {len(files)} files kept in {path}'
-
-
 def check_data(options: CheckDataOptions) -> int:
     from ..assets.data import check_and_hash, check_layout, make_train_ids, unpack
     declared = dataset(options.dataset)
@@ -77,8 +65,15 @@ def check_data(options: CheckDataOptions) -> int:
     what = 'layout' if options.layout_only else 'every file decoded, labels in range'
     print(f'{declared.title} ok: {root} ({found["training"]} training, '
           f'{found["validation"]} validation images; {what})')
-    if files is not None:
-        print(_keep_contents(root, files))
+    if files is None:
+        return 0
+    from ..assets.contents import contents_digest, write_contents
+    try:  # the hashes beside the data
+        where = f'kept in {write_contents(root, files)}'
+    except OSError as err:  # a root that takes no file: said, never an error (the check passed)
+        where = (f'not kept: {root} takes no file ({err.strerror}), so jobs record no contents '
+                 'digest')
+    print(f'contents {contents_digest(files)[:16]} of {len(files)} files {where}')
     return 0
 
 
