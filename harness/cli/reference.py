@@ -26,17 +26,15 @@ def render() -> str:
     return '\n'.join(lines) + '\n'
 
 
-def main(argv=None) -> int:
-    check = '--check' in (argv if argv is not None else sys.argv[1:])
+def main() -> int:
     text = render()
-    if check:
+    if '--check' in sys.argv[1:]:
         same = REFERENCE.is_file() and REFERENCE.read_text() == text
         if not same:
             print(f'{REFERENCE.relative_to(REPO_ROOT)} is out of date: run `python -m '
                   'harness.cli.reference`', file=sys.stderr)
         return 0 if same else 1
     from ..core.atomic import atomic_write
-    REFERENCE.parent.mkdir(exist_ok=True)
     atomic_write(REFERENCE, text)
     print(f'wrote {REFERENCE.relative_to(REPO_ROOT)}')
     return 0
