@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..core.layout import REPO_ROOT
+from ..core.layout import OFFICIAL_CHECKPOINTS
 from ..core.spec import available_tables, load_table
 from .options import Command, Options, option
 
@@ -23,7 +23,7 @@ class ConvertOptions(Options):
 def convert_official(options: ConvertOptions) -> int:
     from ..assets.convert import convert_official_checkpoint
     row = load_table(options.table).row(options.row)
-    out = options.out or REPO_ROOT / 'checkpoints' / 'official' / f'{row.id}.pth'
+    out = options.out or OFFICIAL_CHECKPOINTS / f'{row.id}.pth'
     print(convert_official_checkpoint(options.checkpoint, row, out))
     return 0
 

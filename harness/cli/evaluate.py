@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 
 from ..core.errors import StateError
-from ..core.layout import REPO_ROOT
+from ..core.layout import OFFICIAL_CHECKPOINTS
 from .launch_options import LaunchOptions
 from .common import Seeds
 from .options import Command, option, redefault
@@ -16,7 +16,7 @@ class EvaluateOptions(Seeds, LaunchOptions):
     profile: str = redefault(LaunchOptions, 'profile', 'full')
     ours: bool = option(False, help="evaluate each finished row x seed's final checkpoint "
                                     '(the one its result record names) instead')
-    checkpoints: Path = option(REPO_ROOT / 'checkpoints' / 'official', metavar='DIR',
+    checkpoints: Path = option(OFFICIAL_CHECKPOINTS, metavar='DIR',
                                help='the converted released checkpoints, <row>.pth')
     multi_scale: bool = option(False, help='official multi-scale evaluation (ratios '
                                            '0.5-1.75, flip)')

@@ -17,6 +17,7 @@ DEFAULT_REPORTS = REPO_ROOT / 'reports'
 REHEARSALS = DEFAULT_REPORTS / 'rehearsal'  # the committed measurements `plan` reads
 BENCH = DEFAULT_REPORTS / 'bench'
 REHEARSAL_WORK_ROOT = DEFAULT_WORK_ROOT / 'rehearsal'
+OFFICIAL_CHECKPOINTS = REPO_ROOT / 'checkpoints' / 'official'  # the converted releases
 
 REQUEST_FILE = 'request.json'
 STATE_FILE = 'job.json'
