@@ -4,31 +4,16 @@ which calls the stages with keyword arguments."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 
 from ..core.errors import HarnessError
-from . import (
-    bench,
-    check_data,
-    convert_official,
-    convert_pretrained,
-    evaluate,
-    plan,
-    record,
-    rehearse,
-    report,
-    run,
-    status,
-    sync_help,
-    verify,
-    weights,
-)
 from .options import Command, add_arguments
 
-COMMANDS: list[Command] = [m.COMMAND for m in (
-    run, evaluate, report, status, plan, weights, check_data, rehearse, bench, convert_official,
-    convert_pretrained, sync_help, verify, record)]
+COMMANDS: list[Command] = [importlib.import_module(f'{__name__}.{name}').COMMAND for name in (
+    'run', 'evaluate', 'report', 'status', 'plan', 'weights', 'check_data', 'rehearse', 'bench',
+    'convert_official', 'convert_pretrained', 'sync_help', 'verify', 'record')]
 
 
 def build_parser() -> argparse.ArgumentParser:
