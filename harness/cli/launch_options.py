@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 import sys
 
+from ..core.errors import HarnessError
 from ..core.layout import DEFAULT_WORK_ROOT, STATE_FILE
 from ..launch.slurm_options import SlurmOptions, SlurmRequest
 from .common import DataRoot, Gpus, Jobs, Launcher, Reports, Tracking
@@ -58,33 +59,27 @@ class LaunchOptions(SlurmRequest, Tracking, Reports, DataRoot, Gpus, Launcher, J
         root = '' if self.work_root == DEFAULT_WORK_ROOT else f' --work-root {self.work_root}'
         return f'`python -m harness status {tables} --profile {self.profile}{root}`'
 
-    def report_after(self, table) -> bool:
-        """Rebuild ``table``'s report (unless ``--no-report``); False when it could not be
-        built: one line says why, and the next table still runs."""
-        if not self.report:
-            return True
-        from ..core.errors import HarnessError
-        from ..results.report import build_report
-        try:
-            out = build_report(table, self.profile, self.work_root, self.reports,
-                               wandb=self.wandb_report)
-        except (HarnessError, OSError) as err:  # a full disk: the next table's jobs may fit
-            from . import os_error_line
-            why = os_error_line(err) if isinstance(err, OSError) else err
-            print(f'error: report of {table.name} not built: {why}', file=sys.stderr,
-                  flush=True)
-            return False
-        print(f'report: {out / "report.md"}', flush=True)
-        return True
-
     def launch_tables(self, launcher, selected, launch) -> int:
         """Each table's jobs (``launch(table, rows)``: how many did not finish), then its
-        report; the closing advice last. Returns the command's exit code."""
+        report (unless ``--no-report``; one not built: one line says why, and the next table
+        still runs); the closing advice last. Returns the command's exit code."""
         failed, reports_missed = 0, []
         for table, rows in selected:
             failed += launch(table, rows)
-            if not self.report_after(table):  # one line; the next table still runs
+            if not self.report:
+                continue
+            from ..results.report import build_report
+            try:
+                out = build_report(table, self.profile, self.work_root, self.reports,
+                                   wandb=self.wandb_report)
+            except (HarnessError, OSError) as err:  # a full disk: the next table's jobs may fit
+                from . import os_error_line
+                why = os_error_line(err) if isinstance(err, OSError) else err
+                print(f'error: report of {table.name} not built: {why}', file=sys.stderr,
+                      flush=True)
                 reports_missed.append(table.name)
+            else:
+                print(f'report: {out / "report.md"}', flush=True)
         for line in self.closing_advice(launcher, reports_missed):
             print(line)
         return 1 if failed or reports_missed else 0
