@@ -335,7 +335,7 @@ class SlurmLauncher(Launcher):
     def launch(self, targets: list[Target]) -> int:
         from . import slurm
         queued, targets = self._in_queue(targets)
-        submitted = slurm.submit(targets, self.options, job_env) if targets else []
+        submitted = slurm.submit(targets, self.options) if targets else []
         failed = len(targets) - len(submitted)
         self.unfinished[FAILED] += failed
         if not self.options.wait:
