@@ -27,7 +27,7 @@ from ..core.layout import (
     seed_dirs,
 )
 from ..core.request import JobRequest
-from ..core.result import read_result
+from ..core.result import read_result, write_result
 from ..core.spec import Row
 from ..core.state import UNREADABLE, read_recipe, read_state
 
@@ -268,7 +268,6 @@ def verify(folders: list[Path], contents: bool = False) -> int:
 def _record_one(folder: Path) -> tuple[str, str]:
     """(outcome, line) of writing one folder's missing result record; outcome is one of
     written, kept, skipped, differs."""
-    from ..core.result import write_result
     from .job_records import result_record
     folder = Path(folder)
     if (folder / RESULT_FILE).exists():
