@@ -206,7 +206,7 @@ def main(argv=None) -> int:
         if request.kind == 'train':
             runner.train()
         else:
-            metrics = evaluate(runner, request.checkpoint, request.checkpoint_sha256)
+            metrics = evaluate(runner, request.checkpoint)
         record(work_dir, measured=measured(runner))
     except BaseException as err:  # noqa: BLE001 - record every way a job can end, then re-raise
         error = error_summary(err)
@@ -314,13 +314,11 @@ def check_checkpoint(checkpoint: Path, sha256: str) -> None:
                          'evaluation was asked for (the file changed since); not evaluated')
 
 
-def evaluate(runner, checkpoint: Path, sha256: str | None = None) -> dict:
-    """Test metrics of ``checkpoint``, loaded strictly (mmengine's load_from is lenient, so a
-    checkpoint of another model would be evaluated half-random without failing), after checking
-    its bytes against ``sha256`` (the training's record, or the released file's as the
-    evaluation was asked for). mmengine loads into the model that SegTTAModel wraps by itself."""
-    if sha256 is not None:
-        check_checkpoint(checkpoint, sha256)
+def evaluate(runner, checkpoint: Path) -> dict:
+    """Test metrics of ``checkpoint`` (its bytes checked at the job's start), loaded strictly
+    (mmengine's load_from is lenient, so a checkpoint of another model would be evaluated
+    half-random without failing). mmengine loads into the model that SegTTAModel wraps by
+    itself."""
     runner.load_checkpoint(str(checkpoint), strict=True, revise_keys=[])
     return {key: float(value) for key, value in runner.test().items()}
 

@@ -14,15 +14,20 @@ from ..core.atomic import atomic_write
 from ..core.errors import DriftError, StateError
 from ..core.hashing import sha256_file
 from ..core.layout import (
+    CURVES_FILE,
     FROZEN_CONFIG,
+    PER_CLASS_FILE,
     POINTER,
     RECIPE_FILE,
     checkpoint_iteration,
+    latest_checkpoint,
     own_checkpoints,
 )
 from ..core.request import JobRequest
-from ..core.sources import SOURCES_FORMAT, recipe_sources
-from ..core.state import NOTICE_PREFIX, read_recipe, read_state
+from ..core.result import seed_free_fingerprint
+from ..core.sources import SOURCES_FORMAT, code_differences, code_identity, recipe_sources
+from ..core.spec import table_arg
+from ..core.state import NOTICE_PREFIX, read_curves, read_per_class, read_recipe, read_state
 
 SHOWN_KEYS = 3  # differing keys named in the line that refuses a drifted restart
 
@@ -38,13 +43,6 @@ def _rebase(frozen, now):
     if isinstance(frozen, list) and isinstance(now, list) and len(frozen) == len(now):
         return [_rebase(f, n) for f, n in zip(frozen, now)]
     return frozen
-
-
-def _first_inputs(request: JobRequest) -> dict:
-    """What the job reads whose bytes decide its numbers, as frozen at its first start."""
-    from .provenance import dataset_identity
-    return {'files': input_fingerprints(request),
-            'dataset': dataset_identity(request.data_root) if request.data_root else None}
 
 
 def _input_differences(frozen: dict | None, now: dict) -> list[str]:
@@ -74,11 +72,6 @@ def _shown(items: list[str]) -> str:
                                             if len(items) > SHOWN_KEYS else '')
 
 
-def _has_history(work_dir: Path) -> bool:
-    """Whether the job ran before: checkpoints, or starts on record."""
-    return bool(own_checkpoints(work_dir)) or bool(read_state(work_dir).get('history'))
-
-
 def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True):
     """At the first start, freeze ``cfg``'s recipe, the code identity and the inputs into the
     job folder; at a restart, return the frozen recipe's config (with this start's paths and
@@ -88,18 +81,17 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
     start's code identity and inputs), so the job records them without computing them again."""
     from mmengine.config import Config
 
-    from ..core.result import seed_free_fingerprint
-    from ..core.sources import code_differences, code_identity
     from ..prepare.fingerprint import RECIPE_KEYS, differences, fingerprint, recipe_view
     from .provenance import package_versions
     view = recipe_view(cfg, request.weights_root, request.gpus)
     now = fingerprint(view)
     code = code_identity(request.row, package_versions())
-    inputs = _first_inputs(request)
+    inputs = _inputs(request)
     now_start = {'code': code, 'inputs': inputs}
     frozen = read_recipe(work_dir)
     if frozen is None:
-        if _has_history(work_dir):  # never re-frozen: the record of what trained is gone
+        # it ran before (checkpoints, starts on record): never re-frozen, what trained is gone
+        if own_checkpoints(work_dir) or read_state(work_dir).get('history'):
             raise StateError(
                 f'{request.name}: {Path(work_dir) / RECIPE_FILE} is missing beside the '
                 "job's checkpoints and history: what it trained with is unknown; restore the "
@@ -109,10 +101,9 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
                   'code': code, 'inputs': inputs,
                   'view': view, 'row': dataclasses.asdict(request.row),
                   'request': request.to_json(), 'frozen': time.time()}
-        if not write:  # another process of the job freezes it
-            return cfg, record, [], now_start
-        cfg.dump(Path(work_dir) / FROZEN_CONFIG)
-        atomic_write(Path(work_dir) / RECIPE_FILE, json.dumps(record, indent=1, default=str))
+        if write:  # else another process of the job freezes it
+            cfg.dump(Path(work_dir) / FROZEN_CONFIG)
+            atomic_write(Path(work_dir) / RECIPE_FILE, json.dumps(record, indent=1, default=str))
         return cfg, record, [], now_start
     keys = differences(frozen['view'], view) if frozen['fingerprint'] != now else []
     code_changed = ([] if 'code' not in frozen or frozen['code'].get('sha256') == code['sha256']
@@ -145,7 +136,7 @@ def freeze_or_check(request: JobRequest, cfg, work_dir: Path, write: bool = True
     return cfg, frozen, drift, now_start
 
 
-def resume_point(work_dir: Path, log=print) -> Path | None:
+def resume_point(work_dir: Path) -> Path | None:
     """The checkpoint a restart resumes from: the newest in the job folder whose SHA-256 is the
     one recorded when it was saved (one line for each damaged one passed over); without any,
     the one the pointer names (a rehearsal points at another folder's)."""
@@ -156,8 +147,8 @@ def resume_point(work_dir: Path, log=print) -> Path | None:
         expected = (recorded.get(path.name) or {}).get('sha256')
         if expected is None or sha256_file(path, cache=None) == expected:
             return path
-        log(f'{NOTICE_PREFIX}{path.name} is damaged (its SHA-256 is not the one recorded '
-            'when it was saved): passed over', flush=True)
+        print(f'{NOTICE_PREFIX}{path.name} is damaged (its SHA-256 is not the one recorded '
+              'when it was saved): passed over', flush=True)
     if own:
         raise StateError(f'{work_dir}: no intact checkpoint (every one differs from its '
                          'recorded SHA-256)')
@@ -177,7 +168,7 @@ def _slurm() -> dict:
 
 
 def start_entry(resumed_from: Path | None, fingerprint: str, drift: list[str],
-                code: dict | None = None) -> dict:
+                code: dict) -> dict:
     """This start, as the job's history keeps it (``code``: this start's code identity)."""
     from .provenance import environment, git_state, hardware, package_versions
     return {'time': time.time(), 'host': socket.gethostname(), 'pid': os.getpid(),
@@ -188,9 +179,11 @@ def start_entry(resumed_from: Path | None, fingerprint: str, drift: list[str],
             'recipe': fingerprint, 'code': code, 'drift': drift or None}
 
 
-def input_fingerprints(request: JobRequest) -> dict:
-    """SHA-256 of the files the job reads whose bytes decide its numbers: the pretrained
-    weights (with the original release's, where the spec knows it), a checkpoint evaluated."""
+def _inputs(request: JobRequest) -> dict:
+    """What the job reads whose bytes decide its numbers: the SHA-256 of the pretrained weights
+    (with the original release's, where the spec knows it) or of a checkpoint evaluated, and
+    the dataset's identity."""
+    from .provenance import dataset_identity
     found = {}
     if request.checkpoint is not None:
         found['checkpoint'] = {'file': str(request.checkpoint),  # checked by the job already
@@ -201,19 +194,12 @@ def input_fingerprints(request: JobRequest) -> dict:
         found['pretrained'] = {'file': request.row.pretrained_file,
                                'sha256': sha256_file(weights) if weights.is_file() else None,
                                'release_sha256': request.row.pretrained_sha256}
-    return found
-
-
-def _file_hashes(work_dir: Path) -> dict:
-    """SHA-256 of the files a result record summarises, by their name in the job folder."""
-    from ..core.layout import CURVES_FILE, PER_CLASS_FILE
-    return {str(name): sha256_file(Path(work_dir) / name, cache=None)
-            for name in (CURVES_FILE, PER_CLASS_FILE) if (Path(work_dir) / name).is_file()}
+    return {'files': found,
+            'dataset': dataset_identity(request.data_root) if request.data_root else None}
 
 
 def _final_evaluation(work_dir: Path) -> tuple[int | None, dict]:
     """(iteration, metrics) of a training job's last validation, from its curves."""
-    from ..core.state import read_curves
     _, val = read_curves(work_dir)
     if not len(val):
         return None, {}
@@ -238,10 +224,6 @@ def result_record(request: JobRequest, work_dir: Path, frozen: dict, state: dict
     """The result record of a finished job (:mod:`harness.core.result`): ``frozen`` is its
     recipe record, ``state`` its job state, ``metrics`` an evaluation's test metrics (a
     training job's come from its last validation)."""
-    from ..core.layout import latest_checkpoint
-    from ..core.result import seed_free_fingerprint
-    from ..core.spec import table_arg
-    from ..core.state import read_per_class
     from .provenance import changes_during
     work_dir = Path(work_dir)
     history = state.get('history') or []
@@ -289,5 +271,7 @@ def result_record(request: JobRequest, work_dir: Path, frozen: dict, state: dict
         'drift': starts,
         'changes': changes_during(history),
         'versions': (history[0].get('versions') if history else None),
-        'files': _file_hashes(work_dir),
+        # the files it summarises, by their name in the job folder
+        'files': {str(name): sha256_file(work_dir / name, cache=None)
+                  for name in (CURVES_FILE, PER_CLASS_FILE) if (work_dir / name).is_file()},
     }

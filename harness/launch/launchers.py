@@ -22,7 +22,6 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..core.atomic import atomic_path
 from ..core.errors import StateError
 from ..core.layout import (
     LOCK_FILE,
@@ -66,13 +65,11 @@ def _held_elsewhere(work_dir: Path) -> bool:
     """Whether another process owns the job (torchrun hides the job's own exit code)."""
     if not (work_dir / LOCK_FILE).exists():
         return False
-    lock = FileLock(work_dir / LOCK_FILE, timeout=0)
     try:
-        lock.acquire()
+        with FileLock(work_dir / LOCK_FILE, timeout=0):
+            return False
     except Timeout:
         return True
-    lock.release()
-    return False
 
 
 def resumable_from(work_dir: Path) -> Path | None:
@@ -134,10 +131,9 @@ def report_end(target: Target, rc: int, took: float, log: Path | None = None,
         if rc < 0:  # a signal no handler saw (SIGKILL: the kernel's OOM killer, kill -9)
             error = killed_error(rc, work_dir)
         else:
-            said = failure_line(output.tail() if output else '') or \
+            # its own failure line however much followed it, else its output's last line
+            said = (output and (output.failure or failure_line(output.tail()))) or \
                 failure_line(log_tail(work_dir))
-            if output is not None and output.failure:  # however much followed it
-                said = output.failure
             error = said or f'exit code {rc}'
         try:
             state = write_state(work_dir, status='failed', error=error)
@@ -194,8 +190,7 @@ class Launcher:
                 request_file = target.work_dir / REQUEST_FILE
                 try:
                     target.work_dir.mkdir(parents=True, exist_ok=True)
-                    with atomic_path(request_file, fsync=False) as tmp:
-                        target.request.write(tmp)
+                    target.request.write(request_file)  # atomic, errors naming the file
                 except OSError as err:  # a full disk: the next rows may still fit
                     failed += 1
                     self.unfinished[FAILED] += 1
@@ -229,28 +224,27 @@ class LocalLauncher(Launcher):
                       else f'training{_resume_note(target.work_dir)}')
             print(f'{target.tag}: {action} -> {target.work_dir}', flush=True)
             start = time.monotonic()
-            rc, output = self._run_one(job_command(target.work_dir / REQUEST_FILE,
-                                                   self.processes),
-                                       target.work_dir, job_env(request), target.tag)
+            rc, output = self._run_one(target)
             if not report_end(target, rc, time.monotonic() - start, output=output):
                 failed += 1
                 self.unfinished[unfinished_reason(rc, target.work_dir)] += 1
         return failed
 
-    def _run_one(self, cmd: list[str], work_dir: Path, env: dict, tag: str):
+    def _run_one(self, target: Target):
         """Run one job process, its output teed to the job's log (and the terminal: all of it
         when verbose, else its progress lines) by a thread, so that a stopped launcher still
         records what the job says while it stops. Returns (exit code, JobOutput)."""
-        output = JobOutput(work_dir / LOG_FILE)
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
+        output = JobOutput(target.work_dir / LOG_FILE)
+        proc = subprocess.Popen(job_command(target.work_dir / REQUEST_FILE, self.processes),
+                                cwd=REPO_ROOT, env=job_env(target.request),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
         def show(chunk: bytes) -> None:
             if self.verbose:
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
             elif chunk.startswith(SHOWN):
-                print(f'{tag}: {chunk.decode(errors="replace").rstrip()}', flush=True)
+                print(f'{target.tag}: {chunk.decode(errors="replace").rstrip()}', flush=True)
 
         copier = threading.Thread(target=output.copy, args=(proc.stdout, show), daemon=True)
         copier.start()
@@ -290,7 +284,11 @@ class JobOutput:
         return b''.join(self._tail).decode(errors='replace')
 
     def copy(self, stream, show) -> None:
-        log = self._open()
+        try:
+            log = open(self.log, 'ab')
+        except OSError as err:
+            self._give_up(err)
+            log = None
         for chunk in iter(stream.readline, b''):
             self._tail.append(chunk)
             if chunk.startswith(FAILURE_PREFIX.encode()):
@@ -306,13 +304,6 @@ class JobOutput:
             with contextlib.suppress(OSError):  # a terminal gone, a full disk under a redirect
                 show(chunk)
         _close_quietly(log)
-
-    def _open(self):
-        try:
-            return open(self.log, 'ab')
-        except OSError as err:
-            self._give_up(err)
-            return None
 
     def _give_up(self, err: OSError) -> None:
         self.log_error = f'not written further: {err.strerror or err}'
@@ -335,7 +326,7 @@ class SlurmLauncher(Launcher):
     def launch(self, targets: list[Target]) -> int:
         from . import slurm
         queued, targets = self._in_queue(targets)
-        submitted = slurm.submit(targets, self.options, job_env) if targets else []
+        submitted = slurm.submit(targets, self.options) if targets else []
         failed = len(targets) - len(submitted)
         self.unfinished[FAILED] += failed
         if not self.options.wait:

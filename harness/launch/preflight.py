@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from ..assets.data import DataError, require_files, require_folders
-from ..core.datasets import Dataset, dataset
+from ..core.datasets import Dataset
 from ..core.errors import HarnessError
 from ..core.layout import REPO_ROOT
 from ..core.spec import Row
@@ -17,12 +17,11 @@ class PreflightError(HarnessError):
 
 
 def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_ROOT,
-                   splits: tuple[str, ...] = ('training', 'validation'),
-                   declared: Dataset | None = None) -> None:
+                   splits: tuple[str, ...] = ('training', 'validation'), *,
+                   declared: Dataset) -> None:
     """Check the data and every row's weights before any full job starts training: the
-    folders of the dataset's layout there (``declared``: ADE20K's by default), and those of
-    the ``splits`` the jobs read not empty."""
-    declared = declared or dataset()
+    folders of the ``declared`` dataset's layout there, and those of the ``splits`` the jobs
+    read not empty."""
     try:
         require_folders(data_root, declared=declared)
         require_files(data_root, splits, declared)
@@ -39,27 +38,15 @@ def preflight_full(rows: list[Row], data_root: Path, weights_root: Path = REPO_R
                                  f'{row.pretrained_file} ({origin})')
 
 
-def check_weights_fit(row: Row, weights: Path, encoder: dict) -> None:
-    """The file at the row's weights path holds the row's encoder (``encoder``: the built
-    model's state dict), every key with its shape: mmseg's ``init_cfg`` loading skips a tensor
-    of another shape with a mere warning, so a file of another backbone would train days from
-    random values."""
-    from ..assets.convert import load_checkpoint
-    from ..assets.weights import check_against_row
-    try:
-        state = load_checkpoint(weights)
-        check_against_row(state.get('state_dict', state), row, encoder)
-    except (HarnessError, AttributeError) as err:
-        raise PreflightError(f'{row.table}/{row.id}: pretrained weights {row.pretrained_file} '
-                             f'do not fit the row: {str(err).splitlines()[0]}') from None
-
-
-def check_configs(rows: list[Row], profile: str, gpus: int = 1,
-                  weights_root: Path = REPO_ROOT) -> None:
+def check_configs(rows: list[Row], profile: str, gpus: int, weights_root: Path) -> None:
     """Build each row's job config and model (random init, nothing loaded) before any job
     starts: a config that cannot build stops the run with one line instead of failing in the
-    job process, after the rows before it have run. Full profile: the row's weights file is
-    checked against the model built here (``preflight_full`` found it)."""
+    job process, after the rows before it have run. Full profile: the row's weights file
+    (``preflight_full`` found it) must hold the built encoder, every key with its shape:
+    mmseg's ``init_cfg`` loading skips a tensor of another shape with a mere warning, so a file
+    of another backbone would train days from random values."""
+    from ..assets.convert import load_checkpoint
+    from ..assets.weights import check_against_row
     from ..prepare.job_config import does_not_build
     from ..prepare.model import build_model
     for row in rows:
@@ -67,9 +54,15 @@ def check_configs(rows: list[Row], profile: str, gpus: int = 1,
             model = build_model(row, profile, gpus=gpus, weights_root=weights_root)
         except Exception as err:  # noqa: BLE001 - whatever mmengine/mmseg raise, one line
             raise does_not_build(row, err) from None
-        if profile == 'full':
-            check_weights_fit(row, Path(weights_root) / row.pretrained_file,
-                              model.backbone.state_dict())
+        if profile != 'full':
+            continue
+        try:
+            state = load_checkpoint(Path(weights_root) / row.pretrained_file)
+            check_against_row(state.get('state_dict', state), row, model.backbone.state_dict())
+        except (HarnessError, AttributeError) as err:
+            raise PreflightError(f'{row.table}/{row.id}: pretrained weights '
+                                 f'{row.pretrained_file} do not fit the row: '
+                                 f'{str(err).splitlines()[0]}') from None
 
 
 def check_writable(folder: Path, what: str = 'the work dir') -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import platform
+import socket
 import subprocess
+from pathlib import Path
 
 from ..core.layout import REPO_ROOT
 
@@ -50,9 +53,6 @@ def hardware() -> dict:
     names the models only) and the CUDA runtime torch was built for (mmengine's is buried in
     the build text). The harness's one description of a machine: the job record and the
     measurements (bench, rehearsal) all take theirs from here."""
-    import os
-    import socket
-
     import torch
     gpus = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
     return {'host': socket.gethostname(), 'cpu': _cpu_name(), 'cpu_count': os.cpu_count(),
@@ -73,7 +73,6 @@ def environment() -> dict:
 
 def _cpu_name() -> str:
     """The CPU's model name (``platform`` only knows the architecture on Linux)."""
-    from pathlib import Path
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
             if line.startswith('model name'):
@@ -84,7 +83,6 @@ def _cpu_name() -> str:
 
 
 def _physical_memory() -> int | None:
-    import os
     try:
         return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
     except (ValueError, OSError):
@@ -96,8 +94,6 @@ def dataset_identity(root) -> dict:
     contents digest that ``check-data`` kept beside the data (``contents_sha256``: over every
     file's bytes) when that file still lists these files with their sizes and times; else
     None, and ``contents`` says why."""
-    from pathlib import Path
-
     from ..assets.contents import dataset_files, recorded_contents
     from ..core.datasets import layout_of
 

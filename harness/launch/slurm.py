@@ -19,8 +19,8 @@ import submitit
 
 from ..core.layout import LOG_FILE, REPO_ROOT, REQUEST_FILE, slurm_folder
 from ..core.state import read_state, write_state
-from .job import job_command
-from .slurm_options import POLL_S, SlurmOptions
+from .job import job_command, job_env
+from .slurm_options import SlurmOptions
 
 STOP_WAIT_S = 80  # submitit's warning comes 90 s before the kill
 MAX_QUEUE_FAILURES = 3  # squeue failing this many polls in a row ends the wait
@@ -30,8 +30,8 @@ class SlurmTask(submitit.helpers.Checkpointable):
     """One SLURM task of one job: runs the job process, stops it with a checkpoint on
     submitit's warning and asks to be requeued."""
 
-    def __init__(self, request_file: Path, work_dir: Path, env: dict):
-        self.request_file, self.work_dir, self.env = Path(request_file), Path(work_dir), dict(env)
+    def __init__(self, work_dir: Path, env: dict):
+        self.work_dir, self.env = Path(work_dir), dict(env)
         self._proc = None
 
     def __getstate__(self):  # the running process stays behind when submitit pickles us
@@ -44,7 +44,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
             dist.export(set_cuda_visible_devices=False, overwrite=True)
             env.update({k: os.environ[k] for k in ('MASTER_ADDR', 'MASTER_PORT', 'RANK',
                                                    'WORLD_SIZE', 'LOCAL_RANK')})
-        cmd = job_command(self.request_file)
+        cmd = job_command(self.work_dir / REQUEST_FILE)
         if dist.rank == 0:  # rank 0 writes the job's log; the others stay in submitit's
             with open(self.work_dir / LOG_FILE, 'ab') as log:
                 self._proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log,
@@ -85,10 +85,10 @@ def _parameters(opts: SlurmOptions, name: str) -> dict:
     return params
 
 
-def submit(targets: list, opts: SlurmOptions, env_of) -> list:
-    """Submit the ``Target``s (their requests already in their folders; ``env_of(request)``:
-    a job's environment) as one job array; record each task's SLURM job id in its job's state.
-    Returns (target, SLURM job id) pairs (none when sbatch refused the array)."""
+def submit(targets: list, opts: SlurmOptions) -> list:
+    """Submit the ``Target``s (their requests already in their folders) as one job array;
+    record each task's SLURM job id in its job's state. Returns (target, SLURM job id) pairs
+    (none when sbatch refused the array)."""
     folder = slurm_folder([t.work_dir for t in targets])
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=20)
     first = targets[0].request
@@ -97,8 +97,7 @@ def submit(targets: list, opts: SlurmOptions, env_of) -> list:
         write_state(target.work_dir, status='queued', error=None, slurm_logs=str(folder))
     try:
         with executor.batch():
-            jobs = [executor.submit(SlurmTask(t.work_dir / REQUEST_FILE, t.work_dir,
-                                              env_of(t.request))) for t in targets]
+            jobs = [executor.submit(SlurmTask(t.work_dir, job_env(t.request))) for t in targets]
     except Exception as err:  # noqa: BLE001 - sbatch refused it: recorded in every job
         message = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
         for target in targets:
@@ -120,13 +119,13 @@ class QueueError(RuntimeError):
     """squeue did not answer (one line)."""
 
 
-def queue_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id: state} of the given jobs that SLURM still lists, from one ``squeue`` call
-    (array tasks one by one, ``<array>_<index>``); a job absent from it has left the queue.
-    squeue needs no accounting database; a requeued job is listed again as pending."""
+def in_queue(job_ids: list[str]) -> set[str]:
+    """The jobs SLURM still has pending, running or requeued, from one ``squeue`` call (array
+    tasks one by one, ``<array>_<index>``); a job absent from it has left the queue. squeue
+    needs no accounting database; a requeued job is listed again as pending."""
     arrays = sorted({job_id.split('_')[0] for job_id in job_ids})
     if not arrays:
-        return {}
+        return set()
     try:
         out = subprocess.run(['squeue', '-h', '-r', '-j', ','.join(arrays), '-o', '%i %T'],
                              capture_output=True, text=True, timeout=60)
@@ -134,19 +133,14 @@ def queue_states(job_ids: list[str]) -> dict[str, str]:
         raise QueueError(f'squeue: {err}') from None
     if out.returncode != 0:
         if 'Invalid job id' in out.stderr:  # every one of them has left SLURM's memory
-            return {}
+            return set()
         lines = (out.stderr or out.stdout).strip().splitlines()
         raise QueueError(f"squeue exited with {out.returncode}: {(lines or [''])[-1][:200]}")
     states = dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) > 1)
-    return {job_id: states[job_id] for job_id in job_ids if job_id in states}
+    return {job_id for job_id in job_ids if job_id in states and states[job_id] not in ENDED}
 
 
-def in_queue(job_ids: list[str]) -> set[str]:
-    """The jobs SLURM still has pending, running or requeued."""
-    return {job_id for job_id, state in queue_states(job_ids).items() if state not in ENDED}
-
-
-def wait(submitted: list, poll_s: float = POLL_S, max_failures: int = MAX_QUEUE_FAILURES,
+def wait(submitted: list, poll_s: float, max_failures: int = MAX_QUEUE_FAILURES,
          status_hint: str = '') -> tuple[dict, list]:
     """Wait until every (target, SLURM job id) has left the queue, printing each state
     change. Returns ({work_dir: seconds from now to its end}, the pairs still queued when squeue

@@ -8,8 +8,6 @@ import re
 
 from ..core.checks import option
 
-POLL_S = 30.0  # between two squeue calls while waiting: one call for all jobs
-
 
 def parse_time(value: str) -> int:
     """SLURM's time formats (MM, HH:MM:SS, D-HH[:MM]) -> minutes."""
@@ -64,7 +62,7 @@ class SlurmRequest:
     exclusive: bool = option(False, help='slurm: whole nodes per job')
     wait: bool = option(True, flag='--no-wait',
                         help='slurm: submit and return (default: wait until the jobs end)')
-    poll_interval: float = option(POLL_S, check=_positive, metavar='S',
+    poll_interval: float = option(30.0, check=_positive, metavar='S',
                                   help='slurm: seconds between two squeue calls while waiting '
                                        '(one call for all jobs)')
 

@@ -22,10 +22,6 @@ from ..core.state import UNREADABLE, read_state
 from .launchers import Target
 
 
-def _tagged(requests: list[JobRequest], total: int, numbers: list[int]) -> list[Target]:
-    return [Target(r, f'[{n}/{total}] {r.name}') for r, n in zip(requests, numbers)]
-
-
 def train_targets(rows: list[Row], seeds: int, work_root: Path, **options) -> list[Target]:
     """Every row x seed trained in ``<work_root>/<profile>/<table>/<row>/seed<k>/``;
     ``options``: the JobRequest fields common to all of them (profile, data_root, ...)."""
@@ -33,7 +29,7 @@ def train_targets(rows: list[Row], seeds: int, work_root: Path, **options) -> li
                                                                  row.folder, row.id, seed),
                            **options)
                 for row in rows for seed in range(seeds)]
-    return _tagged(requests, len(requests), list(range(1, len(requests) + 1)))
+    return [Target(r, f'[{n}/{len(requests)}] {r.name}') for n, r in enumerate(requests, 1)]
 
 
 def evaluate_ours_targets(rows: list[Row], seeds: int, work_root: Path, multi_scale: bool,
@@ -41,7 +37,7 @@ def evaluate_ours_targets(rows: list[Row], seeds: int, work_root: Path, multi_sc
     """The final checkpoint of each finished row x seed. Returns (targets, the row x seeds
     refused: a damaged or unreadable record, a checkpoint that is not the one recorded)."""
     pairs = [(row, seed) for row in rows for seed in range(seeds)]
-    requests, numbers, refused = [], [], 0
+    targets, refused = [], 0
     for n, (row, seed) in enumerate(pairs, 1):
         tag = f'[{n}/{len(pairs)}] {row.table}/{row.id} seed{seed}'
         trained = job_dir(work_root, options['profile'], row.folder, row.id, seed)
@@ -70,12 +66,11 @@ def evaluate_ours_targets(rows: list[Row], seeds: int, work_root: Path, multi_sc
             refused += 1
             print(f'error: {tag}: {problem}; not evaluated', file=sys.stderr, flush=True)
             continue
-        requests.append(JobRequest(row=row, seed=seed, checkpoint=checkpoint,
-                                   checkpoint_sha256=expected, multi_scale=multi_scale,
-                                   work_dir=ours_eval_dir(trained, multi_scale, expected),
-                                   **options))
-        numbers.append(n)
-    return _tagged(requests, len(pairs), numbers), refused
+        targets.append(Target(JobRequest(row=row, seed=seed, checkpoint=checkpoint,
+                                         checkpoint_sha256=expected, multi_scale=multi_scale,
+                                         work_dir=ours_eval_dir(trained, multi_scale, expected),
+                                         **options), tag))
+    return targets, refused
 
 
 def _not_recorded(checkpoint: Path | None, expected: str | None) -> str | None:
@@ -100,7 +95,7 @@ def evaluate_released_targets(rows: list[Row], work_root: Path, checkpoints: Pat
                               multi_scale: bool, **options) -> tuple[list[Target], int]:
     """Each row's converted released checkpoint ``<checkpoints>/<row>.pth``. Returns (targets,
     the rows whose file could not be read)."""
-    requests, numbers, refused = [], [], 0
+    targets, refused = [], 0
     for n, row in enumerate(rows, 1):
         tag = f'[{n}/{len(rows)}] {row.table}/{row.id}'
         checkpoint = Path(checkpoints) / f'{row.id}.pth'
@@ -114,9 +109,9 @@ def evaluate_released_targets(rows: list[Row], work_root: Path, checkpoints: Pat
             print(f'error: {tag}: cannot read {checkpoint}: {err.strerror or err}; not '
                   'evaluated', file=sys.stderr, flush=True)
             continue
-        requests.append(JobRequest(row=row, seed=0, checkpoint=checkpoint, released=True,
-                                   checkpoint_sha256=sha, multi_scale=multi_scale,
-                                   work_dir=released_dir(work_root, row.folder, row.id,
-                                                         multi_scale, sha), **options))
-        numbers.append(n)
-    return _tagged(requests, len(rows), numbers), refused
+        request = JobRequest(row=row, seed=0, checkpoint=checkpoint, released=True,
+                             checkpoint_sha256=sha, multi_scale=multi_scale,
+                             work_dir=released_dir(work_root, row.folder, row.id, multi_scale,
+                                                   sha), **options)
+        targets.append(Target(request, f'[{n}/{len(rows)}] {request.name}'))
+    return targets, refused

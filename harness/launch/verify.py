@@ -27,7 +27,7 @@ from ..core.layout import (
     seed_dirs,
 )
 from ..core.request import JobRequest
-from ..core.result import read_result
+from ..core.result import read_result, write_result
 from ..core.spec import Row
 from ..core.state import UNREADABLE, read_recipe, read_state
 
@@ -168,7 +168,7 @@ def _recipe_problems(work_dir: Path, request: JobRequest, recipe: dict) -> list[
     return problems
 
 
-def result_problems(work_dir: Path, recipe: dict, state: dict, sha=None) -> list[str]:
+def result_problems(work_dir: Path, recipe: dict, state: dict, sha) -> list[str]:
     """The result record against the folder: there when the job finished, readable, the files
     it summarises unchanged, its checkpoint there with the same SHA-256, its recipe the
     folder's."""
@@ -180,7 +180,7 @@ def result_problems(work_dir: Path, recipe: dict, state: dict, sha=None) -> list
         return ([f'no result record ({RESULT_FILE}) though the job finished (`python -m '
                  'harness record` writes one after checking the folder)']
                 if state.get('status') == 'finished' else [])
-    return record_problems(work_dir, record, recipe, sha or _hashes())
+    return record_problems(work_dir, record, recipe, sha)
 
 
 def record_problems(work_dir: Path, record: dict, recipe: dict, sha) -> list[str]:
@@ -209,11 +209,10 @@ def record_problems(work_dir: Path, record: dict, recipe: dict, sha) -> list[str
     return problems
 
 
-def check_folder(work_dir: Path, sha=None, rehash=None) -> tuple[dict | None, list[str]]:
+def check_folder(work_dir: Path, sha, rehash=None) -> tuple[dict | None, list[str]]:
     """The job's frozen recipe, and what differs between the folder and its recipe, job state
     (checkpoints, inputs, dataset: with ``rehash`` its contents byte by byte) and the current
     spec; the result record is not looked at."""
-    sha = sha or _hashes()
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         return None, ['no such folder']
@@ -238,10 +237,8 @@ def check_job(work_dir: Path, rehash=None) -> tuple[str | None, list[str]]:
     recipe, problems = check_folder(work_dir, sha, rehash)
     if recipe is None:
         return None, problems
-    state = read_state(work_dir)
-    if state.get('status') == UNREADABLE:  # a difference already; a record is still checked
-        state = {}
-    problems += result_problems(Path(work_dir), recipe, state, sha)
+    # an unreadable state is a difference already; the record is still checked
+    problems += result_problems(Path(work_dir), recipe, read_state(work_dir), sha)
     return recipe['fingerprint'], problems
 
 
@@ -250,7 +247,7 @@ def _one_line(err: BaseException) -> str:
     return f'{type(err).__name__}: {text}'
 
 
-def verify(folders: list[Path], log=print, contents: bool = False) -> int:
+def verify(folders: list[Path], contents: bool = False) -> int:
     """One line per job folder; the number of folders that differ from their record.
     ``contents``: every dataset file's bytes hashed again (once per dataset), not only its size
     and time compared."""
@@ -262,16 +259,15 @@ def verify(folders: list[Path], log=print, contents: bool = False) -> int:
             problems = [_one_line(err)]
         if problems:
             differing += 1
-            log(f'DIFFERS {folder}: ' + '; '.join(problems), flush=True)
+            print(f'DIFFERS {folder}: ' + '; '.join(problems), flush=True)
         else:
-            log(f'ok      {folder} (recipe {recipe})', flush=True)
+            print(f'ok      {folder} (recipe {recipe})', flush=True)
     return differing
 
 
 def _record_one(folder: Path) -> tuple[str, str]:
     """(outcome, line) of writing one folder's missing result record; outcome is one of
     written, kept, skipped, differs."""
-    from ..core.result import write_result
     from .job_records import result_record
     folder = Path(folder)
     if (folder / RESULT_FILE).exists():
@@ -282,13 +278,14 @@ def _record_one(folder: Path) -> tuple[str, str]:
     if state.get('status') != 'finished':
         return 'skipped', (f"skipped {folder}: not finished (status "
                            f"{state.get('status', 'not run')}), so no record")
-    recipe, problems = check_folder(folder)
+    sha = _hashes()  # each file hashed once, for the folder's checks and the record's
+    recipe, problems = check_folder(folder, sha)
     if problems:
         return 'differs', f'DIFFERS {folder}: ' + '; '.join(problems) + '; no record written'
     request = JobRequest.read(folder / REQUEST_FILE)
     metrics = state.get('metrics') if request.kind == 'evaluate' else None
     record = result_record(request, folder, recipe, state, metrics, made_by=MADE_AFTER)
-    unsound = record_problems(folder, record, recipe, _hashes())
+    unsound = record_problems(folder, record, recipe, sha)
     if unsound:  # never a record that verify would refuse
         return 'differs', (f'DIFFERS {folder}: the record it would get does not hold ('
                            + '; '.join(unsound) + '); no record written')
@@ -296,7 +293,7 @@ def _record_one(folder: Path) -> tuple[str, str]:
     return 'written', f'wrote   {path} (recipe {recipe["fingerprint"]}, {MADE_AFTER})'
 
 
-def record_missing(folders: list[Path], log=print) -> dict[str, int]:
+def record_missing(folders: list[Path]) -> dict[str, int]:
     """``record``: for each finished job folder without a result record, the record, once the
     folder passed verify's checks; one line per folder. Nothing else in a folder is written,
     and an existing record never is. Returns how many folders had each outcome."""
@@ -307,5 +304,5 @@ def record_missing(folders: list[Path], log=print) -> dict[str, int]:
         except Exception as err:  # noqa: BLE001 - one line for a folder that cannot be read
             outcome, line = 'differs', f'DIFFERS {folder}: {_one_line(err)}; no record written'
         counts[outcome] += 1
-        log(line, flush=True)
+        print(line, flush=True)
     return counts
