@@ -23,9 +23,10 @@ class PlanOptions(WeightsRoot, DataRoot, Launcher, Gpus, Seeds, Jobs):
 
 def plan(options: PlanOptions) -> int:
     from ..measure.plan import print_plan
-    print_plan(tables_rows=options.tables(), profile=options.profile, gpus=options.gpus,
+    selected = options.tables()
+    print_plan(tables_rows=selected, profile=options.profile, gpus=options.gpus,
                seeds=options.seeds, launcher=options.launcher, work_root=options.work_root,
-               data_roots=options.data_roots([table for table, _ in options.tables()]),
+               data_roots=options.data_roots([table for table, _ in selected]),
                weights_root=options.weights_root,
                rehearsals=options.rehearsals, device=options.device)
     return 0
